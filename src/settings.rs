@@ -1,0 +1,174 @@
+//! `PluginSettings`: everything one bridge instance needs, built either from the standalone
+//! TOML (`config`) or from a `MattermostAccessPlugin` and its Secrets (`operator`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+/// Identifies one plugin instance: `namespace/name` of its custom resource, or
+/// [`InstanceId::standalone`] for the TOML-configured process.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId {
+    /// Kubernetes namespace (empty for standalone).
+    pub namespace: String,
+    /// Resource name (`standalone` for standalone).
+    pub name: String,
+}
+
+impl InstanceId {
+    /// An instance backed by a custom resource.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The single instance of `teleport-mattermost start`.
+    pub fn standalone() -> Self {
+        Self::new("", "standalone")
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// A secret string that never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret value; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where the Mattermost bot token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The token itself.
+    Literal(Secret),
+    /// A file holding the token; re-read whenever it changes.
+    File(PathBuf),
+}
+
+/// Client-side rate limit for calls to one Mattermost server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per second; 0 disables the limiter.
+    pub per_second: u32,
+    /// Requests allowed in a burst.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    /// Mattermost's own default `RateLimitSettings` (10/s, burst 100), so a default
+    /// install never trips a server that has rate limiting switched on.
+    fn default() -> Self {
+        Self {
+            per_second: 10,
+            burst: 100,
+        }
+    }
+}
+
+/// How the Mattermost client retries 429, 5xx and transport errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per call, including the first.
+    pub max_attempts: u32,
+    /// First backoff delay (jittered, doubled each time).
+    pub base_delay: Duration,
+    /// Upper bound of one delay, including server-requested waits.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Mattermost connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MattermostSettings {
+    /// Base URL, e.g. `https://mattermost.example.com`.
+    pub url: Url,
+    /// Team URL name (not display name).
+    pub team: String,
+    /// Channel URL name within the team.
+    pub channel: String,
+    /// The bot token.
+    pub token: TokenSource,
+    /// Client-side rate limit.
+    pub rate_limit: RateLimit,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+}
+
+/// Settings for the Approve/Deny buttons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackSettings {
+    /// The full URL Mattermost POSTs button presses to (`integration.url`).
+    pub action_url: Url,
+    /// HMAC key for button contexts.
+    pub signing_secret: Secret,
+}
+
+/// Teleport connection settings (the identity itself is delivered separately, since it rotates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeleportSettings {
+    /// Auth server address, `host:port`.
+    pub address: String,
+    /// How long to wait for the watch stream's INIT event before reconnecting.
+    pub init_timeout: Duration,
+}
+
+/// Everything one bridge instance needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSettings {
+    /// Which instance this is.
+    pub instance: InstanceId,
+    /// Teleport connection.
+    pub teleport: TeleportSettings,
+    /// Mattermost connection and target channel.
+    pub mattermost: MattermostSettings,
+    /// Buttons; `None` posts notifications without buttons.
+    pub callback: Option<CallbackSettings>,
+    /// Extra recipients for every request: emails (DM) or `team/channel`.
+    pub recipients: Vec<String>,
+    /// Recipients per requested role, with `"*"` as the fallback.
+    pub role_to_recipients: BTreeMap<String, Vec<String>>,
+    /// Mattermost usernames or emails allowed to press the buttons; empty means anyone in the channel.
+    pub approvers: Vec<String>,
+    /// How many requests are processed at once.
+    pub concurrency: usize,
+}
+
+/// Default number of requests processed concurrently by one instance.
+pub const DEFAULT_CONCURRENCY: usize = 32;
