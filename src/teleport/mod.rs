@@ -1,3 +1,5 @@
 //! Teleport Auth API client: generated gRPC types, mTLS identity, and the calls the bridge makes.
 
+pub mod client;
+pub mod identity;
 pub mod wire;

@@ -1,0 +1,1 @@
+//! The engine for one plugin instance: Teleport events in, Mattermost posts out.

@@ -1,0 +1,1 @@
+//! The callback server for Approve/Deny button presses.

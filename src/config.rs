@@ -1,0 +1,1 @@
+//! The standalone TOML config (the original plugin's keys), validated into `PluginSettings`.

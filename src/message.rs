@@ -1,0 +1,1 @@
+//! Pure rendering of post text, review replies and button attachments.

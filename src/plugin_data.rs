@@ -1,0 +1,1 @@
+//! The plugin data this plugin keeps on each access request in Teleport, and its codec.

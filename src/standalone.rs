@@ -1,0 +1,1 @@
+//! `teleport-mattermost start`: one bridge and its callback server from a TOML file.

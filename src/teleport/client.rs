@@ -1,0 +1,1 @@
+//! The Teleport Auth API calls the bridge and the callback server make.

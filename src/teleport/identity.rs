@@ -1,0 +1,1 @@
+//! The plugin's Teleport identity: certificate, key and cluster CAs from PEM.

@@ -1,0 +1,1 @@
+//! A Mattermost server double.

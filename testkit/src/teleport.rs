@@ -1,0 +1,1 @@
+//! A Teleport Auth server double.
