@@ -1,1 +1,497 @@
 //! The plugin data this plugin keeps on each access request in Teleport, and its codec.
+//!
+//! The first seven keys are the ones Teleport's own Mattermost plugin writes, with the same
+//! meaning, so an install can take over from it without reposting. Our own keys (prefixed `mm_`)
+//! make posting exactly-once across crashes: an intent is recorded before each post, and a
+//! later attempt that finds the intent looks for the post by its marker instead of posting again.
+
+use std::collections::HashMap;
+
+use crate::request::{AccessRequest, RequestState};
+
+/// Teleport plugin key: requesting user.
+pub const KEY_USER: &str = "user";
+/// Teleport plugin key: requested roles, comma-joined.
+pub const KEY_ROLES: &str = "roles";
+/// Teleport plugin key: the requester's reason.
+pub const KEY_REQUEST_REASON: &str = "request_reason";
+/// Teleport plugin key: how many reviews have been replied to (decimal, `""` when 0).
+pub const KEY_REVIEWS_COUNT: &str = "reviews_count";
+/// Teleport plugin key: `""`, `APPROVED`, `DENIED`, `EXPIRED` or `PROMOTED`.
+pub const KEY_RESOLUTION: &str = "resolution";
+/// Teleport plugin key: the resolver's reason.
+pub const KEY_RESOLVE_REASON: &str = "resolve_reason";
+/// Teleport plugin key: `channelID/postID` items joined by `,`.
+pub const KEY_MESSAGES: &str = "messages";
+/// Ours: posts being made right now, `slot@unix_ms` items joined by `,`.
+pub const KEY_INFLIGHT: &str = "mm_inflight";
+/// Ours: channels whose thread already has the reply to review number `reviews_count`.
+pub const KEY_REPLIED: &str = "mm_replied";
+/// Ours: who resolved the request through a button, e.g. `@alice`.
+pub const KEY_RESOLVED_BY: &str = "mm_resolved_by";
+/// Ours: the resolution every message has been edited to show.
+pub const KEY_EDITED: &str = "mm_edited";
+
+/// Every key this plugin writes; encoding always emits all of them so that clearing one
+/// deletes it in Teleport (an empty `Set` value deletes the key).
+pub const ALL_KEYS: [&str; 11] = [
+    KEY_USER,
+    KEY_ROLES,
+    KEY_REQUEST_REASON,
+    KEY_REVIEWS_COUNT,
+    KEY_RESOLUTION,
+    KEY_RESOLVE_REASON,
+    KEY_MESSAGES,
+    KEY_INFLIGHT,
+    KEY_REPLIED,
+    KEY_RESOLVED_BY,
+    KEY_EDITED,
+];
+
+/// One post made for a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageRef {
+    /// Channel (or DM channel) id.
+    pub channel_id: String,
+    /// Post id.
+    pub post_id: String,
+}
+
+/// What a recorded intent is about to post.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// The request's post in a channel.
+    Root {
+        /// Target channel.
+        channel_id: String,
+    },
+    /// The thread reply for review `index` under the request's post in a channel.
+    Reply {
+        /// Channel of the root post.
+        channel_id: String,
+        /// Review index in the request.
+        index: usize,
+    },
+}
+
+impl Slot {
+    /// The channel this slot posts to.
+    pub fn channel_id(&self) -> &str {
+        match self {
+            Slot::Root { channel_id } | Slot::Reply { channel_id, .. } => channel_id,
+        }
+    }
+
+    fn encode(&self) -> String {
+        match self {
+            Slot::Root { channel_id } => channel_id.clone(),
+            Slot::Reply { channel_id, index } => format!("{channel_id}/r{index}"),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Slot> {
+        match s.split_once("/r") {
+            Some((channel_id, index)) => Some(Slot::Reply {
+                channel_id: channel_id.to_string(),
+                index: index.parse().ok()?,
+            }),
+            None if !s.is_empty() => Some(Slot::Root {
+                channel_id: s.to_string(),
+            }),
+            None => None,
+        }
+    }
+}
+
+/// A recorded intent to post: the slot and when it was recorded (unix ms).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Intent {
+    /// What is being posted.
+    pub slot: Slot,
+    /// When the intent was recorded, in unix milliseconds.
+    pub since_ms: i64,
+}
+
+/// Decoded plugin data of one access request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginData {
+    /// Requesting user.
+    pub user: String,
+    /// Requested roles.
+    pub roles: Vec<String>,
+    /// The requester's reason.
+    pub request_reason: String,
+    /// Reviews already replied to in every thread.
+    pub reviews_count: usize,
+    /// Final state, once known.
+    pub resolution: Option<RequestState>,
+    /// The resolver's reason.
+    pub resolve_reason: String,
+    /// Posts made, one per channel.
+    pub messages: Vec<MessageRef>,
+    /// Posts being made.
+    pub inflight: Vec<Intent>,
+    /// Channels that already have the reply for review `reviews_count`.
+    pub replied: Vec<String>,
+    /// Who resolved through a button (`@alice`), if anyone.
+    pub resolved_by: String,
+    /// The resolution the messages were edited to show.
+    pub edited: Option<RequestState>,
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl PluginData {
+    /// Fresh data for a request seen for the first time.
+    pub fn for_request(request: &AccessRequest) -> Self {
+        Self {
+            user: request.user.clone(),
+            roles: request.roles.clone(),
+            request_reason: request.request_reason.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Decodes Teleport's map; unknown keys are ignored and malformed items skipped.
+    pub fn decode(map: &HashMap<String, String>) -> Self {
+        let get = |k: &str| map.get(k).map(String::as_str).unwrap_or("");
+        Self {
+            user: get(KEY_USER).to_string(),
+            roles: split_list(get(KEY_ROLES)).map(str::to_string).collect(),
+            request_reason: get(KEY_REQUEST_REASON).to_string(),
+            reviews_count: get(KEY_REVIEWS_COUNT).parse().unwrap_or(0),
+            resolution: RequestState::parse(get(KEY_RESOLUTION)),
+            resolve_reason: get(KEY_RESOLVE_REASON).to_string(),
+            messages: split_list(get(KEY_MESSAGES))
+                .filter_map(|item| {
+                    let (channel_id, post_id) = item.split_once('/')?;
+                    Some(MessageRef {
+                        channel_id: channel_id.to_string(),
+                        post_id: post_id.to_string(),
+                    })
+                })
+                .collect(),
+            inflight: split_list(get(KEY_INFLIGHT))
+                .filter_map(|item| {
+                    let (slot, since) = item.rsplit_once('@')?;
+                    Some(Intent {
+                        slot: Slot::decode(slot)?,
+                        since_ms: since.parse().ok()?,
+                    })
+                })
+                .collect(),
+            replied: split_list(get(KEY_REPLIED)).map(str::to_string).collect(),
+            resolved_by: get(KEY_RESOLVED_BY).to_string(),
+            edited: RequestState::parse(get(KEY_EDITED)),
+        }
+    }
+
+    /// Encodes every key, empty values included, so cleared keys are deleted.
+    pub fn encode(&self) -> HashMap<String, String> {
+        let join = |items: Vec<String>| items.join(",");
+        let state = |s: Option<RequestState>| s.map(|s| s.as_str().to_string()).unwrap_or_default();
+        HashMap::from([
+            (KEY_USER.into(), self.user.clone()),
+            (KEY_ROLES.into(), self.roles.join(",")),
+            (KEY_REQUEST_REASON.into(), self.request_reason.clone()),
+            (
+                KEY_REVIEWS_COUNT.into(),
+                match self.reviews_count {
+                    0 => String::new(),
+                    n => n.to_string(),
+                },
+            ),
+            (KEY_RESOLUTION.into(), state(self.resolution)),
+            (KEY_RESOLVE_REASON.into(), self.resolve_reason.clone()),
+            (
+                KEY_MESSAGES.into(),
+                join(
+                    self.messages
+                        .iter()
+                        .map(|m| format!("{}/{}", m.channel_id, m.post_id))
+                        .collect(),
+                ),
+            ),
+            (
+                KEY_INFLIGHT.into(),
+                join(
+                    self.inflight
+                        .iter()
+                        .map(|i| format!("{}@{}", i.slot.encode(), i.since_ms))
+                        .collect(),
+                ),
+            ),
+            (KEY_REPLIED.into(), self.replied.join(",")),
+            (KEY_RESOLVED_BY.into(), self.resolved_by.clone()),
+            (KEY_EDITED.into(), state(self.edited)),
+        ])
+    }
+
+    /// The post in a channel, if one was recorded.
+    pub fn message_in(&self, channel_id: &str) -> Option<&MessageRef> {
+        self.messages.iter().find(|m| m.channel_id == channel_id)
+    }
+
+    /// The recorded intent for a slot, if any.
+    pub fn intent(&self, slot: &Slot) -> Option<&Intent> {
+        self.inflight.iter().find(|i| &i.slot == slot)
+    }
+
+    /// Records intents for slots that have none yet; returns true when anything changed.
+    pub fn add_intents<'a>(
+        &mut self,
+        slots: impl IntoIterator<Item = &'a Slot>,
+        now_ms: i64,
+    ) -> bool {
+        let mut changed = false;
+        for slot in slots {
+            if self.intent(slot).is_none() {
+                self.inflight.push(Intent {
+                    slot: slot.clone(),
+                    since_ms: now_ms,
+                });
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Records a post made (or adopted) for a root slot and drops its intent.
+    pub fn record_message(&mut self, message: MessageRef) {
+        let slot = Slot::Root {
+            channel_id: message.channel_id.clone(),
+        };
+        self.inflight.retain(|i| i.slot != slot);
+        if self.message_in(&message.channel_id).is_none() {
+            self.messages.push(message);
+        }
+    }
+
+    /// Records that the reply for review `index` exists in a channel's thread and drops its intent.
+    /// Once every message has it, the review counts as replied.
+    pub fn record_reply(&mut self, channel_id: &str, index: usize) {
+        if index != self.reviews_count {
+            return;
+        }
+        let slot = Slot::Reply {
+            channel_id: channel_id.to_string(),
+            index,
+        };
+        self.inflight.retain(|i| i.slot != slot);
+        if !self.replied.iter().any(|c| c == channel_id) {
+            self.replied.push(channel_id.to_string());
+        }
+        if self
+            .messages
+            .iter()
+            .all(|m| self.replied.contains(&m.channel_id))
+        {
+            self.reviews_count += 1;
+            self.replied.clear();
+        }
+    }
+
+    /// Records the final state unless one is already recorded: a DELETE after APPROVED leaves APPROVED.
+    /// Returns true when the resolution changed.
+    pub fn resolve(&mut self, state: RequestState, reason: &str) -> bool {
+        if self.resolution.is_some() || !state.is_resolved() {
+            return false;
+        }
+        self.resolution = Some(state);
+        self.resolve_reason = reason.to_string();
+        true
+    }
+
+    /// True when messages still need editing to show the resolution.
+    pub fn needs_edit(&self) -> bool {
+        self.resolution.is_some() && self.edited != self.resolution && !self.messages.is_empty()
+    }
+
+    /// A request rebuilt from the stored fields, for rendering edits after Teleport deleted it.
+    pub fn as_request(&self, id: &str) -> AccessRequest {
+        AccessRequest {
+            id: id.to_string(),
+            user: self.user.clone(),
+            roles: self.roles.clone(),
+            state: self.resolution.unwrap_or(RequestState::Pending),
+            created: None,
+            expires: None,
+            request_reason: self.request_reason.clone(),
+            resolve_reason: self.resolve_reason.clone(),
+            reviews: Vec::new(),
+            suggested_reviewers: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_data_written_by_teleports_go_plugin() {
+        let data = PluginData::decode(&map(&[
+            ("user", "bob"),
+            ("roles", "admin,dba"),
+            ("request_reason", "prod fix"),
+            ("reviews_count", "2"),
+            ("resolution", "APPROVED"),
+            ("resolve_reason", "ok"),
+            ("messages", "chan1/post1,chan2/post2"),
+        ]));
+        assert_eq!(data.user, "bob");
+        assert_eq!(data.roles, vec!["admin", "dba"]);
+        assert_eq!(data.reviews_count, 2);
+        assert_eq!(data.resolution, Some(RequestState::Approved));
+        assert_eq!(
+            data.messages,
+            vec![
+                MessageRef {
+                    channel_id: "chan1".into(),
+                    post_id: "post1".into()
+                },
+                MessageRef {
+                    channel_id: "chan2".into(),
+                    post_id: "post2".into()
+                }
+            ]
+        );
+        assert!(data.inflight.is_empty());
+    }
+
+    #[test]
+    fn encodes_teleport_key_names_and_formats() {
+        let mut data = PluginData {
+            user: "bob".into(),
+            roles: vec!["admin".into(), "dba".into()],
+            request_reason: "why".into(),
+            ..Default::default()
+        };
+        data.record_message(MessageRef {
+            channel_id: "c1".into(),
+            post_id: "p1".into(),
+        });
+        data.resolve(RequestState::Denied, "nope");
+        let m = data.encode();
+        assert_eq!(m["user"], "bob");
+        assert_eq!(m["roles"], "admin,dba");
+        assert_eq!(m["request_reason"], "why");
+        assert_eq!(m["reviews_count"], "");
+        assert_eq!(m["resolution"], "DENIED");
+        assert_eq!(m["resolve_reason"], "nope");
+        assert_eq!(m["messages"], "c1/p1");
+        let keys: Vec<_> = ALL_KEYS.iter().map(|k| k.to_string()).collect();
+        for k in m.keys() {
+            assert!(keys.contains(k), "unexpected key {k}");
+        }
+        assert_eq!(m.len(), ALL_KEYS.len());
+    }
+
+    #[test]
+    fn round_trips_intents_and_replies() {
+        let mut data = PluginData::default();
+        let root = Slot::Root {
+            channel_id: "c1".into(),
+        };
+        let reply = Slot::Reply {
+            channel_id: "c2".into(),
+            index: 3,
+        };
+        assert!(data.add_intents([&root, &reply], 1_700_000_000_123));
+        assert!(!data.add_intents([&root], 5), "existing intent is kept");
+        data.replied = vec!["c9".into()];
+        data.edited = Some(RequestState::Expired);
+        data.resolved_by = "@alice".into();
+        let back = PluginData::decode(&data.encode());
+        assert_eq!(back, data);
+        assert_eq!(back.intent(&reply).unwrap().since_ms, 1_700_000_000_123);
+    }
+
+    #[test]
+    fn recording_a_message_clears_its_intent() {
+        let mut data = PluginData::default();
+        let slot = Slot::Root {
+            channel_id: "c1".into(),
+        };
+        data.add_intents([&slot], 10);
+        data.record_message(MessageRef {
+            channel_id: "c1".into(),
+            post_id: "p1".into(),
+        });
+        assert!(data.intent(&slot).is_none());
+        data.record_message(MessageRef {
+            channel_id: "c1".into(),
+            post_id: "p2".into(),
+        });
+        assert_eq!(data.messages.len(), 1, "one post per channel");
+    }
+
+    #[test]
+    fn review_counts_once_every_thread_has_its_reply() {
+        let mut data = PluginData::default();
+        for c in ["c1", "c2"] {
+            data.record_message(MessageRef {
+                channel_id: c.into(),
+                post_id: format!("p-{c}"),
+            });
+        }
+        data.record_reply("c1", 0);
+        assert_eq!(data.reviews_count, 0);
+        assert_eq!(data.replied, vec!["c1"]);
+        data.record_reply("c1", 0);
+        assert_eq!(data.replied, vec!["c1"], "idempotent");
+        data.record_reply("c2", 0);
+        assert_eq!(data.reviews_count, 1);
+        assert!(data.replied.is_empty());
+        data.record_reply("c1", 0);
+        assert_eq!(data.reviews_count, 1, "a stale reply index is ignored");
+    }
+
+    #[test]
+    fn first_resolution_wins() {
+        let mut data = PluginData::default();
+        assert!(data.resolve(RequestState::Approved, "lgtm"));
+        assert!(!data.resolve(RequestState::Expired, ""));
+        assert_eq!(data.resolution, Some(RequestState::Approved));
+        assert!(
+            !PluginData::default()
+                .clone()
+                .resolve(RequestState::Pending, "")
+        );
+    }
+
+    #[test]
+    fn needs_edit_until_edited_matches_resolution() {
+        let mut data = PluginData::default();
+        data.resolve(RequestState::Denied, "");
+        assert!(!data.needs_edit(), "nothing posted, nothing to edit");
+        data.record_message(MessageRef {
+            channel_id: "c".into(),
+            post_id: "p".into(),
+        });
+        assert!(data.needs_edit());
+        data.edited = data.resolution;
+        assert!(!data.needs_edit());
+    }
+
+    #[test]
+    fn malformed_items_are_skipped() {
+        let data = PluginData::decode(&map(&[
+            ("messages", "nochannel,,c/p"),
+            ("mm_inflight", "c1@notanumber,c2@5,/rx@1"),
+            ("reviews_count", "x"),
+        ]));
+        assert_eq!(data.messages.len(), 1);
+        assert_eq!(data.inflight.len(), 1);
+        assert_eq!(data.reviews_count, 0);
+    }
+}

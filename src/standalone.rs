@@ -1,1 +1,247 @@
-//! `teleport-mattermost start`: one bridge and its callback server from a TOML file.
+//! `teleport-mattermost start`: one bridge and its callback server from a TOML file, the way
+//! Teleport's original plugin ran under systemd.
+//!
+//! SIGTERM/SIGINT shut down gracefully. SIGHUP re-reads the certificate files and the token
+//! (and the HTTPS certificate); a bad new identity is reported and the old one kept.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::bridge::{Bridge, Credentials, Instance};
+use crate::callback::{Registry, router};
+use crate::config::{self, IdentityPaths, StandaloneConfig};
+use crate::teleport::identity::{Identity, IdentityError, PemSource};
+
+/// Command-line switches of `start`.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `-d`: debug logging (applied by the caller when it sets up logging).
+    pub debug: bool,
+    /// Serve the callback over plain HTTP (behind a TLS-terminating proxy).
+    pub insecure_no_tls: bool,
+    /// The config file, re-read on SIGHUP for a new token.
+    pub config_path: Option<PathBuf>,
+}
+
+/// Why the standalone plugin could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read {path}: {source}; check the [teleport] paths in the config")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The identity is malformed, mismatched, expired or not yet valid.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The Mattermost client could not be built.
+    #[error(transparent)]
+    Mattermost(#[from] crate::mattermost::MattermostError),
+    /// The HTTPS certificate could not be loaded or made.
+    #[error("cannot set up HTTPS for the callback server: {0}")]
+    Tls(String),
+    /// The callback server could not listen.
+    #[error("cannot listen on {addr}: {source}; check [http] listen_addr")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path).map_err(|source| StartError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads and validates the identity named by the config, including its validity period.
+pub fn load_identity(paths: &IdentityPaths) -> Result<Identity, StartError> {
+    let identity = match paths {
+        IdentityPaths::Files { cert, key, cas } => {
+            let (c, k, a) = (read(cert)?, read(key)?, read(cas)?);
+            Identity::from_pems(
+                PemSource {
+                    label: &cert.display().to_string(),
+                    bytes: &c,
+                },
+                PemSource {
+                    label: &key.display().to_string(),
+                    bytes: &k,
+                },
+                PemSource {
+                    label: &cas.display().to_string(),
+                    bytes: &a,
+                },
+            )?
+        }
+        IdentityPaths::IdentityFile(path) => {
+            let bytes = read(path)?;
+            Identity::from_identity_file(PemSource {
+                label: &path.display().to_string(),
+                bytes: &bytes,
+            })?
+        }
+    };
+    identity.check_time(chrono::Utc::now())?;
+    Ok(identity)
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(config: StandaloneConfig, options: Options) -> Result<(), StartError> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "Starting Teleport Access Mattermost plugin"
+    );
+    let identity = load_identity(&config.identity)?;
+    tracing::info!(subject = %identity.subject, not_after = %identity.not_after.to_rfc3339(), "loaded Teleport identity");
+    let instance = Instance::new(
+        config.settings.clone(),
+        Credentials {
+            identity,
+            token: config.settings.mattermost.token.clone(),
+        },
+    )?;
+    let registry = Arc::new(Registry::default());
+    registry.insert(instance.clone());
+
+    let shutdown = CancellationToken::new();
+    let server = serve_callbacks(&config, &options, registry.clone(), shutdown.clone()).await?;
+    let bridge = tokio::spawn(Bridge::new(instance.clone()).run(shutdown.clone()));
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| StartError::Tls(e.to_string()))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| StartError::Tls(e.to_string()))?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => reload(&config, &options, &instance, server.tls.as_ref()).await,
+        }
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    server.handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    let _ = bridge.await;
+    let _ = server.task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The running callback server.
+pub struct CallbackServer {
+    /// Stops it.
+    pub handle: axum_server::Handle<SocketAddr>,
+    /// The server task.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The TLS config, reloadable on SIGHUP (None for plain HTTP).
+    pub tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+async fn serve_callbacks(
+    config: &StandaloneConfig,
+    options: &Options,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> Result<CallbackServer, StartError> {
+    let addr = config.http.listen_addr;
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|source| StartError::Listen { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    let handle = axum_server::Handle::new();
+    let app = router(registry).into_make_service();
+    let (task, tls) = if options.insecure_no_tls {
+        tracing::warn!(%addr, "callback server listening over plain HTTP (--insecure-no-tls); put a TLS-terminating proxy in front");
+        let server = axum_server::from_tcp(listener)
+            .map_err(|source| StartError::Listen { addr, source })?
+            .handle(handle.clone());
+        (tokio::spawn(server.serve(app)), None)
+    } else {
+        let tls = match (&config.http.https_cert_file, &config.http.https_key_file) {
+            (Some(cert), Some(key)) => axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| StartError::Tls(format!("{} / {}: {e}", cert.display(), key.display())))?,
+            _ => {
+                let host = config.http.public_url.host_str().unwrap_or("localhost").to_string();
+                let cert = rcgen::generate_simple_self_signed(vec![host])
+                    .map_err(|e| StartError::Tls(e.to_string()))?;
+                tracing::warn!("no https_cert_file/https_key_file configured: serving HTTPS with a self-signed certificate; Mattermost must be told to trust it, or use a proxy");
+                axum_server::tls_rustls::RustlsConfig::from_pem(
+                    cert.cert.pem().into_bytes(),
+                    cert.signing_key.serialize_pem().into_bytes(),
+                )
+                .await
+                .map_err(|e| StartError::Tls(e.to_string()))?
+            }
+        };
+        let server = axum_server::from_tcp_rustls(listener, tls.clone())
+            .map_err(|source| StartError::Listen { addr, source })?
+            .handle(handle.clone());
+        tracing::info!(%addr, "HTTPS server listening");
+        (tokio::spawn(server.serve(app)), Some(tls))
+    };
+    let stop = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stop.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    Ok(CallbackServer {
+        handle,
+        task,
+        tls,
+        addr,
+    })
+}
+
+/// SIGHUP: re-read the identity files and the token; keep the old ones when the new are bad.
+async fn reload(
+    config: &StandaloneConfig,
+    options: &Options,
+    instance: &Instance,
+    tls: Option<&axum_server::tls_rustls::RustlsConfig>,
+) {
+    tracing::info!("SIGHUP: reloading identity and token");
+    let token = match &options.config_path {
+        Some(path) => match config::load(path) {
+            Ok(fresh) => fresh.settings.mattermost.token,
+            Err(e) => {
+                tracing::error!(error = %e, "config file is no longer valid; keeping the current token");
+                config.settings.mattermost.token.clone()
+            }
+        },
+        None => config.settings.mattermost.token.clone(),
+    };
+    match load_identity(&config.identity) {
+        Ok(identity) => {
+            let changed = identity.fingerprint() != instance.credentials().identity.fingerprint();
+            match instance.update_credentials(Credentials { identity, token }) {
+                Ok(()) => tracing::info!(identity_changed = changed, "credentials reloaded"),
+                Err(e) => tracing::error!(error = %e, "new token rejected; keeping the current one"),
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "new identity rejected; keeping the current one"),
+    }
+    if let (Some(tls), Some(cert), Some(key)) = (
+        tls,
+        &config.http.https_cert_file,
+        &config.http.https_key_file,
+    ) {
+        if let Err(e) = tls.reload_from_pem_file(cert, key).await {
+            tracing::error!(error = %e, "HTTPS certificate reload failed; keeping the current one");
+        }
+    }
+}

@@ -1,1 +1,328 @@
 //! The engine for one plugin instance: Teleport events in, Mattermost posts out.
+//!
+//! [`Bridge::run`] connects to Teleport, checks Mattermost, watches access requests and, after
+//! every INIT, lists all requests so nothing created or resolved while disconnected is missed.
+//! Jobs for one request run in order; different requests run concurrently, bounded. A failed
+//! job is retried with backoff until it succeeds, so nothing is dropped.
+
+mod instance;
+mod queue;
+pub mod recipients;
+mod reconcile;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use instance::{Counters, Credentials, Health, Instance, InstanceStatus};
+pub use queue::Job;
+pub(crate) use reconcile::links as links_for;
+use queue::Queues;
+
+use crate::mattermost::MattermostError;
+use crate::request::{AccessRequest, RequestState};
+use crate::teleport::client::{
+    MIN_SERVER_VERSION, TeleportError, WatchEvent, check_server_version,
+};
+
+/// Why one step of the engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// A Teleport call failed.
+    #[error(transparent)]
+    Teleport(#[from] TeleportError),
+    /// A Mattermost call failed.
+    #[error(transparent)]
+    Mattermost(#[from] MattermostError),
+}
+
+/// Backoff for reconnecting and for retrying failed jobs: jittered, 0.5 s doubling to `max`.
+pub(crate) fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
+}
+
+/// Runs one instance until `shutdown` is cancelled.
+pub struct Bridge {
+    instance: Arc<Instance>,
+    queues: Arc<Mutex<Queues>>,
+    permits: Arc<Semaphore>,
+    pending: Arc<Mutex<HashSet<String>>>,
+    tasks: TaskTracker,
+}
+
+impl Bridge {
+    /// A bridge for an instance.
+    pub fn new(instance: Arc<Instance>) -> Self {
+        let concurrency = instance.settings().concurrency.max(1);
+        Self {
+            instance,
+            queues: Arc::default(),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            pending: Arc::default(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The instance this bridge drives.
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.instance
+    }
+
+    /// Connects, watches and handles events until `shutdown`; never returns early on errors,
+    /// it reports them in the instance status and retries with backoff.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut credentials = self.instance.watch_credentials();
+        let mut delays = backoff(Duration::from_secs(30));
+        loop {
+            credentials.mark_unchanged();
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                outcome = self.session(&shutdown) => outcome,
+                _ = credentials.changed() => {
+                    tracing::info!(instance = %self.instance.settings().instance, "credentials changed; reconnecting with the new identity");
+                    self.instance.forget_teleport().await;
+                    delays = backoff(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let delay = match outcome {
+                // The stream ended after a healthy session: reconnect quickly.
+                Ok(()) => {
+                    delays = backoff(Duration::from_secs(30));
+                    Duration::from_millis(100)
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %self.instance.settings().instance, error = %e, "bridge session failed; retrying");
+                    delays.next().unwrap_or(Duration::from_secs(30))
+                }
+            };
+            self.instance.forget_teleport().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+                _ = credentials.changed() => {}
+            }
+        }
+        self.tasks.close();
+        // Let running jobs finish their current step; they stop retrying once cancelled.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+    }
+
+    /// One connection: health checks, watch, resync, then events until the stream ends.
+    async fn session(&self, shutdown: &CancellationToken) -> Result<(), BridgeError> {
+        let instance = &self.instance;
+        let settings = instance.settings();
+        let teleport = match instance.teleport().await {
+            Ok(t) => t,
+            Err(e) => {
+                instance.update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
+                return Err(e.into());
+            }
+        };
+        let ping = match teleport.ping().await.and_then(|info| {
+            check_server_version(&info.server_version, MIN_SERVER_VERSION).map(|()| info)
+        }) {
+            Ok(info) => info,
+            Err(e) => {
+                instance.update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
+                return Err(e.into());
+            }
+        };
+        tracing::info!(cluster = %ping.cluster_name, version = %ping.server_version, "Teleport version check passed");
+        instance.set_cluster(ping.clone());
+
+        self.check_mattermost().await?;
+
+        let mut watch = match teleport
+            .watch_access_requests(settings.teleport.init_timeout)
+            .await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                instance.update_status(|s| s.teleport = Health::failed("WatchFailed", e.to_string()));
+                return Err(e.into());
+            }
+        };
+        Counters::inc(&instance.counters.watch_connects);
+        tracing::info!(instance = %settings.instance, "watcher started");
+        instance.update_status(|s| {
+            s.teleport = Health::ok(
+                "Connected",
+                format!(
+                    "watching access requests on cluster {} (Teleport {})",
+                    ping.cluster_name, ping.server_version
+                ),
+            )
+        });
+
+        self.resync(shutdown).await?;
+
+        while let Some(event) = watch.next().await? {
+            instance.update_status(|s| s.last_event_time = Some(Utc::now()));
+            match event {
+                WatchEvent::Put(request) => {
+                    let id = request.id.clone();
+                    self.submit(&id, Job::Put(request), shutdown);
+                }
+                WatchEvent::Delete { id } => self.submit(&id, Job::Delete, shutdown),
+            }
+        }
+        tracing::info!(instance = %settings.instance, "watch stream ended; reconnecting");
+        Ok(())
+    }
+
+    /// Runs the Mattermost health check and resolves the main channel.
+    async fn check_mattermost(&self) -> Result<(), BridgeError> {
+        let instance = &self.instance;
+        let settings = instance.settings();
+        let mm = instance.mattermost();
+        let checked = async {
+            let me = mm.me().await?;
+            let channel = mm
+                .channel_by_names(&settings.mattermost.team, &settings.mattermost.channel)
+                .await?;
+            Ok::<_, MattermostError>((me, channel))
+        }
+        .await;
+        match checked {
+            Ok((me, channel)) => {
+                tracing::info!(bot = %me.username, channel = %channel.id, "Mattermost health check passed");
+                instance.set_bot_user_id(me.id);
+                instance.update_status(|s| {
+                    s.mattermost = Health::ok(
+                        "Reachable",
+                        format!(
+                            "posting as @{} to {}/{}",
+                            me.username, settings.mattermost.team, settings.mattermost.channel
+                        ),
+                    )
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let reason = if e.is_unauthorized() {
+                    "Unauthorized"
+                } else if e.is_not_found() {
+                    "ChannelNotFound"
+                } else {
+                    "Unreachable"
+                };
+                instance.update_status(|s| s.mattermost = Health::failed(reason, e.to_string()));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Lists every request, and every plugin data entry whose request is gone, into the queues.
+    async fn resync(&self, shutdown: &CancellationToken) -> Result<(), BridgeError> {
+        let teleport = self.instance.teleport().await?;
+        let requests = teleport.list_access_requests().await?;
+        let known: HashSet<String> = requests.iter().map(|r| r.id.clone()).collect();
+        let count = requests.len();
+        for request in requests {
+            let id = request.id.clone();
+            self.submit(&id, Job::Put(request), shutdown);
+        }
+        let mut orphans = 0;
+        for (id, data) in teleport.list_plugin_data().await? {
+            let data = crate::plugin_data::PluginData::decode(&data);
+            if !known.contains(&id) && (data.resolution.is_none() || data.needs_edit()) {
+                orphans += 1;
+                self.submit(&id, Job::Gone, shutdown);
+            }
+        }
+        tracing::info!(requests = count, orphans, "resync queued");
+        Ok(())
+    }
+
+    /// Queues a job; starts a worker for the request when none is running.
+    fn submit(&self, id: &str, job: Job, shutdown: &CancellationToken) {
+        Counters::inc(&self.instance.counters.requests_seen);
+        self.track_pending(id, &job);
+        let start = self.queues.lock().expect("queue lock").push(id, job);
+        if start {
+            let worker = Worker {
+                id: id.to_string(),
+                instance: self.instance.clone(),
+                queues: self.queues.clone(),
+                permits: self.permits.clone(),
+                shutdown: shutdown.clone(),
+            };
+            self.tasks.spawn(worker.run());
+        }
+    }
+
+    fn track_pending(&self, id: &str, job: &Job) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        match job {
+            Job::Put(AccessRequest {
+                state: RequestState::Pending,
+                ..
+            }) => {
+                pending.insert(id.to_string());
+            }
+            _ => {
+                pending.remove(id);
+            }
+        }
+        let count = pending.len();
+        self.instance.update_status(|s| s.pending_requests = count);
+    }
+}
+
+/// Drains one request's queue.
+struct Worker {
+    id: String,
+    instance: Arc<Instance>,
+    queues: Arc<Mutex<Queues>>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+impl Worker {
+    async fn run(self) {
+        let mut delays = backoff(Duration::from_secs(300));
+        loop {
+            let Some(job) = self.queues.lock().expect("queue lock").pop(&self.id) else {
+                return;
+            };
+            let result = {
+                let Ok(_permit) = self.permits.acquire().await else {
+                    return;
+                };
+                match &job {
+                    Job::Put(request) => reconcile::put(&self.instance, request).await,
+                    Job::Delete => reconcile::delete(&self.instance, &self.id).await,
+                    Job::Gone => reconcile::gone(&self.instance, &self.id).await,
+                }
+            };
+            match result {
+                Ok(()) => delays = backoff(Duration::from_secs(300)),
+                Err(e) => {
+                    Counters::inc(&self.instance.counters.job_retries);
+                    let delay = delays.next().unwrap_or(Duration::from_secs(300));
+                    tracing::warn!(request = %self.id, error = %e, retry_in = ?delay, "request handling failed; will retry");
+                    self.queues.lock().expect("queue lock").retry(&self.id, job);
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}

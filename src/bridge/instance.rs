@@ -1,0 +1,265 @@
+//! The shared runtime state of one plugin instance: settings, the current credentials, the
+//! Teleport and Mattermost clients built from them, and the status the operator reports.
+//!
+//! The engine and the callback server both work through an `Instance`, so a credential swap
+//! is seen by both at once, and a replica that is not the leader can still serve callbacks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use chrono::{DateTime, Utc};
+use tokio::sync::{Mutex, watch};
+
+use crate::mattermost::{MattermostClient, MattermostError};
+use crate::settings::{PluginSettings, TokenSource};
+use crate::teleport::client::{PingInfo, TeleportClient, TeleportError};
+use crate::teleport::identity::Identity;
+
+/// The rotating secrets of an instance: the Teleport identity and the Mattermost token.
+#[derive(Clone)]
+pub struct Credentials {
+    /// Teleport client certificate, key and CAs.
+    pub identity: Identity,
+    /// Mattermost bot token.
+    pub token: TokenSource,
+}
+
+/// One observed aspect of the instance, as the operator turns it into a condition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// `None` until checked.
+    pub ok: Option<bool>,
+    /// CamelCase reason, e.g. `Connected` or `Unreachable`.
+    pub reason: String,
+    /// What an admin should know or do.
+    pub message: String,
+}
+
+impl Health {
+    /// A passing check.
+    pub fn ok(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            ok: Some(true),
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+    /// A failing check.
+    pub fn failed(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            ok: Some(false),
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What an instance reports about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// Teleport reachable, version accepted, watch established.
+    pub teleport: Health,
+    /// Mattermost token valid and channel resolved.
+    pub mattermost: Health,
+    /// Identity parsed and within its validity period.
+    pub identity: Health,
+    /// Certificate expiry.
+    pub identity_expires_at: Option<DateTime<Utc>>,
+    /// Teleport cluster name from `Ping`.
+    pub cluster_name: String,
+    /// Teleport server version from `Ping`.
+    pub teleport_version: String,
+    /// Pending requests currently known.
+    pub pending_requests: usize,
+    /// When the last watch event arrived.
+    pub last_event_time: Option<DateTime<Utc>>,
+}
+
+/// Counters, read by metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Access request events and resync items handled.
+    pub requests_seen: AtomicU64,
+    /// Root posts created.
+    pub posts: AtomicU64,
+    /// Posts adopted after a crash instead of being posted again.
+    pub adopted: AtomicU64,
+    /// Review replies created.
+    pub replies: AtomicU64,
+    /// Post edits on resolution.
+    pub updates: AtomicU64,
+    /// Watch (re)connections.
+    pub watch_connects: AtomicU64,
+    /// Failed jobs that were retried.
+    pub job_retries: AtomicU64,
+}
+
+impl Counters {
+    /// Increments a counter.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Shared state of one plugin instance.
+pub struct Instance {
+    settings: PluginSettings,
+    credentials: watch::Sender<Arc<Credentials>>,
+    teleport: Mutex<Option<(String, TeleportClient)>>,
+    mattermost: ArcSwap<(TokenSource, MattermostClient)>,
+    cluster: ArcSwapOption<PingInfo>,
+    bot_user_id: ArcSwapOption<String>,
+    status: watch::Sender<InstanceStatus>,
+    /// Counters for metrics.
+    pub counters: Counters,
+}
+
+impl Instance {
+    /// Creates an instance; nothing connects until it is used.
+    pub fn new(
+        settings: PluginSettings,
+        credentials: Credentials,
+    ) -> Result<Arc<Self>, MattermostError> {
+        let mattermost = build_mattermost(&settings, &credentials.token)?;
+        let (credentials, _) = watch::channel(Arc::new(credentials));
+        let (status, _) = watch::channel(InstanceStatus::default());
+        let instance = Arc::new(Self {
+            settings,
+            credentials,
+            teleport: Mutex::new(None),
+            mattermost: ArcSwap::from_pointee((
+                mattermost.1,
+                mattermost.0,
+            )),
+            cluster: ArcSwapOption::empty(),
+            bot_user_id: ArcSwapOption::empty(),
+            status,
+            counters: Counters::default(),
+        });
+        instance.note_identity(&instance.credentials());
+        Ok(instance)
+    }
+
+    /// The instance's settings.
+    pub fn settings(&self) -> &PluginSettings {
+        &self.settings
+    }
+
+    /// The current credentials.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials.borrow().clone()
+    }
+
+    /// Subscribes to credential changes.
+    pub fn watch_credentials(&self) -> watch::Receiver<Arc<Credentials>> {
+        self.credentials.subscribe()
+    }
+
+    /// Swaps in new, already validated credentials. The Mattermost client is rebuilt when the
+    /// token changed; the engine reconnects to Teleport when the identity changed.
+    pub fn update_credentials(&self, credentials: Credentials) -> Result<(), MattermostError> {
+        let current = self.mattermost.load();
+        if current.0 != credentials.token {
+            let (client, token) = build_mattermost(&self.settings, &credentials.token)?;
+            self.mattermost.store(Arc::new((token, client)));
+        }
+        self.note_identity(&credentials);
+        self.credentials.send_replace(Arc::new(credentials));
+        Ok(())
+    }
+
+    fn note_identity(&self, credentials: &Credentials) {
+        let identity = &credentials.identity;
+        let health = match identity.check_time(Utc::now()) {
+            Ok(()) => Health::ok(
+                "Valid",
+                format!(
+                    "certificate {} is valid until {}",
+                    identity.subject,
+                    identity.not_after.to_rfc3339()
+                ),
+            ),
+            Err(e) => Health::failed("Invalid", e.to_string()),
+        };
+        let expires = identity.not_after;
+        self.update_status(|s| {
+            s.identity = health;
+            s.identity_expires_at = Some(expires);
+        });
+    }
+
+    /// A Teleport client for the current identity, connecting (or reconnecting after a swap) when needed.
+    pub async fn teleport(&self) -> Result<TeleportClient, TeleportError> {
+        let credentials = self.credentials();
+        let fingerprint = credentials.identity.fingerprint();
+        let mut slot = self.teleport.lock().await;
+        if let Some((current, client)) = slot.as_ref() {
+            if *current == fingerprint {
+                return Ok(client.clone());
+            }
+        }
+        let client =
+            TeleportClient::connect(&self.settings.teleport.address, &credentials.identity).await?;
+        *slot = Some((fingerprint, client.clone()));
+        Ok(client)
+    }
+
+    /// Drops the cached Teleport client so the next use reconnects.
+    pub async fn forget_teleport(&self) {
+        *self.teleport.lock().await = None;
+    }
+
+    /// The Mattermost client for the current token.
+    pub fn mattermost(&self) -> MattermostClient {
+        self.mattermost.load().1.clone()
+    }
+
+    /// Cluster facts from the last successful `Ping`.
+    pub fn cluster(&self) -> Option<Arc<PingInfo>> {
+        self.cluster.load_full()
+    }
+
+    /// Records cluster facts from `Ping`.
+    pub fn set_cluster(&self, info: PingInfo) {
+        let (name, version) = (info.cluster_name.clone(), info.server_version.clone());
+        self.cluster.store(Some(Arc::new(info)));
+        self.update_status(|s| {
+            s.cluster_name = name;
+            s.teleport_version = version;
+        });
+    }
+
+    /// The bot's Mattermost user id, once the health check ran.
+    pub fn bot_user_id(&self) -> Option<Arc<String>> {
+        self.bot_user_id.load_full()
+    }
+
+    /// Records the bot's user id.
+    pub fn set_bot_user_id(&self, id: String) {
+        self.bot_user_id.store(Some(Arc::new(id)));
+    }
+
+    /// Subscribes to status changes.
+    pub fn status(&self) -> watch::Receiver<InstanceStatus> {
+        self.status.subscribe()
+    }
+
+    /// Changes the status; subscribers are woken only when something actually changed.
+    pub fn update_status(&self, f: impl FnOnce(&mut InstanceStatus)) {
+        self.status.send_if_modified(|s| {
+            let before = s.clone();
+            f(s);
+            *s != before
+        });
+    }
+}
+
+fn build_mattermost(
+    settings: &PluginSettings,
+    token: &TokenSource,
+) -> Result<(MattermostClient, TokenSource), MattermostError> {
+    let mut mm = settings.mattermost.clone();
+    mm.token = token.clone();
+    Ok((MattermostClient::new(&mm)?, token.clone()))
+}

@@ -1,0 +1,485 @@
+//! Handling one job for one request: post once per channel, reply to reviews, edit on
+//! resolution. Every step reads and writes plugin data by compare-and-swap, and every post is
+//! preceded by a recorded intent, so a crash at any point neither loses nor duplicates a post.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use serde_json::{Map, Value};
+
+use super::BridgeError;
+use super::instance::{Counters, Instance};
+use super::recipients::{Recipient, recipients_for};
+use crate::callback::signature::{Action, ActionContext};
+use crate::mattermost::{NewPost, Post};
+use crate::message::{self, Buttons, Links};
+use crate::plugin_data::{MessageRef, PluginData, Slot};
+use crate::request::{AccessRequest, RequestState};
+use crate::teleport::client::TeleportClient;
+
+/// How far before a recorded intent to look for a post that may have been made.
+const ADOPT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
+/// Buttons stay valid this long when the request carries no expiry of its own.
+const DEFAULT_BUTTON_TTL_SECS: i64 = 7 * 24 * 3600;
+
+/// One resolved destination.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub channel_id: String,
+    pub label: String,
+}
+
+/// Reads this plugin's data for a request.
+async fn read(teleport: &TeleportClient, id: &str) -> Result<Option<PluginData>, BridgeError> {
+    Ok(teleport
+        .plugin_data(id)
+        .await?
+        .as_ref()
+        .map(PluginData::decode))
+}
+
+/// Applies `change` by compare-and-swap; `change` returns false for "nothing to write".
+/// Returns the data as stored afterwards (None when there is none).
+pub(crate) async fn modify(
+    teleport: &TeleportClient,
+    id: &str,
+    mut change: impl FnMut(Option<PluginData>) -> Option<PluginData>,
+) -> Result<Option<PluginData>, BridgeError> {
+    let mut latest: Option<PluginData> = None;
+    let written = teleport
+        .modify_plugin_data(id, |current: Option<&HashMap<String, String>>| {
+            let decoded = current.map(PluginData::decode);
+            latest = decoded.clone();
+            let next = change(decoded.clone())?;
+            if Some(&next) == decoded.as_ref() {
+                return None;
+            }
+            Some((next.encode(), next))
+        })
+        .await?;
+    Ok(written.or(latest))
+}
+
+/// The link style for messages, from the last `Ping`.
+pub(crate) fn links(instance: &Instance) -> Links {
+    match instance.cluster() {
+        Some(info) if info.advanced_workflows && !info.proxy_public_addr.is_empty() => Links::Web {
+            proxy_public_addr: info.proxy_public_addr.clone(),
+        },
+        _ => Links::Tsh,
+    }
+}
+
+/// Handles a request snapshot (watch PUT or resync).
+pub(crate) async fn put(instance: &Instance, request: &AccessRequest) -> Result<(), BridgeError> {
+    let teleport = instance.teleport().await?;
+    match request.state {
+        RequestState::Pending => {
+            let data = ensure_posted(instance, &teleport, request).await?;
+            if let Some(data) = data {
+                ensure_replies(instance, &teleport, request, data).await?;
+            }
+        }
+        state if state.is_resolved() => {
+            let Some(data) = read(&teleport, &request.id).await? else {
+                // Resolved before we ever posted it: nothing to show or edit.
+                return Ok(());
+            };
+            let data = ensure_replies(instance, &teleport, request, data).await?;
+            if data.resolution.is_none() || data.needs_edit() {
+                resolve(instance, &teleport, &request.id, state, &request.resolve_reason).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Handles a DELETE: shown as EXPIRED unless already resolved.
+pub(crate) async fn delete(instance: &Instance, id: &str) -> Result<(), BridgeError> {
+    let teleport = instance.teleport().await?;
+    resolve(instance, &teleport, id, RequestState::Expired, "").await
+}
+
+/// Handles plugin data found without a request during resync.
+pub(crate) async fn gone(instance: &Instance, id: &str) -> Result<(), BridgeError> {
+    let teleport = instance.teleport().await?;
+    match teleport.get_access_request(id).await? {
+        Some(request) => put(instance, &request).await,
+        None => resolve(instance, &teleport, id, RequestState::Expired, "").await,
+    }
+}
+
+/// Resolves every recipient to a channel id, deduplicated by channel id. A recipient that
+/// cannot be resolved is skipped and reported; the main channel must resolve.
+pub(crate) async fn targets(
+    instance: &Instance,
+    request: &AccessRequest,
+) -> Result<Vec<Target>, BridgeError> {
+    let settings = instance.settings();
+    let mm = instance.mattermost();
+    let main = Recipient::Channel {
+        team: settings.mattermost.team.clone(),
+        channel: settings.mattermost.channel.clone(),
+    };
+    let mut out: Vec<Target> = Vec::new();
+    for recipient in recipients_for(
+        request,
+        &main,
+        &settings.recipients,
+        &settings.role_to_recipients,
+    ) {
+        let resolved = match &recipient {
+            Recipient::Channel { team, channel } => mm
+                .channel_by_names(team, channel)
+                .await
+                .map(|c| c.id),
+            Recipient::Email(_) | Recipient::Username(_) => {
+                direct_channel(instance, &recipient).await
+            }
+        };
+        match resolved {
+            Ok(channel_id) if !channel_id.is_empty() => {
+                if !out.iter().any(|t| t.channel_id == channel_id) {
+                    out.push(Target {
+                        channel_id,
+                        label: recipient.to_string(),
+                    });
+                }
+            }
+            Ok(_) => {
+                tracing::warn!(request = %request.id, %recipient, "skipping recipient: Mattermost returned an empty channel id");
+            }
+            Err(e) if recipient == main => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(request = %request.id, %recipient, error = %e, "skipping recipient that could not be resolved");
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn direct_channel(
+    instance: &Instance,
+    recipient: &Recipient,
+) -> Result<String, crate::mattermost::MattermostError> {
+    let mm = instance.mattermost();
+    let user = match recipient {
+        Recipient::Email(email) => mm.user_by_email(email).await?,
+        Recipient::Username(name) => mm.user_by_username(name).await?,
+        Recipient::Channel { .. } => unreachable!("channels are not DMs"),
+    };
+    let bot = match instance.bot_user_id() {
+        Some(id) => id.to_string(),
+        None => {
+            let me = mm.me().await?;
+            instance.set_bot_user_id(me.id.clone());
+            me.id
+        }
+    };
+    Ok(mm.direct_channel(&bot, &user.id).await?.id)
+}
+
+/// Posts the request once to every target. Returns the plugin data afterwards, or None when
+/// the request was already resolved in plugin data (nothing to post).
+async fn ensure_posted(
+    instance: &Instance,
+    teleport: &TeleportClient,
+    request: &AccessRequest,
+) -> Result<Option<PluginData>, BridgeError> {
+    let existing = read(teleport, &request.id).await?;
+    if let Some(data) = &existing {
+        if data.resolution.is_some() {
+            return Ok(existing);
+        }
+    }
+    let targets = targets(instance, request).await?;
+    let missing: Vec<&Target> = targets
+        .iter()
+        .filter(|t| {
+            existing
+                .as_ref()
+                .is_none_or(|d| d.message_in(&t.channel_id).is_none())
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(existing);
+    }
+
+    // Record the intent for every missing target, creating the plugin data if needed.
+    let now_ms = Utc::now().timestamp_millis();
+    let slots: Vec<Slot> = missing
+        .iter()
+        .map(|t| Slot::Root {
+            channel_id: t.channel_id.clone(),
+        })
+        .collect();
+    let before = existing.clone();
+    let data = modify(teleport, &request.id, |current| {
+        let mut data = current.unwrap_or_else(|| PluginData::for_request(request));
+        data.add_intents(slots.iter(), now_ms);
+        Some(data)
+    })
+    .await?
+    .expect("plugin data exists after it was written");
+
+    let mut made = Vec::new();
+    let mut first_error = None;
+    for target in missing {
+        let slot = Slot::Root {
+            channel_id: target.channel_id.clone(),
+        };
+        // An intent that existed before this attempt may have been posted by a run that
+        // crashed before recording it: look for the post instead of posting again.
+        let prior = before.as_ref().and_then(|d| d.intent(&slot).cloned());
+        let result = match prior {
+            Some(intent) => match find_post(instance, &slot, &request.id, intent.since_ms).await {
+                Ok(Some(post)) => {
+                    Counters::inc(&instance.counters.adopted);
+                    tracing::info!(request = %request.id, channel = %target.label, post = %post.id, "adopted a post made before a restart");
+                    Ok(post)
+                }
+                Ok(None) => create_root(instance, request, target).await,
+                Err(e) => Err(e),
+            },
+            None => create_root(instance, request, target).await,
+        };
+        match result {
+            Ok(post) => made.push(MessageRef {
+                channel_id: target.channel_id.clone(),
+                post_id: post.id,
+            }),
+            Err(e) => {
+                tracing::warn!(request = %request.id, channel = %target.label, error = %e, "posting failed; will retry");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    let data = if made.is_empty() {
+        data
+    } else {
+        modify(teleport, &request.id, |current| {
+            let mut data = current?;
+            for m in &made {
+                data.record_message(m.clone());
+            }
+            Some(data)
+        })
+        .await?
+        .unwrap_or(data)
+    };
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(Some(data)),
+    }
+}
+
+async fn create_root(
+    instance: &Instance,
+    request: &AccessRequest,
+    target: &Target,
+) -> Result<Post, BridgeError> {
+    let text = message::post_text(request, RequestState::Pending, None, &links(instance));
+    let buttons = buttons(instance, request, &target.channel_id);
+    let post = instance
+        .mattermost()
+        .create_post(&NewPost {
+            channel_id: target.channel_id.clone(),
+            message: text,
+            root_id: None,
+            props: message::post_props(&request.id, buttons.as_ref()),
+        })
+        .await?;
+    Counters::inc(&instance.counters.posts);
+    Ok(post)
+}
+
+/// Signed Approve/Deny buttons for a post in `channel_id`, when callbacks are configured.
+fn buttons(instance: &Instance, request: &AccessRequest, channel_id: &str) -> Option<Buttons> {
+    let callback = instance.settings().callback.as_ref()?;
+    let expires = request
+        .expires
+        .map(|t| t.timestamp())
+        .unwrap_or_else(|| Utc::now().timestamp() + DEFAULT_BUTTON_TTL_SECS);
+    let context = |action| {
+        ActionContext::signed(
+            &callback.signing_secret,
+            &instance.settings().instance,
+            action,
+            &request.id,
+            channel_id,
+            expires,
+        )
+        .to_json()
+    };
+    Some(Buttons {
+        url: callback.action_url.to_string(),
+        approve_context: context(Action::Approve),
+        deny_context: context(Action::Deny),
+    })
+}
+
+/// Looks for a post this plugin made for `slot` since shortly before the intent was recorded.
+async fn find_post(
+    instance: &Instance,
+    slot: &Slot,
+    request_id: &str,
+    since_ms: i64,
+) -> Result<Option<Post>, BridgeError> {
+    let posts = instance
+        .mattermost()
+        .channel_posts_since(slot.channel_id(), since_ms - ADOPT_LOOKBACK_MS)
+        .await?;
+    Ok(posts.into_iter().find(|p| post_matches(p, slot, request_id)))
+}
+
+/// True when `post` carries the marker props for `slot` of `request_id`.
+pub(crate) fn post_matches(post: &Post, slot: &Slot, request_id: &str) -> bool {
+    if post.props.get(message::PROP_REQUEST_ID).and_then(Value::as_str) != Some(request_id) {
+        return false;
+    }
+    let review = post.props.get(message::PROP_REVIEW_INDEX).and_then(Value::as_u64);
+    match slot {
+        Slot::Root { .. } => review.is_none() && post.root_id.is_empty(),
+        Slot::Reply { index, .. } => review == Some(*index as u64),
+    }
+}
+
+/// Posts a thread reply for every review not yet replied to, in order, in every thread.
+async fn ensure_replies(
+    instance: &Instance,
+    teleport: &TeleportClient,
+    request: &AccessRequest,
+    mut data: PluginData,
+) -> Result<PluginData, BridgeError> {
+    while data.reviews_count < request.reviews.len() && !data.messages.is_empty() {
+        let index = data.reviews_count;
+        let review = &request.reviews[index];
+        let pending: Vec<MessageRef> = data
+            .messages
+            .iter()
+            .filter(|m| !data.replied.contains(&m.channel_id))
+            .cloned()
+            .collect();
+        let slots: Vec<Slot> = pending
+            .iter()
+            .map(|m| Slot::Reply {
+                channel_id: m.channel_id.clone(),
+                index,
+            })
+            .collect();
+        let before = data.clone();
+        let now_ms = Utc::now().timestamp_millis();
+        data = modify(teleport, &request.id, |current| {
+            let mut d = current?;
+            d.add_intents(slots.iter(), now_ms);
+            Some(d)
+        })
+        .await?
+        .unwrap_or(data);
+        if data.reviews_count != index {
+            continue; // another worker moved on meanwhile
+        }
+
+        let mut done = Vec::new();
+        let mut first_error = None;
+        for (message, slot) in pending.iter().zip(&slots) {
+            let adopted = match before.intent(slot) {
+                Some(intent) => find_post(instance, slot, &request.id, intent.since_ms).await?,
+                None => None,
+            };
+            let result = match adopted {
+                Some(post) => Ok(post),
+                None => instance
+                    .mattermost()
+                    .create_post(&NewPost {
+                        channel_id: message.channel_id.clone(),
+                        message: message::review_reply(review),
+                        root_id: Some(message.post_id.clone()),
+                        props: message::review_props(&request.id, index),
+                    })
+                    .await
+                    .inspect(|_| Counters::inc(&instance.counters.replies))
+                    .map_err(BridgeError::from),
+            };
+            match result {
+                Ok(_) => done.push(message.channel_id.clone()),
+                Err(e) => {
+                    tracing::warn!(request = %request.id, review = index, error = %e, "review reply failed; will retry");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        data = modify(teleport, &request.id, |current| {
+            let mut d = current?;
+            for channel in &done {
+                d.record_reply(channel, index);
+            }
+            Some(d)
+        })
+        .await?
+        .unwrap_or(data);
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+    }
+    Ok(data)
+}
+
+/// Records the resolution (first one wins) and edits every message once to show it.
+pub(crate) async fn resolve(
+    instance: &Instance,
+    teleport: &TeleportClient,
+    id: &str,
+    state: RequestState,
+    reason: &str,
+) -> Result<(), BridgeError> {
+    let Some(data) = modify(teleport, id, |current| {
+        let mut data = current?;
+        data.resolve(state, reason);
+        Some(data)
+    })
+    .await?
+    else {
+        return Ok(()); // never posted
+    };
+    if !data.needs_edit() {
+        return Ok(());
+    }
+    let resolution = data.resolution.expect("needs_edit implies a resolution");
+    let request = data.as_request(id);
+    let resolved_by = (!data.resolved_by.is_empty()).then_some(data.resolved_by.as_str());
+    let text = message::post_text(&request, resolution, resolved_by, &links(instance));
+    let props: Map<String, Value> = message::post_props(id, None);
+    let mm = instance.mattermost();
+    for m in &data.messages {
+        let edited = mm
+            .update_post(&Post {
+                id: m.post_id.clone(),
+                channel_id: m.channel_id.clone(),
+                message: text.clone(),
+                root_id: String::new(),
+                props: props.clone(),
+                create_at: 0,
+                update_at: 0,
+            })
+            .await;
+        match edited {
+            Ok(_) => Counters::inc(&instance.counters.updates),
+            // Someone deleted the post: there is nothing left to edit, and retrying forever
+            // would block the request's queue.
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(request = %id, post = %m.post_id, "post was deleted in Mattermost; not editing it")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    modify(teleport, id, |current| {
+        let mut d = current?;
+        d.edited = d.resolution;
+        Some(d)
+    })
+    .await?;
+    Ok(())
+}

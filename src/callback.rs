@@ -1,1 +1,0 @@
-//! The callback server for Approve/Deny button presses.

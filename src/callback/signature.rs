@@ -1,0 +1,250 @@
+//! Signed button contexts.
+//!
+//! Mattermost sends no signature of its own with a button press, so the context we post
+//! carries one: HMAC-SHA256, keyed with the instance's signing secret, over the instance,
+//! the action, the request id, the channel the post lives in, and an expiry. A context copied
+//! onto another request, another channel or another instance, or used after expiry, fails.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::settings::{InstanceId, Secret};
+
+/// What a button does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Approve the request.
+    Approve,
+    /// Deny the request.
+    Deny,
+}
+
+impl Action {
+    /// The lowercase name used in contexts and signatures.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "approve",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// The `context` object of a button, exactly as posted and as Mattermost sends it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionContext {
+    /// What the button does.
+    pub action: Action,
+    /// The access request id.
+    pub request_id: String,
+    /// The channel of the post carrying the button.
+    pub channel_id: String,
+    /// Unix seconds after which the button no longer works.
+    pub expires: i64,
+    /// Hex HMAC-SHA256 over the other fields and the instance.
+    pub signature: String,
+}
+
+/// Why a context was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The signature does not match: tampered, copied, or signed with another secret.
+    #[error("the button signature is not valid for this request and channel")]
+    Invalid,
+    /// The button is past its expiry.
+    #[error("the button expired at unix time {expires}")]
+    Expired {
+        /// When it expired.
+        expires: i64,
+    },
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(
+    secret: &Secret,
+    instance: &InstanceId,
+    action: Action,
+    request_id: &str,
+    channel_id: &str,
+    expires: i64,
+) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC accepts keys of any length");
+    // Length-prefix every field so no two different field lists share an encoding.
+    let expires = expires.to_string();
+    for field in [
+        "teleport-mattermost/action/v1",
+        &instance.namespace,
+        &instance.name,
+        action.as_str(),
+        request_id,
+        channel_id,
+        &expires,
+    ] {
+        mac.update(&(field.len() as u64).to_be_bytes());
+        mac.update(field.as_bytes());
+    }
+    mac
+}
+
+impl ActionContext {
+    /// Builds and signs a context.
+    pub fn signed(
+        secret: &Secret,
+        instance: &InstanceId,
+        action: Action,
+        request_id: &str,
+        channel_id: &str,
+        expires: i64,
+    ) -> Self {
+        let tag = mac(secret, instance, action, request_id, channel_id, expires).finalize();
+        Self {
+            action,
+            request_id: request_id.to_string(),
+            channel_id: channel_id.to_string(),
+            expires,
+            signature: hex::encode(tag.into_bytes()),
+        }
+    }
+
+    /// Checks the signature in constant time, then the expiry against `now` (unix seconds).
+    pub fn verify(
+        &self,
+        secret: &Secret,
+        instance: &InstanceId,
+        now: i64,
+    ) -> Result<(), SignatureError> {
+        let tag = hex::decode(&self.signature).map_err(|_| SignatureError::Invalid)?;
+        mac(
+            secret,
+            instance,
+            self.action,
+            &self.request_id,
+            &self.channel_id,
+            self.expires,
+        )
+        .verify_slice(&tag)
+        .map_err(|_| SignatureError::Invalid)?;
+        if now > self.expires {
+            return Err(SignatureError::Expired {
+                expires: self.expires,
+            });
+        }
+        Ok(())
+    }
+
+    /// The context as the JSON object posted in `integration.context`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a context always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::new("s3cret")
+    }
+    fn instance() -> InstanceId {
+        InstanceId::new("teleport", "team-a")
+    }
+    fn ctx() -> ActionContext {
+        ActionContext::signed(
+            &secret(),
+            &instance(),
+            Action::Approve,
+            "req-1",
+            "chan-1",
+            2_000,
+        )
+    }
+
+    #[test]
+    fn a_signed_context_is_accepted() {
+        assert_eq!(ctx().verify(&secret(), &instance(), 1_000), Ok(()));
+    }
+
+    #[test]
+    fn json_round_trip_keeps_it_valid() {
+        let back: ActionContext = serde_json::from_value(ctx().to_json()).unwrap();
+        assert_eq!(back.verify(&secret(), &instance(), 1_000), Ok(()));
+    }
+
+    #[test]
+    fn tampered_action_is_rejected() {
+        let mut c = ctx();
+        c.action = Action::Deny;
+        assert_eq!(
+            c.verify(&secret(), &instance(), 1_000),
+            Err(SignatureError::Invalid)
+        );
+    }
+
+    #[test]
+    fn replay_onto_another_request_is_rejected() {
+        let mut c = ctx();
+        c.request_id = "req-2".into();
+        assert_eq!(
+            c.verify(&secret(), &instance(), 1_000),
+            Err(SignatureError::Invalid)
+        );
+    }
+
+    #[test]
+    fn tampered_channel_is_rejected() {
+        let mut c = ctx();
+        c.channel_id = "chan-2".into();
+        assert_eq!(
+            c.verify(&secret(), &instance(), 1_000),
+            Err(SignatureError::Invalid)
+        );
+    }
+
+    #[test]
+    fn extended_expiry_is_rejected() {
+        let mut c = ctx();
+        c.expires += 1;
+        assert_eq!(
+            c.verify(&secret(), &instance(), 1_000),
+            Err(SignatureError::Invalid)
+        );
+    }
+
+    #[test]
+    fn expired_context_is_rejected() {
+        assert_eq!(
+            ctx().verify(&secret(), &instance(), 2_001),
+            Err(SignatureError::Expired { expires: 2_000 })
+        );
+    }
+
+    #[test]
+    fn another_instance_or_secret_is_rejected() {
+        assert_eq!(
+            ctx().verify(&secret(), &InstanceId::new("teleport", "team-b"), 1_000),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            ctx().verify(&Secret::new("other"), &instance(), 1_000),
+            Err(SignatureError::Invalid)
+        );
+    }
+
+    #[test]
+    fn garbage_signature_is_rejected_without_panic() {
+        let mut c = ctx();
+        c.signature = "zz-not-hex".into();
+        assert_eq!(
+            c.verify(&secret(), &instance(), 1_000),
+            Err(SignatureError::Invalid)
+        );
+        c.signature = String::new();
+        assert_eq!(
+            c.verify(&secret(), &instance(), 1_000),
+            Err(SignatureError::Invalid)
+        );
+    }
+}
