@@ -1,0 +1,168 @@
+//! Golden tests of post and reply text: the expected outputs live in `tests/golden/*.md`.
+//!
+//! Run with `UPDATE_GOLDEN=1` to rewrite them after an intended change, then review the diff.
+//! Each file holds the exact text plus one trailing newline (so editors keep it intact).
+
+use std::path::PathBuf;
+
+use chrono::{TimeZone, Utc};
+use teleport_mattermost::message::{Links, escape_text, post_text, review_reply};
+use teleport_mattermost::request::{AccessRequest, RequestState, Review};
+
+fn golden(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.md"));
+    let actual = format!("{actual}\n");
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "{} differs from the rendered text (UPDATE_GOLDEN=1 rewrites it)\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+fn request() -> AccessRequest {
+    AccessRequest {
+        id: "0d9a2f3e-5b0c-4f7e-9d1a-8c2b6e4f1a77".into(),
+        user: "bob@example.com".into(),
+        roles: vec!["editor".into(), "db-admin".into()],
+        state: RequestState::Pending,
+        created: None,
+        expires: None,
+        request_reason: "Need to fix the prod database migration".into(),
+        resolve_reason: String::new(),
+        reviews: vec![],
+        suggested_reviewers: vec!["alice@example.com".into()],
+    }
+}
+
+fn web() -> Links {
+    Links::Web {
+        proxy_public_addr: "teleport.example.com:443".into(),
+    }
+}
+
+#[test]
+fn pending_with_link() {
+    golden(
+        "pending_link",
+        &post_text(&request(), RequestState::Pending, None, &web()),
+    );
+}
+
+#[test]
+fn pending_with_tsh_lines() {
+    golden(
+        "pending_tsh",
+        &post_text(&request(), RequestState::Pending, None, &Links::Tsh),
+    );
+}
+
+#[test]
+fn pending_without_reason() {
+    let mut req = request();
+    req.request_reason = String::new();
+    golden(
+        "pending_no_reason",
+        &post_text(&req, RequestState::Pending, None, &Links::Tsh),
+    );
+}
+
+#[test]
+fn approved_by_a_clicker() {
+    golden(
+        "approved_by",
+        &post_text(&request(), RequestState::Approved, Some("@alice"), &web()),
+    );
+}
+
+#[test]
+fn approved_without_actor_has_no_tsh_lines() {
+    golden(
+        "approved",
+        &post_text(&request(), RequestState::Approved, None, &Links::Tsh),
+    );
+}
+
+#[test]
+fn denied_with_resolve_reason() {
+    let mut req = request();
+    req.state = RequestState::Denied;
+    req.resolve_reason = "Not during the freeze".into();
+    golden(
+        "denied_reason",
+        &post_text(&req, RequestState::Denied, Some("@carol"), &web()),
+    );
+}
+
+#[test]
+fn expired() {
+    golden(
+        "expired",
+        &post_text(&request(), RequestState::Expired, None, &Links::Tsh),
+    );
+}
+
+#[test]
+fn promoted() {
+    golden(
+        "promoted",
+        &post_text(&request(), RequestState::Promoted, Some("@alice"), &web()),
+    );
+}
+
+#[test]
+fn reason_with_backticks_and_truncation() {
+    let mut req = request();
+    // Backticks must not break out of the code span; the long tail must be cut at the
+    // byte budget without splitting the multibyte characters around the cut.
+    req.request_reason = format!("run `rm -rf /tmp/x` then {}", "日本語".repeat(200));
+    golden(
+        "reason_escaped_truncated",
+        &post_text(&req, RequestState::Pending, None, &Links::Tsh),
+    );
+}
+
+#[test]
+fn review_reply_approved() {
+    let review = Review {
+        author: "alice@example.com".into(),
+        proposed_state: RequestState::Approved,
+        reason: "Looks fine".into(),
+        created: Some(Utc.with_ymd_and_hms(2024, 3, 5, 14, 7, 9).unwrap()),
+    };
+    golden("review_approved", &review_reply(&review));
+}
+
+#[test]
+fn review_reply_denied_without_reason() {
+    let review = Review {
+        author: "carol".into(),
+        proposed_state: RequestState::Denied,
+        reason: String::new(),
+        created: Some(Utc.with_ymd_and_hms(2025, 12, 31, 23, 59, 0).unwrap()),
+    };
+    golden("review_denied", &review_reply(&review));
+}
+
+#[test]
+fn escape_text_output_stays_valid_utf8_at_every_length() {
+    // Sweeps cut points across multibyte characters of every width.
+    for n in 480..520 {
+        let s: String = "aé日😀".chars().cycle().take(n).collect();
+        let out = escape_text(&s);
+        assert!(out.starts_with("```\n"));
+        assert!(out.ends_with("```") || out.ends_with("``` (truncated)"));
+    }
+}
