@@ -1,0 +1,297 @@
+//! Typed errors of the Mattermost client. Each says what failed, where, and what to do.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+/// Mattermost's error body (`model.AppError`): `{id, message, detailed_error, request_id,
+/// status_code}`. Some answers are not JSON at all (the server's own rate limiter answers
+/// 429 with the text `limit exceeded`; proxies answer with HTML); those keep their text in
+/// `message` and leave the other fields empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ApiError {
+    /// Translation id, e.g. `api.context.session_expired.app_error`.
+    pub id: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Server-side detail (may be empty).
+    pub detailed_error: String,
+    /// Request id, for the server's logs.
+    pub request_id: String,
+    /// HTTP status the server meant.
+    pub status_code: u16,
+}
+
+impl ApiError {
+    /// Parses an error body. Never fails: a body that is not Mattermost's JSON becomes the
+    /// message (trimmed and shortened), and an empty body becomes the HTTP reason phrase.
+    pub fn from_body(status: u16, body: &[u8]) -> Self {
+        if let Ok(mut parsed) = serde_json::from_slice::<ApiError>(body)
+            && !(parsed.message.is_empty() && parsed.id.is_empty())
+        {
+            if parsed.status_code == 0 {
+                parsed.status_code = status;
+            }
+            return parsed;
+        }
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        // JSON without a message (`{}`) says nothing a reason phrase would not say better.
+        let useless = text.is_empty() || serde_json::from_str::<serde_json::Value>(text).is_ok();
+        let message = if useless {
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("no error message")
+                .to_string()
+        } else {
+            shorten(text, 200)
+        };
+        Self {
+            message,
+            status_code: status,
+            ..Self::default()
+        }
+    }
+}
+
+fn shorten(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// What the client was doing when it failed: `GET /api/v4/users/me`.
+pub type Endpoint = String;
+
+/// Everything that can go wrong talking to Mattermost.
+///
+/// Cloneable (inner errors are shared) so that one failed lookup can be handed to every
+/// caller waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum MattermostError {
+    /// The settings cannot work (e.g. a base URL that cannot take a path).
+    #[error("invalid Mattermost settings: {0}")]
+    Config(String),
+
+    /// The token file could not be read or is empty.
+    #[error("cannot use the Mattermost bot token file {}: {reason}", path.display())]
+    TokenFile {
+        /// The configured file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// 401: the token is wrong, revoked or expired.
+    #[error(
+        "Mattermost rejected {endpoint} (401): {}. Check the bot token.",
+        trim_dot(&api.message)
+    )]
+    Unauthorized {
+        /// Method and path.
+        endpoint: Endpoint,
+        /// The server's error body.
+        api: ApiError,
+    },
+
+    /// 404 on a lookup: the named team, channel or user does not exist (or the bot cannot
+    /// see it).
+    #[error(
+        "Mattermost has no {what} ({endpoint}, 404): {}. Check the name and that the bot can see it.",
+        trim_dot(&api.message)
+    )]
+    NotFound {
+        /// What was looked up, e.g. `team "ops"`.
+        what: String,
+        /// Method and path.
+        endpoint: Endpoint,
+        /// The server's error body.
+        api: ApiError,
+    },
+
+    /// Any other error status.
+    #[error("Mattermost rejected {endpoint} ({status}): {}{}", trim_dot(&api.message), hint(*status, *outcome_unknown))]
+    Api {
+        /// Method and path.
+        endpoint: Endpoint,
+        /// HTTP status.
+        status: u16,
+        /// The server's error body.
+        api: ApiError,
+        /// The request was a create that the server may have carried out anyway.
+        outcome_unknown: bool,
+    },
+
+    /// 429 on every attempt.
+    #[error(
+        "Mattermost kept rate-limiting {endpoint} (429) after {attempts} attempts. Lower the client rate limit or raise the server's RateLimitSettings."
+    )]
+    RateLimited {
+        /// Method and path.
+        endpoint: Endpoint,
+        /// Attempts made.
+        attempts: u32,
+    },
+
+    /// The request did not complete: connect error, timeout, connection lost.
+    #[error("could not complete {endpoint}: {source}{}", if *outcome_unknown { ". The server may have carried it out." } else { "" })]
+    Transport {
+        /// Method and path.
+        endpoint: Endpoint,
+        /// The HTTP client's error.
+        #[source]
+        source: Arc<reqwest::Error>,
+        /// The request was sent and may have been carried out.
+        outcome_unknown: bool,
+    },
+
+    /// A success response whose body is not what the API documents.
+    #[error("unexpected answer to {endpoint}: {reason}")]
+    Decode {
+        /// Method and path.
+        endpoint: Endpoint,
+        /// The parse error.
+        reason: String,
+        /// The request was a create that succeeded, but we could not read what it created.
+        outcome_unknown: bool,
+    },
+}
+
+fn trim_dot(message: &str) -> &str {
+    message.trim().trim_end_matches('.')
+}
+
+fn hint(status: u16, outcome_unknown: bool) -> &'static str {
+    match status {
+        _ if outcome_unknown => ". The server may have carried it out.",
+        403 => ". Check that the bot is a member of the team and channel and may post there.",
+        400 => ".",
+        _ if status >= 500 => ". The Mattermost server failed; it is retried where safe.",
+        _ => ".",
+    }
+}
+
+impl MattermostError {
+    /// The thing (team, channel, user, post) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. } | Self::Api { status: 404, .. })
+    }
+
+    /// The bot token was refused.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, Self::Unauthorized { .. })
+    }
+
+    /// A non-idempotent request (creating a post) was sent and may have been carried out
+    /// even though it failed: look for the result before trying again.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::Api {
+                outcome_unknown, ..
+            }
+            | Self::Transport {
+                outcome_unknown, ..
+            }
+            | Self::Decode {
+                outcome_unknown, ..
+            } => *outcome_unknown,
+            _ => false,
+        }
+    }
+
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Unauthorized { .. } => Some(401),
+            Self::NotFound { .. } => Some(404),
+            Self::RateLimited { .. } => Some(429),
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Mattermost's error body, if it sent one.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            Self::Unauthorized { api, .. } | Self::NotFound { api, .. } | Self::Api { api, .. } => {
+                Some(api)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mattermost_error_body() {
+        let body = br#"{"id":"api.context.session_expired.app_error","message":"Invalid or expired session, please login again.","detailed_error":"token=x","request_id":"r1","status_code":401}"#;
+        let api = ApiError::from_body(401, body);
+        assert_eq!(api.id, "api.context.session_expired.app_error");
+        assert_eq!(
+            api.message,
+            "Invalid or expired session, please login again."
+        );
+        assert_eq!(api.request_id, "r1");
+        assert_eq!(api.status_code, 401);
+    }
+
+    #[test]
+    fn plain_text_body_becomes_the_message() {
+        let api = ApiError::from_body(429, b"limit exceeded\n");
+        assert_eq!(api.message, "limit exceeded");
+        assert_eq!(api.status_code, 429);
+        assert_eq!(api.id, "");
+    }
+
+    #[test]
+    fn empty_body_uses_the_reason_phrase() {
+        assert_eq!(ApiError::from_body(502, b"").message, "Bad Gateway");
+        assert_eq!(ApiError::from_body(500, b"{}").message, "Internal Server Error");
+    }
+
+    #[test]
+    fn long_html_body_is_shortened() {
+        let body = "<html>".repeat(100);
+        let api = ApiError::from_body(502, body.as_bytes());
+        assert!(api.message.chars().count() <= 201, "{}", api.message);
+        assert!(api.message.ends_with('…'));
+    }
+
+    #[test]
+    fn unauthorized_message_names_endpoint_and_says_check_the_token() {
+        let err = MattermostError::Unauthorized {
+            endpoint: "GET /api/v4/users/me".into(),
+            api: ApiError::from_body(
+                401,
+                br#"{"id":"x","message":"Invalid or expired session, please login again."}"#,
+            ),
+        };
+        assert_eq!(
+            err.to_string(),
+            "Mattermost rejected GET /api/v4/users/me (401): Invalid or expired session, please login again. Check the bot token."
+        );
+        assert!(err.is_unauthorized());
+        assert!(!err.outcome_unknown());
+    }
+
+    #[test]
+    fn not_found_names_the_thing() {
+        let err = MattermostError::NotFound {
+            what: "team \"ops\"".into(),
+            endpoint: "GET /api/v4/teams/name/ops".into(),
+            api: ApiError::from_body(404, br#"{"id":"x","message":"Unable to find the existing team."}"#),
+        };
+        let text = err.to_string();
+        assert!(text.contains("no team \"ops\""), "{text}");
+        assert!(text.contains("Unable to find the existing team"), "{text}");
+        assert!(err.is_not_found());
+    }
+}
