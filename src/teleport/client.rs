@@ -1,1 +1,807 @@
 //! The Teleport Auth API calls the bridge and the callback server make.
+//!
+//! One [`TeleportClient`] wraps one mTLS gRPC channel to the auth server. It is cheap to clone
+//! (tonic channels multiplex), so every task holds its own copy.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::time::Duration;
+
+use rand::Rng as _;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::request::{AccessRequest, RequestState};
+use crate::teleport::identity::{Identity, IdentityError};
+use crate::teleport::wire::proto::auth_service_client::AuthServiceClient;
+use crate::teleport::wire::proto::{self, Operation, event};
+use crate::teleport::wire::types;
+
+/// The plugin name under which plugin data is stored; the same as Teleport's own Mattermost
+/// plugin, so an install can take over its posts.
+pub const PLUGIN_NAME: &str = "mattermost";
+
+/// The oldest Teleport auth server this client works with.
+///
+/// `GetAccessRequestsV2` (the streaming list) is the newest RPC used. Teleport's gRPC server
+/// marks the old unary `GetAccessRequests` "DEPRECATED, DELETE IN 11.0.0: Use
+/// GetAccessRequestsV2 instead" (`lib/auth/grpcserver.go`), so every 10.x server answers V2.
+pub const MIN_SERVER_VERSION: &str = "10.0.0";
+
+/// Every Teleport auth server certificate carries this DNS name, whatever address is dialled.
+pub const SERVER_NAME: &str = "teleport.cluster.local";
+
+/// Resource kind of access requests in watches, filters and plugin data.
+const KIND_ACCESS_REQUEST: &str = "access_request";
+
+/// TCP + TLS connect bound.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Compare-and-swap attempts before giving up on a contended plugin data entry.
+const CAS_ATTEMPTS: u32 = 10;
+
+/// Server information from `Ping`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingInfo {
+    /// The cluster's name.
+    pub cluster_name: String,
+    /// The auth server's version, e.g. `17.4.2`.
+    pub server_version: String,
+    /// The proxy's public address (`host:port`), empty when unknown.
+    pub proxy_public_addr: String,
+    /// Whether the cluster has Advanced Access Workflows (web UI request pages).
+    pub advanced_workflows: bool,
+}
+
+/// One access request change from the watch stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// The request was created or changed.
+    Put(AccessRequest),
+    /// The request was deleted (usually: it expired).
+    Delete {
+        /// The request id.
+        id: String,
+    },
+}
+
+/// Everything that can go wrong talking to Teleport.
+#[derive(Debug, thiserror::Error)]
+pub enum TeleportError {
+    /// The identity is unusable (expired, not yet valid, …).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The auth address cannot form a URI.
+    #[error(
+        "Teleport address {address:?} is not valid ({detail}); use host:port of the auth server, e.g. teleport.example.com:3025"
+    )]
+    InvalidAddress {
+        /// The configured address.
+        address: String,
+        /// Why it is invalid.
+        detail: String,
+    },
+    /// The connection or the mutual TLS handshake failed.
+    #[error("cannot connect to Teleport at {address}: {detail}{hint}")]
+    Connect {
+        /// The configured address.
+        address: String,
+        /// The transport's error chain, flattened.
+        detail: String,
+        /// What to check, derived from the failure.
+        hint: &'static str,
+    },
+    /// A call returned a gRPC error.
+    #[error(
+        "Teleport {call} failed: {}{}",
+        describe_status(status),
+        rpc_hint(status)
+    )]
+    Rpc {
+        /// The RPC name.
+        call: &'static str,
+        /// The status returned.
+        status: tonic::Status,
+    },
+    /// Plugin data kept changing under us.
+    #[error(
+        "plugin data of access request {request_id} changed concurrently {attempts} times in a row; giving up for now (another replica or plugin is writing it)"
+    )]
+    CompareFailed {
+        /// The access request id.
+        request_id: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The watch stream did not deliver INIT in time.
+    #[error(
+        "Teleport watch did not initialise within {after:?}; the auth server may be overloaded or its backend unavailable"
+    )]
+    InitTimeout {
+        /// The bound that passed.
+        after: Duration,
+    },
+    /// The watch stream's first event was not INIT.
+    #[error("Teleport watch sent {got} before INIT; the server is not speaking the watch protocol")]
+    NoInit {
+        /// What arrived instead.
+        got: String,
+    },
+    /// The auth server is older than [`MIN_SERVER_VERSION`].
+    #[error(
+        "Teleport auth server version {server_version} is older than {minimum}, the oldest this plugin supports; upgrade Teleport"
+    )]
+    VersionTooOld {
+        /// The server's version.
+        server_version: String,
+        /// The required minimum.
+        minimum: String,
+    },
+    /// The version string is not semver.
+    #[error("cannot read Teleport version {version:?}: {detail}")]
+    BadVersion {
+        /// The string that failed to parse.
+        version: String,
+        /// The parser's complaint.
+        detail: String,
+    },
+}
+
+impl TeleportError {
+    /// True when a plugin data expectation did not hold (or retries on it ran out).
+    ///
+    /// Teleport raises `trace.CompareFailed`, which its gRPC layer maps to
+    /// `FailedPrecondition` (`gravitational/trace` `trail.ToGRPC`); the text is checked too in
+    /// case a proxy in between rewrites codes.
+    pub fn is_compare_failed(&self) -> bool {
+        match self {
+            Self::CompareFailed { .. } => true,
+            Self::Rpc { status, .. } => {
+                status.code() == Code::FailedPrecondition
+                    || status
+                        .message()
+                        .to_ascii_lowercase()
+                        .contains("compare failed")
+            }
+            _ => false,
+        }
+    }
+
+    /// True when Teleport answered `NotFound` (e.g. setting the state of a deleted request).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Rpc { status, .. } if status.code() == Code::NotFound)
+    }
+
+    /// True when `SetAccessRequestState` refused because the request is already resolved.
+    ///
+    /// Teleport only refuses to change a request that is already DENIED:
+    /// `AccessRequestV3.SetState` returns `BadParameter("cannot set request-state %q (already
+    /// denied)")`, sent as `InvalidArgument`. Approved requests can still be denied, and a
+    /// repeated DENIED is a no-op, so callers must check the state before writing.
+    pub fn is_already_resolved(&self) -> bool {
+        match self {
+            Self::Rpc { status, .. } => {
+                matches!(
+                    status.code(),
+                    Code::InvalidArgument | Code::FailedPrecondition
+                ) && status.message().contains("already ")
+            }
+            _ => false,
+        }
+    }
+
+    /// True for failures worth retrying with backoff: connectivity, overload, timeouts,
+    /// contention.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::InitTimeout { .. } | Self::CompareFailed { .. } => true,
+            Self::Rpc { status, .. } => {
+                matches!(
+                    status.code(),
+                    Code::Unavailable
+                        | Code::DeadlineExceeded
+                        | Code::ResourceExhausted
+                        | Code::Aborted
+                        | Code::Cancelled
+                        | Code::Unknown
+                        | Code::Internal
+                ) || self.is_compare_failed()
+            }
+            _ => false,
+        }
+    }
+
+    /// The gRPC status, for RPC errors.
+    pub fn status(&self) -> Option<&tonic::Status> {
+        match self {
+            Self::Rpc { status, .. } => Some(status),
+            _ => None,
+        }
+    }
+}
+
+fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> TeleportError {
+    move |status| TeleportError::Rpc { call, status }
+}
+
+/// `code: message (cause: cause …)`, with the transport's chain when there is one.
+fn describe_status(status: &tonic::Status) -> String {
+    let mut out = format!("{:?}: {}", status.code(), status.message());
+    let chain = error_chain(status.source());
+    if !chain.is_empty() && !status.message().contains(&chain) {
+        out.push_str(" (");
+        out.push_str(&chain);
+        out.push(')');
+    }
+    out
+}
+
+fn error_chain(mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = err.source();
+    }
+    parts.join(": ")
+}
+
+fn rpc_hint(status: &tonic::Status) -> &'static str {
+    let text = describe_status(status).to_ascii_lowercase();
+    match status.code() {
+        Code::PermissionDenied => {
+            "; the plugin's Teleport role lacks a permission (it needs list/read/update on access_request and update on access_plugin_data)"
+        }
+        Code::Unauthenticated => {
+            "; Teleport did not accept the certificate: re-issue it with `tctl auth sign --format=tls`"
+        }
+        _ if text.contains("certificate") || text.contains("tls") || text.contains("handshake") => {
+            TLS_HINT
+        }
+        Code::Unavailable => "; check that the auth server is running and reachable",
+        _ => "",
+    }
+}
+
+const TLS_HINT: &str = "; the TLS handshake failed: check that auth.cas holds this cluster's host CA and that the certificate was issued by this cluster (`tctl auth sign --format=tls`)";
+
+/// Compares `server_version` with `minimum`, ignoring a `v` prefix, pre-release and build
+/// suffixes (a `17.0.0-rc.1` server is treated as `17.0.0`).
+pub fn check_server_version(server_version: &str, minimum: &str) -> Result<(), TeleportError> {
+    let server = parse_version(server_version)?;
+    let min = parse_version(minimum)?;
+    if (server.major, server.minor, server.patch) < (min.major, min.minor, min.patch) {
+        return Err(TeleportError::VersionTooOld {
+            server_version: server_version.to_owned(),
+            minimum: minimum.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn parse_version(version: &str) -> Result<semver::Version, TeleportError> {
+    let trimmed = version.trim();
+    let trimmed = trimmed.strip_prefix(['v', 'V']).unwrap_or(trimmed);
+    semver::Version::parse(trimmed).map_err(|e| TeleportError::BadVersion {
+        version: version.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// A watch on access requests, positioned after INIT.
+pub struct AccessRequestWatch {
+    stream: tonic::Streaming<proto::Event>,
+}
+
+impl AccessRequestWatch {
+    /// The next access request change; `Ok(None)` when the server ended the stream.
+    ///
+    /// Events for other kinds, unknown oneof members and repeated INITs are skipped.
+    pub async fn next(&mut self) -> Result<Option<WatchEvent>, TeleportError> {
+        loop {
+            let Some(event) = self.stream.message().await.map_err(rpc("WatchEvents"))? else {
+                return Ok(None);
+            };
+            if let Some(ev) = decode_event(event) {
+                return Ok(Some(ev));
+            }
+        }
+    }
+}
+
+fn decode_event(event: proto::Event) -> Option<WatchEvent> {
+    match (Operation::try_from(event.r#type).ok()?, event.resource?) {
+        (Operation::Put, event::Resource::AccessRequest(req)) => {
+            Some(WatchEvent::Put(AccessRequest::from(&req)))
+        }
+        (Operation::Delete, event::Resource::ResourceHeader(header))
+            if header.kind.is_empty() || header.kind == KIND_ACCESS_REQUEST =>
+        {
+            Some(WatchEvent::Delete {
+                id: header.metadata?.name,
+            })
+        }
+        (Operation::Delete, event::Resource::AccessRequest(req)) => Some(WatchEvent::Delete {
+            id: req.metadata?.name,
+        }),
+        _ => None,
+    }
+}
+
+/// A client for the Teleport Auth gRPC API over mutual TLS.
+#[derive(Clone)]
+pub struct TeleportClient {
+    inner: AuthServiceClient<Channel>,
+    address: String,
+}
+
+impl std::fmt::Debug for TeleportClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeleportClient")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TeleportClient {
+    /// Dials `address` (`host:port`) with the identity and proves the handshake with a `Ping`.
+    ///
+    /// TLS 1.3 servers reject a client certificate only after the client considers the
+    /// handshake done, so without the `Ping` a wrong identity would surface at the first real
+    /// call instead of here.
+    pub async fn connect(address: &str, identity: &Identity) -> Result<Self, TeleportError> {
+        identity.check_time(chrono::Utc::now())?;
+        let invalid = |detail: String| TeleportError::InvalidAddress {
+            address: address.to_owned(),
+            detail,
+        };
+        let tls = ClientTlsConfig::new()
+            .domain_name(SERVER_NAME)
+            .ca_certificate(Certificate::from_pem(identity.cas_pem()))
+            .identity(tonic::transport::Identity::from_pem(
+                identity.cert_pem(),
+                identity.key_pem(),
+            ))
+            .timeout(CONNECT_TIMEOUT);
+        let endpoint = Endpoint::from_shared(format!("https://{address}"))
+            .map_err(|e| invalid(error_chain(Some(&e))))?
+            .tls_config(tls)
+            .map_err(|e| invalid(error_chain(Some(&e))))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect().await.map_err(|e| {
+            let detail = error_chain(Some(&e));
+            TeleportError::Connect {
+                address: address.to_owned(),
+                hint: connect_hint(&detail),
+                detail,
+            }
+        })?;
+        let client = Self {
+            inner: AuthServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+            address: address.to_owned(),
+        };
+        match client.ping().await {
+            Ok(_) => Ok(client),
+            // Transport-level failures at the first call are handshake problems: report them
+            // as connection errors with the TLS hint. Application errors pass through.
+            Err(TeleportError::Rpc { status, .. })
+                if matches!(status.code(), Code::Unavailable | Code::Unknown) =>
+            {
+                let detail = describe_status(&status);
+                Err(TeleportError::Connect {
+                    address: address.to_owned(),
+                    hint: connect_hint(&detail),
+                    detail,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The address this client dials.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Cluster name, version and features.
+    pub async fn ping(&self) -> Result<PingInfo, TeleportError> {
+        let resp = self
+            .inner
+            .clone()
+            .ping(proto::PingRequest {})
+            .await
+            .map_err(rpc("Ping"))?
+            .into_inner();
+        Ok(PingInfo {
+            advanced_workflows: resp
+                .server_features
+                .as_ref()
+                .is_some_and(|f| f.advanced_access_workflows),
+            cluster_name: resp.cluster_name,
+            server_version: resp.server_version,
+            proxy_public_addr: resp.proxy_public_addr,
+        })
+    }
+
+    /// Opens a watch on access requests and waits for its INIT event.
+    ///
+    /// Teleport sends no snapshot: list the requests after this returns to catch up on
+    /// anything missed while disconnected.
+    pub async fn watch_access_requests(
+        &self,
+        init_timeout: Duration,
+    ) -> Result<AccessRequestWatch, TeleportError> {
+        let watch = proto::Watch {
+            kinds: vec![types::WatchKind {
+                kind: KIND_ACCESS_REQUEST.to_owned(),
+                ..Default::default()
+            }],
+            allow_partial_success: false,
+        };
+        let mut client = self.inner.clone();
+        let opened = async move {
+            let mut stream = client
+                .watch_events(watch)
+                .await
+                .map_err(rpc("WatchEvents"))?
+                .into_inner();
+            let first = stream.message().await.map_err(rpc("WatchEvents"))?;
+            match first {
+                Some(ev) if ev.r#type == Operation::Init as i32 => Ok(stream),
+                Some(ev) => Err(TeleportError::NoInit {
+                    got: Operation::try_from(ev.r#type)
+                        .map(|op| op.as_str_name().to_owned())
+                        .unwrap_or_else(|_| format!("operation {}", ev.r#type)),
+                }),
+                None => Err(TeleportError::NoInit {
+                    got: "end of stream".to_owned(),
+                }),
+            }
+        };
+        match tokio::time::timeout(init_timeout, opened).await {
+            Ok(Ok(stream)) => Ok(AccessRequestWatch { stream }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(TeleportError::InitTimeout {
+                after: init_timeout,
+            }),
+        }
+    }
+
+    async fn get_access_requests(
+        &self,
+        filter: types::AccessRequestFilter,
+    ) -> Result<Vec<AccessRequest>, TeleportError> {
+        let mut stream = self
+            .inner
+            .clone()
+            .get_access_requests_v2(filter)
+            .await
+            .map_err(rpc("GetAccessRequestsV2"))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(req) = stream.message().await.map_err(rpc("GetAccessRequestsV2"))? {
+            out.push(AccessRequest::from(&req));
+        }
+        Ok(out)
+    }
+
+    /// Every access request the plugin may see, in any state.
+    pub async fn list_access_requests(&self) -> Result<Vec<AccessRequest>, TeleportError> {
+        self.get_access_requests(types::AccessRequestFilter::default())
+            .await
+    }
+
+    /// One access request; `None` when it does not exist (any more).
+    pub async fn get_access_request(
+        &self,
+        id: &str,
+    ) -> Result<Option<AccessRequest>, TeleportError> {
+        let filter = types::AccessRequestFilter {
+            id: id.to_owned(),
+            ..Default::default()
+        };
+        Ok(self
+            .get_access_requests(filter)
+            .await?
+            .into_iter()
+            .find(|r| r.id == id))
+    }
+
+    async fn get_plugin_data(
+        &self,
+        resource: &str,
+    ) -> Result<Vec<types::PluginDataV3>, TeleportError> {
+        let filter = types::PluginDataFilter {
+            kind: KIND_ACCESS_REQUEST.to_owned(),
+            resource: resource.to_owned(),
+            plugin: PLUGIN_NAME.to_owned(),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .get_plugin_data(filter)
+            .await
+            .map_err(rpc("GetPluginData"))?
+            .into_inner()
+            .plugin_data)
+    }
+
+    /// This plugin's data for one request; `None` when there is none.
+    pub async fn plugin_data(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<HashMap<String, String>>, TeleportError> {
+        Ok(self
+            .get_plugin_data(request_id)
+            .await?
+            .into_iter()
+            .filter(|d| d.metadata.as_ref().is_some_and(|m| m.name == request_id))
+            .find_map(entry_of_plugin))
+    }
+
+    /// This plugin's data for every access request that has some: `(request id, data)`.
+    pub async fn list_plugin_data(
+        &self,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, TeleportError> {
+        Ok(self
+            .get_plugin_data("")
+            .await?
+            .into_iter()
+            .filter_map(|d| {
+                let id = d.metadata.as_ref()?.name.clone();
+                Some((id, entry_of_plugin(d)?))
+            })
+            .collect())
+    }
+
+    /// One conditional write: `expect` must match the stored values (missing = `""`), then
+    /// `set` is applied (`""` deletes a key).
+    pub async fn update_plugin_data(
+        &self,
+        request_id: &str,
+        set: HashMap<String, String>,
+        expect: HashMap<String, String>,
+    ) -> Result<(), TeleportError> {
+        let params = types::PluginDataUpdateParams {
+            kind: KIND_ACCESS_REQUEST.to_owned(),
+            resource: request_id.to_owned(),
+            plugin: PLUGIN_NAME.to_owned(),
+            set,
+            expect,
+        };
+        self.inner
+            .clone()
+            .update_plugin_data(params)
+            .await
+            .map_err(rpc("UpdatePluginData"))?;
+        Ok(())
+    }
+
+    /// Compare-and-swap loop on this plugin's data for one request.
+    ///
+    /// Reads the entry, calls `f(current)`, and writes the map `f` returns with Expect =
+    /// the map read (or every new key = `""` when there was none). On a compare failure it
+    /// re-reads and retries with jittered backoff, up to 10 attempts. `f` returns `None` for
+    /// "no change" (then this returns `Ok(None)`), or `Some((new_full_map, value))`; keys in
+    /// the current map but not in the new one are deleted. Returns `Ok(Some(value))` once
+    /// written.
+    pub async fn modify_plugin_data<T, F>(
+        &self,
+        request_id: &str,
+        mut f: F,
+    ) -> Result<Option<T>, TeleportError>
+    where
+        F: FnMut(Option<&HashMap<String, String>>) -> Option<(HashMap<String, String>, T)>,
+    {
+        for attempt in 0..CAS_ATTEMPTS {
+            let current = self.plugin_data(request_id).await?;
+            let Some((new, value)) = f(current.as_ref()) else {
+                return Ok(None);
+            };
+            let (set, expect) = cas_params(current.as_ref(), &new);
+            if set.is_empty() {
+                // Nothing differs: a write would be a no-op.
+                return Ok(Some(value));
+            }
+            match self.update_plugin_data(request_id, set, expect).await {
+                Ok(()) => return Ok(Some(value)),
+                Err(e) if e.is_compare_failed() => {
+                    tokio::time::sleep(cas_backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(TeleportError::CompareFailed {
+            request_id: request_id.to_owned(),
+            attempts: CAS_ATTEMPTS,
+        })
+    }
+
+    /// Resolves a request (approve/deny from a button). `delegator` is recorded in Teleport's
+    /// audit log as who acted, e.g. `mattermost:alice@example.com`.
+    pub async fn set_access_request_state(
+        &self,
+        id: &str,
+        state: RequestState,
+        delegator: &str,
+        reason: &str,
+    ) -> Result<(), TeleportError> {
+        let setter = proto::RequestStateSetter {
+            id: id.to_owned(),
+            state: state.to_wire() as i32,
+            delegator: delegator.to_owned(),
+            reason: reason.to_owned(),
+            annotations: None,
+            roles: Vec::new(),
+        };
+        self.inner
+            .clone()
+            .set_access_request_state(setter)
+            .await
+            .map_err(rpc("SetAccessRequestState"))?;
+        Ok(())
+    }
+}
+
+fn connect_hint(detail: &str) -> &'static str {
+    let lower = detail.to_ascii_lowercase();
+    if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("handshake")
+        || lower.contains("alert")
+    {
+        TLS_HINT
+    } else if lower.contains("refused") || lower.contains("dns") || lower.contains("timed out") {
+        "; check the address and that the auth server is reachable from here"
+    } else {
+        ""
+    }
+}
+
+fn entry_of_plugin(data: types::PluginDataV3) -> Option<HashMap<String, String>> {
+    data.spec?
+        .entries
+        .remove(PLUGIN_NAME)
+        .map(|entry| entry.data)
+        .filter(|d| !d.is_empty())
+}
+
+/// The `Set` and `Expect` maps that turn `current` into `new` only if nothing changed since.
+fn cas_params(
+    current: Option<&HashMap<String, String>>,
+    new: &HashMap<String, String>,
+) -> (HashMap<String, String>, HashMap<String, String>) {
+    let mut set: HashMap<String, String> = new
+        .iter()
+        .filter(|(k, v)| {
+            current
+                .and_then(|c| c.get(*k))
+                .map_or(!v.is_empty(), |old| old != *v)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let expect = match current {
+        Some(current) => {
+            for key in current.keys() {
+                if !new.contains_key(key) {
+                    set.insert(key.clone(), String::new());
+                }
+            }
+            current.clone()
+        }
+        // No entry: every key we write must still be absent, which Teleport spells "".
+        None => new.keys().map(|k| (k.clone(), String::new())).collect(),
+    };
+    (set, expect)
+}
+
+/// 25 ms doubling to 800 ms, with full jitter over the upper half.
+fn cas_backoff(attempt: u32) -> Duration {
+    let base_ms = 25u64 << attempt.min(5);
+    let jittered = rand::rng().random_range(base_ms / 2..=base_ms);
+    Duration::from_millis(jittered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn version_at_or_above_minimum_passes() {
+        check_server_version("17.4.2", "10.0.0").unwrap();
+        check_server_version("v10.0.0", "10.0.0").unwrap();
+        check_server_version("10.0.0-beta.1", "10.0.0").unwrap();
+        check_server_version("18.0.0-dev+abc", "v17.1.0").unwrap();
+    }
+
+    #[test]
+    fn version_below_minimum_is_too_old_and_names_both() {
+        let err = check_server_version("9.3.7", "10.0.0").unwrap_err();
+        assert!(matches!(err, TeleportError::VersionTooOld { .. }));
+        let msg = err.to_string();
+        assert!(msg.contains("9.3.7") && msg.contains("10.0.0"), "{msg}");
+    }
+
+    #[test]
+    fn unparsable_version_is_reported() {
+        let err = check_server_version("seventeen", "10.0.0").unwrap_err();
+        assert!(matches!(err, TeleportError::BadVersion { .. }));
+    }
+
+    #[test]
+    fn minimum_constant_parses() {
+        check_server_version(MIN_SERVER_VERSION, MIN_SERVER_VERSION).unwrap();
+    }
+
+    #[test]
+    fn cas_on_missing_entry_expects_every_new_key_empty() {
+        let (set, expect) = cas_params(None, &map(&[("user", "bob"), ("roles", "admin")]));
+        assert_eq!(set, map(&[("user", "bob"), ("roles", "admin")]));
+        assert_eq!(expect, map(&[("user", ""), ("roles", "")]));
+    }
+
+    #[test]
+    fn cas_deletes_dropped_keys_and_expects_the_whole_current_map() {
+        let current = map(&[("user", "bob"), ("messages", "c/p"), ("resolution", "")]);
+        let new = map(&[("user", "bob"), ("resolution", "APPROVED")]);
+        let (set, expect) = cas_params(Some(&current), &new);
+        assert_eq!(set, map(&[("messages", ""), ("resolution", "APPROVED")]));
+        assert_eq!(expect, current);
+    }
+
+    #[test]
+    fn cas_with_no_difference_writes_nothing() {
+        let current = map(&[("user", "bob")]);
+        let (set, _) = cas_params(Some(&current), &current.clone());
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn error_classification() {
+        let fp = TeleportError::Rpc {
+            call: "UpdatePluginData",
+            status: tonic::Status::failed_precondition("expectations not met for field \"user\""),
+        };
+        assert!(fp.is_compare_failed() && fp.is_transient());
+        let denied = TeleportError::Rpc {
+            call: "SetAccessRequestState",
+            status: tonic::Status::invalid_argument(
+                "cannot set request-state \"APPROVED\" (already denied)",
+            ),
+        };
+        assert!(denied.is_already_resolved() && !denied.is_compare_failed());
+        let nf = TeleportError::Rpc {
+            call: "SetAccessRequestState",
+            status: tonic::Status::not_found(
+                "cannot set state of access request \"x\" (not found)",
+            ),
+        };
+        assert!(nf.is_not_found() && !nf.is_already_resolved());
+        let perm = TeleportError::Rpc {
+            call: "Ping",
+            status: tonic::Status::permission_denied("access denied"),
+        };
+        assert!(perm.to_string().contains("role"), "{perm}");
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        assert!(cas_backoff(0) <= Duration::from_millis(25));
+        assert!(cas_backoff(9) <= Duration::from_millis(800));
+        assert!(cas_backoff(9) >= Duration::from_millis(400));
+    }
+}
