@@ -1,0 +1,251 @@
+//! A whole plugin instance wired to both doubles on loopback: the Teleport double, the
+//! Mattermost double, the real engine and the real callback server. Tests, benches and the
+//! sandbox all start one of these.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use teleport_mattermost::bridge::{Bridge, Credentials, Instance};
+use teleport_mattermost::callback::{Registry, router};
+use teleport_mattermost::settings::{
+    CallbackSettings, InstanceId, MattermostSettings, PluginSettings, RateLimit, RetryPolicy,
+    Secret, TeleportSettings, TokenSource,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::mattermost::MattermostDouble;
+use crate::pki::{ClientCert, TestPki};
+use crate::teleport::TeleportDouble;
+
+/// Team and channel every stack posts to.
+pub const TEAM: &str = "engineering";
+/// Channel every stack posts to.
+pub const CHANNEL: &str = "access-requests";
+
+/// How to build a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Mattermost usernames or emails allowed to press buttons (empty: anyone).
+    pub approvers: Vec<String>,
+    /// Extra recipients for every request.
+    pub recipients: Vec<String>,
+    /// Recipients per role.
+    pub role_to_recipients: BTreeMap<String, Vec<String>>,
+    /// Concurrent requests.
+    pub concurrency: usize,
+    /// Client-side Mattermost rate limit.
+    pub rate_limit: RateLimit,
+    /// Whether posts carry buttons.
+    pub buttons: bool,
+    /// Watch INIT bound.
+    pub init_timeout: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            approvers: Vec::new(),
+            recipients: Vec::new(),
+            role_to_recipients: BTreeMap::new(),
+            concurrency: 32,
+            rate_limit: RateLimit {
+                per_second: 0,
+                burst: 1,
+            },
+            buttons: true,
+            init_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything running.
+pub struct Stack {
+    /// The certificate authority of the Teleport double.
+    pub pki: TestPki,
+    /// The Teleport double.
+    pub teleport: TeleportDouble,
+    /// The Mattermost double.
+    pub mattermost: MattermostDouble,
+    /// The current instance.
+    pub instance: Arc<Instance>,
+    /// The registry the callback server answers from.
+    pub registry: Arc<Registry>,
+    /// The channel id of `TEAM/CHANNEL`.
+    pub channel_id: String,
+    /// The plugin's client certificate in use.
+    pub client_cert: ClientCert,
+    settings: PluginSettings,
+    bridge: Option<(CancellationToken, JoinHandle<()>)>,
+    callback: JoinHandle<()>,
+}
+
+/// Users the Mattermost double knows: `(username, email)`.
+pub const USERS: [(&str, &str); 4] = [
+    ("alice", "alice@example.com"),
+    ("bob", "bob@example.com"),
+    ("carol", "carol@example.com"),
+    ("mallory", "mallory@example.com"),
+];
+
+impl Stack {
+    /// Starts the doubles, the callback server and the engine.
+    pub async fn start(options: StackOptions) -> Stack {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let pki = TestPki::new();
+        let teleport = TeleportDouble::start(&pki).await;
+        let mattermost = MattermostDouble::start().await;
+        mattermost.add_team(TEAM);
+        let channel_id = mattermost.add_channel(TEAM, CHANNEL);
+        for (user, email) in USERS {
+            mattermost.add_user(user, email);
+        }
+
+        let registry = Arc::new(Registry::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind callback server");
+        let addr = listener.local_addr().expect("callback addr");
+        let app = router(registry.clone());
+        let callback = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+
+        let instance_id = InstanceId::new("test", "team-a");
+        let settings = PluginSettings {
+            teleport: TeleportSettings {
+                address: teleport.address(),
+                init_timeout: options.init_timeout,
+            },
+            mattermost: MattermostSettings {
+                url: mattermost.url(),
+                team: TEAM.into(),
+                channel: CHANNEL.into(),
+                token: TokenSource::Literal(Secret::new(mattermost.bot_token())),
+                rate_limit: options.rate_limit,
+                retry: RetryPolicy {
+                    max_attempts: 6,
+                    base_delay: Duration::from_millis(20),
+                    max_delay: Duration::from_secs(2),
+                },
+            },
+            callback: options.buttons.then(|| CallbackSettings {
+                action_url: format!(
+                    "http://{addr}/v1/actions/{}/{}",
+                    instance_id.namespace, instance_id.name
+                )
+                .parse()
+                .expect("callback url"),
+                signing_secret: Secret::new("test-signing-secret"),
+            }),
+            instance: instance_id,
+            recipients: options.recipients.clone(),
+            role_to_recipients: options.role_to_recipients.clone(),
+            approvers: options.approvers.clone(),
+            concurrency: options.concurrency,
+        };
+        let client_cert = pki.client("access-plugin-mattermost");
+        let instance = Instance::new(
+            settings.clone(),
+            Credentials {
+                identity: client_cert.identity(),
+                token: settings.mattermost.token.clone(),
+            },
+        )
+        .expect("instance");
+        registry.insert(instance.clone());
+        let mut stack = Stack {
+            pki,
+            teleport,
+            mattermost,
+            instance,
+            registry,
+            channel_id,
+            client_cert,
+            settings,
+            bridge: None,
+            callback,
+        };
+        stack.start_bridge();
+        stack
+    }
+
+    fn start_bridge(&mut self) {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(Bridge::new(self.instance.clone()).run(shutdown.clone()));
+        self.bridge = Some((shutdown, task));
+    }
+
+    /// Kills the engine mid-flight, as a crash would: no graceful shutdown.
+    pub async fn crash(&mut self) {
+        if let Some((_, task)) = self.bridge.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Starts a fresh instance and engine with the same settings and credentials, as a restarted process would.
+    pub async fn restart(&mut self) {
+        self.crash().await;
+        let credentials = (*self.instance.credentials()).clone();
+        self.instance = Instance::new(self.settings.clone(), credentials).expect("instance");
+        self.registry.insert(self.instance.clone());
+        self.start_bridge();
+    }
+
+    /// Waits until the engine has established its watch (status `TeleportConnected`).
+    pub async fn wait_connected(&self) {
+        let mut status = self.instance.status();
+        let ok = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if status.borrow_and_update().teleport.ok == Some(true) {
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(ok.is_ok(), "engine did not connect: {:?}", *self.instance.status().borrow());
+    }
+
+    /// Polls `check` until it returns true or `timeout` passes; returns whether it did.
+    pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if check() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Root posts (not thread replies) in the main channel for a request.
+    pub fn root_posts_for(&self, request_id: &str) -> Vec<crate::mattermost::Post> {
+        self.mattermost
+            .posts()
+            .into_iter()
+            .filter(|p| {
+                p.root_id.is_empty()
+                    && p.props.get("teleport_request_id").and_then(|v| v.as_str())
+                        == Some(request_id)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some((shutdown, task)) = self.bridge.take() {
+            shutdown.cancel();
+            task.abort();
+        }
+        self.callback.abort();
+        self.teleport.shutdown();
+    }
+}

@@ -1,0 +1,462 @@
+//! Engine scenarios: the real bridge and callback server against the Teleport and Mattermost
+//! doubles on loopback.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use teleport_mattermost::plugin_data::PluginData;
+use teleport_mattermost::request::RequestState;
+use teleport_mattermost_testkit::stack::{Stack, StackOptions};
+use teleport_mattermost_testkit::teleport::NewRequest;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn request(user: &str) -> NewRequest {
+    NewRequest {
+        user: user.into(),
+        roles: vec!["dba".into()],
+        reason: "fix the prod database".into(),
+        ..Default::default()
+    }
+}
+
+async fn started(options: StackOptions) -> Stack {
+    let stack = Stack::start(options).await;
+    stack.wait_connected().await;
+    stack
+}
+
+async fn wait_posted(stack: &Stack, id: &str) -> teleport_mattermost_testkit::mattermost::Post {
+    assert!(
+        Stack::eventually(WAIT, || !stack.root_posts_for(id).is_empty()).await,
+        "request {id} was never posted"
+    );
+    // Give a duplicate the chance to show up before the caller counts.
+    stack.root_posts_for(id).remove(0)
+}
+
+fn data(stack: &Stack, id: &str) -> PluginData {
+    PluginData::decode(&stack.teleport.plugin_data(id).unwrap_or_default())
+}
+
+fn has_buttons(post: &teleport_mattermost_testkit::mattermost::Post) -> bool {
+    post.props
+        .get("attachments")
+        .and_then(|a| a.as_array())
+        .is_some_and(|a| a.iter().any(|att| att.get("actions").is_some()))
+}
+
+#[tokio::test]
+async fn pending_request_is_posted_once_across_restart() {
+    let mut stack = started(StackOptions::default()).await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    let post = wait_posted(&stack, &id).await;
+    assert_eq!(post.channel_id, stack.channel_id);
+    assert!(post.message.contains(&id), "post names the request: {}", post.message);
+    assert!(post.message.contains("bob@example.com"));
+    assert!(has_buttons(&post), "pending post carries buttons");
+    assert!(
+        Stack::eventually(WAIT, || data(&stack, &id).message_in(&stack.channel_id).is_some()).await,
+        "the post is recorded in plugin data"
+    );
+    assert_eq!(data(&stack, &id).messages[0].post_id, post.id);
+
+    stack.restart().await;
+    stack.wait_connected().await;
+    // The restart resyncs every request; wait until it has seen them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stack.root_posts_for(&id).len(), 1, "no second post after restart");
+}
+
+#[tokio::test]
+async fn dms_and_channel_are_deduplicated_by_channel_and_unknown_recipients_skipped() {
+    let stack = started(StackOptions {
+        recipients: vec![
+            "engineering/access-requests".into(),
+            "alice@example.com".into(),
+            "ghost@example.com".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let id = stack.teleport.create_request(NewRequest {
+        suggested_reviewers: vec!["alice@example.com".into(), "carol".into()],
+        ..request("bob@example.com")
+    });
+    let bot = stack.mattermost.bot_user_id();
+    let alice_dm = stack
+        .mattermost
+        .dm_channel_id(&bot, &stack.mattermost.user_id("alice").unwrap());
+    let carol_dm = stack
+        .mattermost
+        .dm_channel_id(&bot, &stack.mattermost.user_id("carol").unwrap());
+    assert!(
+        Stack::eventually(WAIT, || data(&stack, &id).messages.len() == 3).await,
+        "posted to the channel and two DMs: {:?}",
+        data(&stack, &id)
+    );
+    let mut channels: Vec<String> = stack
+        .root_posts_for(&id)
+        .into_iter()
+        .map(|p| p.channel_id)
+        .collect();
+    channels.sort();
+    let mut expected = vec![stack.channel_id.clone(), alice_dm, carol_dm];
+    expected.sort();
+    assert_eq!(channels, expected);
+    assert!(
+        stack
+            .mattermost
+            .recorded()
+            .iter()
+            .all(|c| c.path != "/api/v4/posts" || c.body["channel_id"] != ""),
+        "never posted with an empty channel id"
+    );
+}
+
+#[tokio::test]
+async fn role_recipients_fall_back_to_star() {
+    let stack = started(StackOptions {
+        role_to_recipients: BTreeMap::from([
+            ("admin".to_string(), vec!["carol@example.com".to_string()]),
+            ("*".to_string(), vec!["alice".to_string()]),
+        ]),
+        ..Default::default()
+    })
+    .await;
+    let id = stack.teleport.create_request(request("bob@example.com")); // role dba → "*"
+    assert!(Stack::eventually(WAIT, || data(&stack, &id).messages.len() == 2).await);
+    let bot = stack.mattermost.bot_user_id();
+    let alice_dm = stack
+        .mattermost
+        .dm_channel_id(&bot, &stack.mattermost.user_id("alice").unwrap());
+    assert!(data(&stack, &id).message_in(&alice_dm).is_some());
+}
+
+#[tokio::test]
+async fn reviews_become_thread_replies_in_order() {
+    let stack = started(StackOptions::default()).await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    let root = wait_posted(&stack, &id).await;
+    assert!(Stack::eventually(WAIT, || !data(&stack, &id).messages.is_empty()).await);
+    stack
+        .teleport
+        .review(&id, "alice@example.com", RequestState::Approved, "looks fine");
+    stack
+        .teleport
+        .review(&id, "carol@example.com", RequestState::Denied, "");
+    let replies = || {
+        stack
+            .mattermost
+            .posts()
+            .into_iter()
+            .filter(|p| p.root_id == root.id)
+            .collect::<Vec<_>>()
+    };
+    assert!(Stack::eventually(WAIT, || replies().len() == 2).await, "two replies");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let replies = replies();
+    assert_eq!(replies.len(), 2, "each review replied to once");
+    assert!(replies[0].message.contains("alice@example.com"));
+    assert!(replies[0].message.contains("APPROVED"));
+    assert!(replies[1].message.contains("carol@example.com"));
+    assert!(replies[1].message.contains("DENIED"));
+    assert_eq!(data(&stack, &id).reviews_count, 2);
+}
+
+#[tokio::test]
+async fn approve_button_resolves_in_teleport_and_edits_the_post() {
+    let stack = started(StackOptions::default()).await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    let post = wait_posted(&stack, &id).await;
+    let outcome = stack.mattermost.press(&post.id, "Approve", "alice").await.unwrap();
+    assert_eq!(outcome.status, 200);
+    assert!(outcome.ephemeral_text.unwrap_or_default().contains("approved"));
+    let changes = stack.teleport.state_changes();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].id, id);
+    assert_eq!(changes[0].state, RequestState::Approved);
+    assert_eq!(changes[0].delegator, "mattermost:alice@example.com");
+    assert!(changes[0].reason.contains("@alice"));
+    assert_eq!(stack.teleport.request(&id).unwrap().state, RequestState::Approved);
+    assert!(
+        Stack::eventually(WAIT, || data(&stack, &id).edited == Some(RequestState::Approved)).await
+    );
+    let edited = stack.mattermost.post(&post.id).unwrap();
+    assert!(edited.message.contains("APPROVED by @alice"), "{}", edited.message);
+    assert!(!has_buttons(&edited), "no buttons after resolution");
+}
+
+#[tokio::test]
+async fn deny_button_denies() {
+    let stack = started(StackOptions::default()).await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    let post = wait_posted(&stack, &id).await;
+    let outcome = stack.mattermost.press(&post.id, "Deny", "carol").await.unwrap();
+    assert_eq!(outcome.status, 200);
+    assert_eq!(stack.teleport.request(&id).unwrap().state, RequestState::Denied);
+    assert_eq!(
+        stack.teleport.state_changes()[0].delegator,
+        "mattermost:carol@example.com"
+    );
+    assert!(
+        Stack::eventually(WAIT, || data(&stack, &id).edited == Some(RequestState::Denied)).await
+    );
+    let edited = stack.mattermost.post(&post.id).unwrap();
+    assert!(edited.message.contains("DENIED by @carol"), "{}", edited.message);
+}
+
+#[tokio::test]
+async fn expiry_edits_every_post_to_expired() {
+    let stack = started(StackOptions {
+        recipients: vec!["alice@example.com".into()],
+        ..Default::default()
+    })
+    .await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    assert!(Stack::eventually(WAIT, || data(&stack, &id).messages.len() == 2).await);
+    stack.teleport.expire(&id);
+    assert!(
+        Stack::eventually(WAIT, || data(&stack, &id).edited == Some(RequestState::Expired)).await
+    );
+    for m in data(&stack, &id).messages {
+        let post = stack.mattermost.post(&m.post_id).unwrap();
+        assert!(post.message.contains("EXPIRED"), "{}", post.message);
+        assert!(!has_buttons(&post));
+    }
+}
+
+#[tokio::test]
+async fn delete_after_approved_leaves_approved_and_edits_once() {
+    let stack = started(StackOptions::default()).await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    let post = wait_posted(&stack, &id).await;
+    assert!(Stack::eventually(WAIT, || !data(&stack, &id).messages.is_empty()).await);
+    stack.teleport.resolve(&id, RequestState::Approved, "approved with tsh");
+    assert!(
+        Stack::eventually(WAIT, || data(&stack, &id).edited == Some(RequestState::Approved)).await
+    );
+    stack.teleport.expire(&id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d = data(&stack, &id);
+    assert_eq!(d.resolution, Some(RequestState::Approved));
+    let text = stack.mattermost.post(&post.id).unwrap().message;
+    assert!(text.contains("APPROVED") && !text.contains("EXPIRED"), "{text}");
+    let edits = stack
+        .mattermost
+        .recorded()
+        .iter()
+        .filter(|c| c.method == "PUT" && c.path.ends_with(&post.id))
+        .count();
+    assert_eq!(edits, 1, "the post is edited exactly once");
+}
+
+#[tokio::test]
+async fn unauthorized_clicker_is_refused_and_nothing_changes() {
+    let stack = started(StackOptions {
+        approvers: vec!["alice".into()],
+        ..Default::default()
+    })
+    .await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    let post = wait_posted(&stack, &id).await;
+    let outcome = stack.mattermost.press(&post.id, "Approve", "mallory").await.unwrap();
+    assert_eq!(outcome.status, 200);
+    assert!(outcome.ephemeral_text.unwrap().contains("not allowed"));
+    assert!(stack.teleport.state_changes().is_empty());
+    assert_eq!(stack.teleport.request(&id).unwrap().state, RequestState::Pending);
+    assert!(has_buttons(&stack.mattermost.post(&post.id).unwrap()), "post unchanged");
+}
+
+#[tokio::test]
+async fn self_approval_is_refused() {
+    let stack = started(StackOptions::default()).await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    let post = wait_posted(&stack, &id).await;
+    let outcome = stack.mattermost.press(&post.id, "Approve", "bob").await.unwrap();
+    assert!(outcome.ephemeral_text.unwrap().contains("your own"));
+    assert!(stack.teleport.state_changes().is_empty());
+    assert_eq!(stack.teleport.request(&id).unwrap().state, RequestState::Pending);
+}
+
+#[tokio::test]
+async fn click_on_an_expired_request_gets_a_friendly_answer_and_no_write() {
+    let mut stack = started(StackOptions::default()).await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    let post = wait_posted(&stack, &id).await;
+    // The engine is down, so the post still shows its buttons when the request expires.
+    stack.crash().await;
+    stack.teleport.expire(&id);
+    let outcome = stack.mattermost.press(&post.id, "Approve", "alice").await.unwrap();
+    assert_eq!(outcome.status, 200);
+    assert!(outcome.ephemeral_text.unwrap().contains("expired"));
+    assert!(stack.teleport.state_changes().is_empty());
+}
+
+#[tokio::test]
+async fn click_on_a_request_resolved_elsewhere_makes_no_write() {
+    let mut stack = started(StackOptions::default()).await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    let post = wait_posted(&stack, &id).await;
+    stack.crash().await;
+    stack.teleport.resolve(&id, RequestState::Denied, "denied with tsh");
+    let outcome = stack.mattermost.press(&post.id, "Approve", "alice").await.unwrap();
+    assert!(outcome.ephemeral_text.unwrap().contains("already DENIED"));
+    assert!(stack.teleport.state_changes().is_empty());
+}
+
+#[tokio::test]
+async fn stream_dropped_mid_burst_loses_nothing() {
+    let stack = started(StackOptions::default()).await;
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        ids.push(stack.teleport.create_request(request("bob@example.com")));
+        if i % 40 == 20 {
+            stack.teleport.drop_watches();
+        }
+    }
+    assert!(
+        Stack::eventually(Duration::from_secs(60), || ids
+            .iter()
+            .all(|id| !stack.root_posts_for(id).is_empty()))
+        .await,
+        "every request posted"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids {
+        assert_eq!(stack.root_posts_for(id).len(), 1, "request {id} posted once");
+    }
+    assert!(stack.teleport.watch_count() >= 2, "the watch was re-established");
+}
+
+#[tokio::test]
+async fn requests_created_while_down_are_posted_after_restart() {
+    let mut stack = started(StackOptions::default()).await;
+    stack.crash().await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    stack.restart().await;
+    wait_posted(&stack, &id).await;
+}
+
+#[tokio::test]
+async fn rate_limit_storm_delays_but_loses_nothing() {
+    let stack = started(StackOptions::default()).await;
+    stack.mattermost.inject_429(40, 0);
+    let ids: Vec<String> = (0..20)
+        .map(|_| stack.teleport.create_request(request("bob@example.com")))
+        .collect();
+    assert!(
+        Stack::eventually(Duration::from_secs(60), || ids
+            .iter()
+            .all(|id| !stack.root_posts_for(id).is_empty()))
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in &ids {
+        assert_eq!(stack.root_posts_for(id).len(), 1);
+    }
+    assert!(
+        stack.mattermost.recorded().iter().any(|c| c.status == 429),
+        "the storm really happened"
+    );
+}
+
+#[tokio::test]
+async fn crash_between_posting_and_recording_gives_no_duplicate() {
+    let mut stack = started(StackOptions::default()).await;
+    // The post is created but its response is lost, as if the process died right after.
+    stack.mattermost.inject_lost_post_responses(1);
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    assert!(Stack::eventually(WAIT, || !stack.root_posts_for(&id).is_empty()).await);
+    stack.crash().await;
+    stack.restart().await;
+    assert!(
+        Stack::eventually(WAIT, || data(&stack, &id).message_in(&stack.channel_id).is_some()).await,
+        "the existing post is adopted"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let posts = stack.root_posts_for(&id);
+    assert_eq!(posts.len(), 1, "no duplicate post");
+    assert_eq!(data(&stack, &id).messages[0].post_id, posts[0].id);
+}
+
+#[tokio::test]
+async fn install_taken_over_from_teleports_plugin_does_not_repost() {
+    let stack = started(StackOptions::default()).await;
+    let mut stack = stack;
+    stack.crash().await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    stack.teleport.set_plugin_data(
+        &id,
+        HashMap::from([
+            ("user".to_string(), "bob@example.com".to_string()),
+            ("roles".to_string(), "dba".to_string()),
+            ("messages".to_string(), format!("{}/legacypost", stack.channel_id)),
+        ]),
+    );
+    stack.restart().await;
+    stack.wait_connected().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(stack.root_posts_for(&id).is_empty(), "the Go plugin's post is kept");
+}
+
+#[tokio::test]
+async fn identity_swap_keeps_working() {
+    let stack = started(StackOptions::default()).await;
+    let first = stack.client_cert.serial_hex.clone();
+    assert_eq!(stack.teleport.last_client_serial(), Some(first.clone()));
+    let next = stack.pki.client("access-plugin-mattermost");
+    let credentials = teleport_mattermost::bridge::Credentials {
+        identity: next.identity(),
+        token: stack.instance.credentials().token.clone(),
+    };
+    stack.instance.update_credentials(credentials).unwrap();
+    assert!(
+        Stack::eventually(Duration::from_secs(5), || stack.teleport.last_client_serial()
+            == Some(next.serial_hex.clone()))
+        .await,
+        "the new certificate is in use within 5 s"
+    );
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    wait_posted(&stack, &id).await;
+    assert_eq!(stack.teleport.last_client_serial(), Some(next.serial_hex));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_are_each_posted_and_resolved_once() {
+    let stack = started(StackOptions::default()).await;
+    let ids: Vec<String> = (0..200)
+        .map(|_| stack.teleport.create_request(request("bob@example.com")))
+        .collect();
+    assert!(
+        Stack::eventually(Duration::from_secs(90), || ids
+            .iter()
+            .all(|id| !data(&stack, id).messages.is_empty()))
+        .await,
+        "all posted"
+    );
+    let presses = ids.iter().enumerate().map(|(i, id)| {
+        let post_id = data(&stack, id).messages[0].post_id.clone();
+        let mm = stack.mattermost.clone();
+        async move {
+            let action = if i % 2 == 0 { "Approve" } else { "Deny" };
+            mm.press(&post_id, action, "alice").await.unwrap()
+        }
+    });
+    let outcomes = futures::future::join_all(presses).await;
+    assert!(outcomes.iter().all(|o| o.status == 200));
+    assert!(
+        Stack::eventually(Duration::from_secs(90), || ids
+            .iter()
+            .all(|id| data(&stack, id).edited.is_some()))
+        .await,
+        "all edited"
+    );
+    let changes = stack.teleport.state_changes();
+    assert_eq!(changes.len(), 200, "each resolved exactly once");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(stack.root_posts_for(id).len(), 1, "posted once");
+        let expected = if i % 2 == 0 { RequestState::Approved } else { RequestState::Denied };
+        assert_eq!(stack.teleport.request(id).unwrap().state, expected);
+    }
+}
