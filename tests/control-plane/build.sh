@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds the real test peers of tier 3 (kube-apiserver, etcd, helm) from pinned Go modules and
+# caches the binaries outside the repo, keyed by version. Prints the cache directory.
+#
+#   tests/control-plane/build.sh            # build what is missing, print the bin dir
+#   TM_PEERS_CACHE=/somewhere tests/control-plane/build.sh
+#
+# Nothing here is committed but this script: each peer gets a throwaway wrapper module.
+set -euo pipefail
+
+KUBE_VERSION="${KUBE_VERSION:-1.37.2}"     # matches the k8s-openapi feature v1_37
+ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
+HELM_VERSION="${HELM_VERSION:-3.21.4}"
+
+CACHE="${TM_PEERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/teleport-mattermost/peers}"
+BIN="$CACHE/bin"
+mkdir -p "$BIN"
+log() { echo "[control-plane] $*" >&2; }
+
+# Go builds are CPU-heavy on a 2-core machine; keep them polite.
+export GOFLAGS="${GOFLAGS:-} -mod=mod"
+export CGO_ENABLED=0
+build_nice() { nice -n 10 "$@"; }
+
+wrapper() { # dir module-path
+  rm -rf "$1"; mkdir -p "$1"
+  printf 'module %s\n\ngo 1.24\n' "$2" > "$1/go.mod"
+}
+
+build_etcd() {
+  local out="$BIN/etcd-v$ETCD_VERSION"
+  [ -x "$out" ] && return 0
+  log "building etcd v$ETCD_VERSION"
+  local w="$CACHE/work/etcd"
+  wrapper "$w" tm-peers/etcd
+  (cd "$w" && go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >&2 \
+    && build_nice go build -trimpath -o "$out.tmp" go.etcd.io/etcd/server/v3 >&2)
+  mv "$out.tmp" "$out"
+}
+
+build_kube() {
+  local out="$BIN/kube-apiserver-v$KUBE_VERSION"
+  [ -x "$out" ] && [ -x "$BIN/kubectl-v$KUBE_VERSION" ] && return 0
+  log "building kube-apiserver and kubectl v$KUBE_VERSION (takes a while the first time)"
+  local w="$CACHE/work/kube"
+  wrapper "$w" tm-peers/kube
+  # k8s.io/kubernetes points its staging modules at ./staging; go refuses that outside its own
+  # tree, so replace every one of them with its published v0.x twin.
+  local gomod
+  gomod=$(cd "$w" && go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  local minor="${KUBE_VERSION#1.}"
+  {
+    echo
+    echo "require k8s.io/kubernetes v$KUBE_VERSION"
+    echo
+    grep -E '^\s*k8s.io/[a-z0-9-]+ => ./staging/' "$gomod" | awk -v v="v0.$minor" '{print "replace " $1 " => " $1 " " v}'
+  } >> "$w/go.mod"
+  # The main module's own replace directives (other than staging) must be copied too.
+  local ver="-X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*} -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z -X k8s.io/component-base/version.gitTreeState=clean"
+  ver="$ver -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=${minor%%.*}"
+  (cd "$w" && build_nice go build -trimpath -ldflags "$ver" -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver >&2)
+  mv "$out.tmp" "$out"
+  (cd "$w" && build_nice go build -trimpath -ldflags "$ver" -o "$BIN/kubectl-v$KUBE_VERSION.tmp" k8s.io/kubernetes/cmd/kubectl >&2)
+  mv "$BIN/kubectl-v$KUBE_VERSION.tmp" "$BIN/kubectl-v$KUBE_VERSION"
+}
+
+build_helm() {
+  local out="$BIN/helm-v$HELM_VERSION"
+  [ -x "$out" ] && return 0
+  log "building helm v$HELM_VERSION"
+  local w="$CACHE/work/helm"
+  wrapper "$w" tm-peers/helm
+  (cd "$w" && go get "helm.sh/helm/v3@v$HELM_VERSION" >&2 \
+    && build_nice go build -trimpath -ldflags "-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" -o "$out.tmp" helm.sh/helm/v3/cmd/helm >&2)
+  mv "$out.tmp" "$out"
+}
+
+want="${*:-etcd kube helm}"
+for peer in $want; do
+  "build_$peer"
+done
+# Stable names for the tests.
+ln -sf "etcd-v$ETCD_VERSION" "$BIN/etcd"
+ln -sf "kube-apiserver-v$KUBE_VERSION" "$BIN/kube-apiserver"
+ln -sf "kubectl-v$KUBE_VERSION" "$BIN/kubectl"
+ln -sf "helm-v$HELM_VERSION" "$BIN/helm"
+echo "$BIN"
