@@ -1,1 +1,777 @@
-//! A Teleport Auth server double.
+//! A Teleport Auth server double: the `proto.AuthService` RPCs the plugin uses, over real
+//! mutual TLS on 127.0.0.1, with Teleport's semantics for watches, plugin data and request
+//! state (see `CONTRACTS.md` §1) and fault injection.
+//!
+//! Semantics reproduced from Teleport's sources:
+//! - `WatchEvents` sends INIT (with a `WatchStatus`) first, then only new PUT/DELETE events,
+//!   never a snapshot. A deleted (expired) request arrives as DELETE with a `ResourceHeader`.
+//! - Plugin data (`api/types/plugin_data.go`, `lib/services/local/plugin_data.go`): with no
+//!   entry, every expected value must be `""`; otherwise each expected key must equal the
+//!   stored value, a missing key counting as `""`. A mismatch is `trace.CompareFailed`, sent
+//!   as gRPC `FailedPrecondition`. `Set` `""` deletes a key and an emptied entry is removed.
+//!   Creating plugin data requires the access request to exist; the data outlives it.
+//! - `SetAccessRequestState` (`lib/services/local/dynamic_access.go`,
+//!   `AccessRequestV3.SetState`): a missing request is `NotFound`; a DENIED request cannot
+//!   change to another state (`InvalidArgument` "... (already denied)") while DENIED again is
+//!   a no-op; anything else overwrites the state and the resolve reason.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use teleport_mattermost::request::{AccessRequest, RequestState, to_timestamp};
+use teleport_mattermost::teleport::client::PLUGIN_NAME;
+use teleport_mattermost::teleport::wire::proto::auth_service_server::{
+    AuthService, AuthServiceServer,
+};
+use teleport_mattermost::teleport::wire::proto::{self, Operation, event};
+use teleport_mattermost::teleport::wire::types;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Code, Request, Response, Status};
+
+use crate::pki::TestPki;
+
+const KIND_ACCESS_REQUEST: &str = "access_request";
+
+/// The RPCs of the double, for fault injection and call counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rpc {
+    /// `Ping`.
+    Ping,
+    /// `WatchEvents`.
+    WatchEvents,
+    /// `GetAccessRequestsV2`.
+    GetAccessRequests,
+    /// `GetPluginData`.
+    GetPluginData,
+    /// `UpdatePluginData`.
+    UpdatePluginData,
+    /// `SetAccessRequestState`.
+    SetAccessRequestState,
+    /// `SubmitAccessReview`.
+    SubmitAccessReview,
+}
+
+/// A request to create with [`TeleportDouble::create_request`].
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    /// Requesting user.
+    pub user: String,
+    /// Requested roles.
+    pub roles: Vec<String>,
+    /// The requester's reason.
+    pub reason: String,
+    /// Suggested reviewers (usually emails).
+    pub suggested_reviewers: Vec<String>,
+    /// Access expiry from now; one hour when `None`.
+    pub expires_in: Option<Duration>,
+}
+
+impl Default for NewRequest {
+    fn default() -> Self {
+        Self {
+            user: "alice@example.com".to_owned(),
+            roles: vec!["editor".to_owned()],
+            reason: String::new(),
+            suggested_reviewers: Vec::new(),
+            expires_in: None,
+        }
+    }
+}
+
+/// One successful `SetAccessRequestState` call, as Teleport's audit log would show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The request id.
+    pub id: String,
+    /// The state set.
+    pub state: RequestState,
+    /// Who acted (`mattermost:<email>`).
+    pub delegator: String,
+    /// The resolve reason.
+    pub reason: String,
+}
+
+type EventTx = mpsc::UnboundedSender<Result<proto::Event, Status>>;
+
+#[derive(Default)]
+struct State {
+    /// id → (insertion sequence, request).
+    requests: HashMap<String, (u64, types::AccessRequestV3)>,
+    next_seq: u64,
+    /// request id → plugin name → data. Outlives the request, as in Teleport.
+    plugin_data: HashMap<String, HashMap<String, HashMap<String, String>>>,
+    ping: proto::PingResponse,
+    state_changes: Vec<StateChange>,
+    serials: Vec<String>,
+    seen_serials: HashSet<String>,
+    last_serial: Option<String>,
+    watchers: Vec<EventTx>,
+    watch_count: usize,
+    init_delay: Duration,
+    fail_compare: usize,
+    faults: HashMap<Rpc, (usize, Code)>,
+    calls: HashMap<Rpc, usize>,
+    shut_down: bool,
+}
+
+impl State {
+    /// Sends to every open watch, dropping closed ones. Called with the lock held, so events
+    /// reach every watcher in the order the changes happened.
+    fn emit(&mut self, event: proto::Event) {
+        self.watchers
+            .retain(|tx| tx.send(Ok(event.clone())).is_ok());
+    }
+
+    fn emit_put(&mut self, id: &str) {
+        if let Some((_, req)) = self.requests.get(id) {
+            let event = proto::Event {
+                r#type: Operation::Put as i32,
+                resource: Some(event::Resource::AccessRequest(req.clone())),
+            };
+            self.emit(event);
+        }
+    }
+
+    fn request_mut(&mut self, id: &str) -> &mut types::AccessRequestV3 {
+        &mut self
+            .requests
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("Teleport double: no access request {id}"))
+            .1
+    }
+
+    /// The fault to inject for this call, if any, consuming one.
+    fn take_fault(&mut self, rpc: Rpc) -> Option<Status> {
+        *self.calls.entry(rpc).or_default() += 1;
+        if self.shut_down {
+            return Some(Status::unavailable("Teleport double is shut down"));
+        }
+        let (left, code) = self.faults.get_mut(&rpc)?;
+        if *left == 0 {
+            return None;
+        }
+        *left -= 1;
+        Some(Status::new(
+            *code,
+            format!("injected {code:?} failure of {rpc:?}"),
+        ))
+    }
+}
+
+struct Inner {
+    state: Mutex<State>,
+    addr: SocketAddr,
+    shutdown: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not hide the double's state from the others.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the caller's certificate serial and applies injected faults.
+    fn begin<T>(&self, rpc: Rpc, request: &Request<T>) -> Result<MutexGuard<'_, State>, Status> {
+        let serial = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| serial_hex(c.as_ref())));
+        let mut state = self.lock();
+        if let Some(serial) = serial {
+            if state.seen_serials.insert(serial.clone()) {
+                state.serials.push(serial.clone());
+            }
+            state.last_serial = Some(serial);
+        }
+        match state.take_fault(rpc) {
+            Some(status) => Err(status),
+            None => Ok(state),
+        }
+    }
+}
+
+fn serial_hex(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(
+        cert.raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+/// An in-process Teleport Auth server with real mutual TLS. Clones share one server.
+#[derive(Clone)]
+pub struct TeleportDouble {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TeleportDouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeleportDouble")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TeleportDouble {
+    /// Starts serving on `127.0.0.1:<random port>` with a server certificate from `pki`,
+    /// requiring client certificates signed by `pki`'s CA.
+    pub async fn start(pki: &TestPki) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind Teleport double");
+        let addr = listener.local_addr().expect("local addr");
+        let (cert, key) = pki.server_cert();
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert, key))
+            .client_ca_root(Certificate::from_pem(pki.ca_pem()));
+        let (tx, rx) = oneshot::channel::<()>();
+        let state = State {
+            ping: proto::PingResponse {
+                cluster_name: "test-cluster".to_owned(),
+                server_version: "17.4.2".to_owned(),
+                server_features: Some(proto::Features {
+                    advanced_access_workflows: false,
+                }),
+                proxy_public_addr: "teleport.example.com:443".to_owned(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            addr,
+            shutdown: Mutex::new(Some(tx)),
+        });
+        let service = AuthServiceServer::new(Service(inner.clone()))
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
+        let router = Server::builder()
+            .tls_config(tls)
+            .expect("server TLS config")
+            .add_service(service);
+        tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(listener);
+            let _ = router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Self { inner }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        self.inner.addr.to_string()
+    }
+
+    /// What `Ping` answers.
+    pub fn set_ping(
+        &self,
+        cluster_name: &str,
+        server_version: &str,
+        proxy_public_addr: &str,
+        advanced_workflows: bool,
+    ) {
+        let mut state = self.inner.lock();
+        state.ping.cluster_name = cluster_name.to_owned();
+        state.ping.server_version = server_version.to_owned();
+        state.ping.proxy_public_addr = proxy_public_addr.to_owned();
+        state.ping.server_features = Some(proto::Features {
+            advanced_access_workflows: advanced_workflows,
+        });
+    }
+
+    /// Creates a PENDING request (uuid id) and emits PUT.
+    pub fn create_request(&self, req: NewRequest) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = Utc::now();
+        let access_expiry = now
+            + chrono::Duration::from_std(req.expires_in.unwrap_or(Duration::from_secs(3600)))
+                .unwrap_or(chrono::Duration::hours(1));
+        let wire = types::AccessRequestV3 {
+            kind: KIND_ACCESS_REQUEST.to_owned(),
+            sub_kind: String::new(),
+            version: "v3".to_owned(),
+            metadata: Some(types::Metadata {
+                name: id.clone(),
+                namespace: "default".to_owned(),
+                expires: Some(to_timestamp(access_expiry)),
+                ..Default::default()
+            }),
+            spec: Some(types::AccessRequestSpecV3 {
+                user: req.user,
+                roles: req.roles,
+                state: types::RequestState::Pending as i32,
+                created: Some(to_timestamp(now)),
+                expires: Some(to_timestamp(access_expiry)),
+                request_reason: req.reason,
+                suggested_reviewers: req.suggested_reviewers,
+                ..Default::default()
+            }),
+        };
+        let mut state = self.inner.lock();
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.requests.insert(id.clone(), (seq, wire));
+        state.emit_put(&id);
+        id
+    }
+
+    /// Appends a review (without changing the state) and emits PUT.
+    pub fn review(&self, id: &str, author: &str, state: RequestState, reason: &str) {
+        let mut s = self.inner.lock();
+        let spec = s.request_mut(id).spec.get_or_insert_with(Default::default);
+        spec.reviews.push(types::AccessReview {
+            author: author.to_owned(),
+            proposed_state: state.to_wire() as i32,
+            reason: reason.to_owned(),
+            created: Some(to_timestamp(Utc::now())),
+            ..Default::default()
+        });
+        s.emit_put(id);
+    }
+
+    /// Resolves the request as if done elsewhere (`tsh`, web UI) and emits PUT.
+    pub fn resolve(&self, id: &str, state: RequestState, reason: &str) {
+        let mut s = self.inner.lock();
+        let spec = s.request_mut(id).spec.get_or_insert_with(Default::default);
+        spec.state = state.to_wire() as i32;
+        spec.resolve_reason = reason.to_owned();
+        s.emit_put(id);
+    }
+
+    /// Deletes the request, as Teleport does on expiry, and emits DELETE. Plugin data stays.
+    pub fn expire(&self, id: &str) {
+        let mut s = self.inner.lock();
+        if s.requests.remove(id).is_none() {
+            return;
+        }
+        let event = proto::Event {
+            r#type: Operation::Delete as i32,
+            resource: Some(event::Resource::ResourceHeader(types::ResourceHeader {
+                kind: KIND_ACCESS_REQUEST.to_owned(),
+                sub_kind: String::new(),
+                version: "v3".to_owned(),
+                metadata: Some(types::Metadata {
+                    name: id.to_owned(),
+                    namespace: "default".to_owned(),
+                    ..Default::default()
+                }),
+            })),
+        };
+        s.emit(event);
+    }
+
+    /// The request as the plugin would decode it.
+    pub fn request(&self, id: &str) -> Option<AccessRequest> {
+        self.inner
+            .lock()
+            .requests
+            .get(id)
+            .map(|(_, r)| AccessRequest::from(r))
+    }
+
+    /// Every request, oldest first.
+    pub fn requests(&self) -> Vec<AccessRequest> {
+        let state = self.inner.lock();
+        let mut all: Vec<_> = state.requests.values().collect();
+        all.sort_by_key(|(seq, _)| *seq);
+        all.into_iter()
+            .map(|(_, r)| AccessRequest::from(r))
+            .collect()
+    }
+
+    /// The `mattermost` plugin's data for a request.
+    pub fn plugin_data(&self, id: &str) -> Option<HashMap<String, String>> {
+        self.inner
+            .lock()
+            .plugin_data
+            .get(id)
+            .and_then(|entries| entries.get(PLUGIN_NAME))
+            .cloned()
+    }
+
+    /// Overwrites the `mattermost` plugin's data (seeding state, e.g. a takeover from
+    /// Teleport's Go plugin). An empty map removes the entry.
+    pub fn set_plugin_data(&self, id: &str, data: HashMap<String, String>) {
+        let mut s = self.inner.lock();
+        let entries = s.plugin_data.entry(id.to_owned()).or_default();
+        let data: HashMap<_, _> = data.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        if data.is_empty() {
+            entries.remove(PLUGIN_NAME);
+        } else {
+            entries.insert(PLUGIN_NAME.to_owned(), data);
+        }
+    }
+
+    /// Successful `SetAccessRequestState` calls, in order.
+    pub fn state_changes(&self) -> Vec<StateChange> {
+        self.inner.lock().state_changes.clone()
+    }
+
+    /// Distinct client certificate serials seen, in first-seen order.
+    pub fn client_serials(&self) -> Vec<String> {
+        self.inner.lock().serials.clone()
+    }
+
+    /// The serial of the certificate that made the latest call.
+    pub fn last_client_serial(&self) -> Option<String> {
+        self.inner.lock().last_serial.clone()
+    }
+
+    /// Open watch streams that have received INIT.
+    pub fn active_watches(&self) -> usize {
+        let mut s = self.inner.lock();
+        s.watchers.retain(|tx| !tx.is_closed());
+        s.watchers.len()
+    }
+
+    /// Total `WatchEvents` calls so far.
+    pub fn watch_count(&self) -> usize {
+        self.inner.lock().watch_count
+    }
+
+    /// How many times `rpc` was called (including failed calls).
+    pub fn calls(&self, rpc: Rpc) -> usize {
+        self.inner.lock().calls.get(&rpc).copied().unwrap_or(0)
+    }
+
+    /// Waits until at least `n` watches are active; false on timeout.
+    pub async fn wait_for_watches(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.active_watches() >= n {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Ends every open watch stream with `Unavailable`.
+    pub fn drop_watches(&self) {
+        let mut s = self.inner.lock();
+        for tx in s.watchers.drain(..) {
+            let _ = tx.send(Err(Status::unavailable(
+                "watcher closed: connection to backend lost",
+            )));
+        }
+    }
+
+    /// Delays INIT on watches opened from now on.
+    pub fn set_init_delay(&self, d: Duration) {
+        self.inner.lock().init_delay = d;
+    }
+
+    /// The next `n` `UpdatePluginData` calls fail with CompareFailed even when Expect holds.
+    pub fn fail_next_compare(&self, n: usize) {
+        self.inner.lock().fail_compare = n;
+    }
+
+    /// The next `n` calls of `rpc` fail with `code`.
+    pub fn fail_next(&self, rpc: Rpc, n: usize, code: Code) {
+        self.inner.lock().faults.insert(rpc, (n, code));
+    }
+
+    /// Stops serving: ends watches, refuses new connections, fails further calls.
+    pub fn shutdown(&self) {
+        self.drop_watches();
+        self.inner.lock().shut_down = true;
+        if let Some(tx) = self
+            .inner
+            .shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Mirrors `types.AccessRequestFilter.Match`.
+fn matches_filter(filter: &types::AccessRequestFilter, req: &types::AccessRequestV3) -> bool {
+    let name = req.metadata.as_ref().map_or("", |m| m.name.as_str());
+    let spec = req.spec.as_ref();
+    (filter.id.is_empty() || filter.id == name)
+        && (filter.user.is_empty() || spec.is_some_and(|s| s.user == filter.user))
+        && (filter.state == types::RequestState::None as i32
+            || spec.is_some_and(|s| s.state == filter.state))
+}
+
+/// Mirrors `PluginDataV3.checkExpectations`.
+fn check_expectations(
+    entry: Option<&HashMap<String, String>>,
+    expect: &HashMap<String, String>,
+) -> Result<(), Status> {
+    for (key, want) in expect {
+        let have = entry.and_then(|e| e.get(key)).map_or("", String::as_str);
+        if have != want {
+            return Err(Status::failed_precondition(format!(
+                "expectations not met for field {key:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+struct Service(Arc<Inner>);
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl AuthService for Service {
+    async fn ping(
+        &self,
+        request: Request<proto::PingRequest>,
+    ) -> Result<Response<proto::PingResponse>, Status> {
+        let remote = request.remote_addr();
+        let state = self.0.begin(Rpc::Ping, &request)?;
+        let mut resp = state.ping.clone();
+        resp.remote_addr = remote.map(|a| a.to_string()).unwrap_or_default();
+        Ok(Response::new(resp))
+    }
+
+    type WatchEventsStream = BoxStream<proto::Event>;
+
+    async fn watch_events(
+        &self,
+        request: Request<proto::Watch>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let delay = {
+            let mut state = self.0.begin(Rpc::WatchEvents, &request)?;
+            state.watch_count += 1;
+            state.init_delay
+        };
+        let kinds = request.into_inner().kinds;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = self.0.clone();
+        let register = move || {
+            let mut state = inner.lock();
+            if state.shut_down {
+                return;
+            }
+            let init = proto::Event {
+                r#type: Operation::Init as i32,
+                resource: Some(event::Resource::WatchStatus(types::WatchStatusV1 {
+                    kind: "watch_status".to_owned(),
+                    version: "v1".to_owned(),
+                    metadata: Some(types::Metadata {
+                        name: "watch_status".to_owned(),
+                        ..Default::default()
+                    }),
+                    spec: Some(types::WatchStatusSpecV1 { kinds }),
+                    ..Default::default()
+                })),
+            };
+            // INIT and registration under one lock: no event can slip in before INIT, and
+            // nothing that happened before it is replayed.
+            if tx.send(Ok(init)).is_ok() {
+                state.watchers.push(tx);
+            }
+        };
+        if delay.is_zero() {
+            register();
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                register();
+            });
+        }
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+
+    type GetAccessRequestsV2Stream = BoxStream<types::AccessRequestV3>;
+
+    async fn get_access_requests_v2(
+        &self,
+        request: Request<types::AccessRequestFilter>,
+    ) -> Result<Response<Self::GetAccessRequestsV2Stream>, Status> {
+        let matching = {
+            let state = self.0.begin(Rpc::GetAccessRequests, &request)?;
+            let filter = request.get_ref();
+            let mut matching: Vec<_> = state
+                .requests
+                .values()
+                .filter(|(_, r)| matches_filter(filter, r))
+                .cloned()
+                .collect();
+            matching.sort_by_key(|(seq, _)| *seq);
+            matching
+        };
+        let stream = tokio_stream::iter(matching.into_iter().map(|(_, r)| Ok(r)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_plugin_data(
+        &self,
+        request: Request<types::PluginDataFilter>,
+    ) -> Result<Response<proto::PluginDataSeq>, Status> {
+        let state = self.0.begin(Rpc::GetPluginData, &request)?;
+        let filter = request.get_ref();
+        if filter.kind != KIND_ACCESS_REQUEST {
+            return Err(Status::invalid_argument(format!(
+                "unsupported resource kind {:?}",
+                filter.kind
+            )));
+        }
+        let plugin_data = state
+            .plugin_data
+            .iter()
+            .filter(|(id, _)| filter.resource.is_empty() || **id == filter.resource)
+            .filter(|(_, entries)| filter.plugin.is_empty() || entries.contains_key(&filter.plugin))
+            .map(|(id, entries)| types::PluginDataV3 {
+                kind: "plugin_data".to_owned(),
+                sub_kind: KIND_ACCESS_REQUEST.to_owned(),
+                version: "v3".to_owned(),
+                metadata: Some(types::Metadata {
+                    name: id.clone(),
+                    namespace: "default".to_owned(),
+                    ..Default::default()
+                }),
+                spec: Some(types::PluginDataSpecV3 {
+                    entries: entries
+                        .iter()
+                        .map(|(plugin, data)| {
+                            (
+                                plugin.clone(),
+                                types::PluginDataEntry { data: data.clone() },
+                            )
+                        })
+                        .collect(),
+                }),
+            })
+            .collect();
+        Ok(Response::new(proto::PluginDataSeq { plugin_data }))
+    }
+
+    async fn update_plugin_data(
+        &self,
+        request: Request<types::PluginDataUpdateParams>,
+    ) -> Result<Response<()>, Status> {
+        let mut state = self.0.begin(Rpc::UpdatePluginData, &request)?;
+        let params = request.get_ref();
+        if params.kind != KIND_ACCESS_REQUEST {
+            return Err(Status::invalid_argument(format!(
+                "unsupported resource kind {:?}",
+                params.kind
+            )));
+        }
+        if state.fail_compare > 0 {
+            state.fail_compare -= 1;
+            return Err(Status::failed_precondition(format!(
+                "too many concurrent writes to plugin data {}",
+                params.resource
+            )));
+        }
+        let exists = state.plugin_data.contains_key(&params.resource);
+        if !exists && !state.requests.contains_key(&params.resource) {
+            return Err(Status::not_found(format!(
+                "access request {:?} not found",
+                params.resource
+            )));
+        }
+        let entries = state
+            .plugin_data
+            .entry(params.resource.clone())
+            .or_default();
+        // Teleport skips the check when Expect is nil, which is what an empty map decodes to.
+        if !params.expect.is_empty() {
+            check_expectations(entries.get(&params.plugin), &params.expect)?;
+        }
+        let entry = entries.entry(params.plugin.clone()).or_default();
+        for (key, value) in &params.set {
+            if value.is_empty() {
+                entry.remove(key);
+            } else {
+                entry.insert(key.clone(), value.clone());
+            }
+        }
+        if entry.is_empty() {
+            entries.remove(&params.plugin);
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn set_access_request_state(
+        &self,
+        request: Request<proto::RequestStateSetter>,
+    ) -> Result<Response<()>, Status> {
+        let mut state = self.0.begin(Rpc::SetAccessRequestState, &request)?;
+        let setter = request.get_ref();
+        if setter.id.is_empty() {
+            return Err(Status::invalid_argument("missing request id"));
+        }
+        let new_state = RequestState::from_wire(setter.state);
+        if new_state == RequestState::None {
+            return Err(Status::invalid_argument("missing request state"));
+        }
+        let Some((_, req)) = state.requests.get_mut(&setter.id) else {
+            return Err(Status::not_found(format!(
+                "cannot set state of access request {:?} (not found)",
+                setter.id
+            )));
+        };
+        let spec = req.spec.get_or_insert_with(Default::default);
+        let current = RequestState::from_wire(spec.state);
+        if current == RequestState::Denied && new_state != RequestState::Denied {
+            return Err(Status::invalid_argument(format!(
+                "cannot set request-state {:?} (already denied)",
+                new_state.as_str()
+            )));
+        }
+        spec.state = new_state.to_wire() as i32;
+        spec.resolve_reason = setter.reason.clone();
+        state.state_changes.push(StateChange {
+            id: setter.id.clone(),
+            state: new_state,
+            delegator: setter.delegator.clone(),
+            reason: setter.reason.clone(),
+        });
+        let id = setter.id.clone();
+        state.emit_put(&id);
+        Ok(Response::new(()))
+    }
+
+    /// Appends the review and, with Teleport's default threshold of one, applies its
+    /// proposed state to a pending request.
+    async fn submit_access_review(
+        &self,
+        request: Request<types::AccessReviewSubmission>,
+    ) -> Result<Response<types::AccessRequestV3>, Status> {
+        let mut state = self.0.begin(Rpc::SubmitAccessReview, &request)?;
+        let submission = request.get_ref();
+        let Some(review) = submission.review.clone() else {
+            return Err(Status::invalid_argument("missing review"));
+        };
+        let Some((_, req)) = state.requests.get_mut(&submission.request_id) else {
+            return Err(Status::not_found(format!(
+                "cannot apply review to access request {:?} (not found)",
+                submission.request_id
+            )));
+        };
+        let spec = req.spec.get_or_insert_with(Default::default);
+        if spec.state != types::RequestState::Pending as i32 {
+            return Err(Status::invalid_argument(
+                "the access request has already been resolved",
+            ));
+        }
+        spec.state = review.proposed_state;
+        spec.resolve_reason = review.reason.clone();
+        spec.reviews.push(review);
+        let updated = req.clone();
+        state.emit_put(&submission.request_id);
+        Ok(Response::new(updated))
+    }
+}
