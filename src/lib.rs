@@ -3,14 +3,14 @@
 //! Data flows one way: Teleport event → [`bridge`] → [`message`] → [`mattermost`]. A button
 //! press flows back: [`callback`] → [`teleport`].
 
-// pub mod bridge; (enabled once the client modules land)
-// pub mod callback; (enabled once the client modules land)
+pub mod bridge;
+pub mod callback;
 pub mod config;
 pub mod mattermost;
 pub mod message;
 pub mod plugin_data;
 pub mod request;
 pub mod settings;
-// pub mod standalone; (enabled once the client modules land)
+pub mod standalone;
 pub mod telemetry;
 pub mod teleport;
