@@ -315,12 +315,11 @@ impl MattermostClient {
                 what: None,
             })
             .await?;
-        list.into_ordered()
-            .map_err(|e| MattermostError::Decode {
-                endpoint,
-                reason: e.to_string(),
-                outcome_unknown: false,
-            })
+        list.into_ordered().map_err(|e| MattermostError::Decode {
+            endpoint,
+            reason: e.to_string(),
+            outcome_unknown: false,
+        })
     }
 
     fn channel(found: Cached) -> Result<Channel, MattermostError> {
@@ -499,7 +498,11 @@ impl MattermostClient {
         } else {
             // The error body only improves the message; losing it is no reason to fail
             // differently.
-            let body = response.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            let body = response
+                .bytes()
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
             Err(Failure::Status {
                 status,
                 headers,

@@ -254,7 +254,10 @@ mod tests {
     #[test]
     fn empty_body_uses_the_reason_phrase() {
         assert_eq!(ApiError::from_body(502, b"").message, "Bad Gateway");
-        assert_eq!(ApiError::from_body(500, b"{}").message, "Internal Server Error");
+        assert_eq!(
+            ApiError::from_body(500, b"{}").message,
+            "Internal Server Error"
+        );
     }
 
     #[test]
@@ -287,7 +290,10 @@ mod tests {
         let err = MattermostError::NotFound {
             what: "team \"ops\"".into(),
             endpoint: "GET /api/v4/teams/name/ops".into(),
-            api: ApiError::from_body(404, br#"{"id":"x","message":"Unable to find the existing team."}"#),
+            api: ApiError::from_body(
+                404,
+                br#"{"id":"x","message":"Unable to find the existing team."}"#,
+            ),
         };
         let text = err.to_string();
         assert!(text.contains("no team \"ops\""), "{text}");
