@@ -8,6 +8,7 @@ pub mod callback;
 pub mod config;
 pub mod mattermost;
 pub mod message;
+pub mod operator;
 pub mod plugin_data;
 pub mod request;
 pub mod settings;
