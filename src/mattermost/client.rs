@@ -531,7 +531,7 @@ fn decode<T: DeserializeOwned>(
 }
 
 fn status_error(endpoint: String, status: u16, body: &[u8], call: &Call<'_>) -> MattermostError {
-    let api = ApiError::from_body(status, body);
+    let api = Box::new(ApiError::from_body(status, body));
     match (status, call.what) {
         (401, _) => MattermostError::Unauthorized { endpoint, api },
         (404, Some(what)) => MattermostError::NotFound {

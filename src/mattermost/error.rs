@@ -95,8 +95,8 @@ pub enum MattermostError {
     Unauthorized {
         /// Method and path.
         endpoint: Endpoint,
-        /// The server's error body.
-        api: ApiError,
+        /// The server's error body (boxed: it is large and errors travel in `Result`s).
+        api: Box<ApiError>,
     },
 
     /// 404 on a lookup: the named team, channel or user does not exist (or the bot cannot
@@ -111,7 +111,7 @@ pub enum MattermostError {
         /// Method and path.
         endpoint: Endpoint,
         /// The server's error body.
-        api: ApiError,
+        api: Box<ApiError>,
     },
 
     /// Any other error status.
@@ -122,7 +122,7 @@ pub enum MattermostError {
         /// HTTP status.
         status: u16,
         /// The server's error body.
-        api: ApiError,
+        api: Box<ApiError>,
         /// The request was a create that the server may have carried out anyway.
         outcome_unknown: bool,
     },
@@ -272,10 +272,10 @@ mod tests {
     fn unauthorized_message_names_endpoint_and_says_check_the_token() {
         let err = MattermostError::Unauthorized {
             endpoint: "GET /api/v4/users/me".into(),
-            api: ApiError::from_body(
+            api: Box::new(ApiError::from_body(
                 401,
                 br#"{"id":"x","message":"Invalid or expired session, please login again."}"#,
-            ),
+            )),
         };
         assert_eq!(
             err.to_string(),
@@ -290,10 +290,10 @@ mod tests {
         let err = MattermostError::NotFound {
             what: "team \"ops\"".into(),
             endpoint: "GET /api/v4/teams/name/ops".into(),
-            api: ApiError::from_body(
+            api: Box::new(ApiError::from_body(
                 404,
                 br#"{"id":"x","message":"Unable to find the existing team."}"#,
-            ),
+            )),
         };
         let text = err.to_string();
         assert!(text.contains("no team \"ops\""), "{text}");

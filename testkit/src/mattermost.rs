@@ -958,7 +958,9 @@ async fn create_post(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
             ));
         }
     }
-    check_message_length(&post.message, "")?;
+    if let Some(error) = message_length_error(&post.message, "") {
+        return Err(error);
+    }
     let now = now_ms();
     post.id = new_id();
     post.create_at = now;
@@ -1011,7 +1013,9 @@ async fn update_post(
     else {
         return Err(permission_error("edit_post", &bot));
     };
-    check_message_length(&received.message, &id)?;
+    if let Some(error) = message_length_error(&received.message, &id) {
+        return Err(error);
+    }
     let now = now_ms();
     let old = state.posts[i].clone();
     let mut new = old.clone();
@@ -1060,7 +1064,7 @@ async fn channel_posts(
         .iter()
         .filter(|p| p.channel_id == channel_id)
         .collect();
-    selected.sort_by(|a, b| b.create_at.cmp(&a.create_at));
+    selected.sort_by_key(|p| std::cmp::Reverse(p.create_at));
     let selected: Vec<&Post> = if since > 0 {
         selected
             .into_iter()
@@ -1093,19 +1097,19 @@ async fn channel_posts(
     ))
 }
 
-fn check_message_length(message: &str, post_id: &str) -> Result<(), Response> {
+/// Mattermost's 400 for a message over the limit, if `message` is over it.
+fn message_length_error(message: &str, post_id: &str) -> Option<Response> {
     let length = message.chars().count();
-    if length > MAX_MESSAGE_CHARS {
-        return Err(app_error(
+    (length > MAX_MESSAGE_CHARS).then(|| {
+        app_error(
             400,
             "model.post.is_valid.message_length.app_error",
             &format!(
                 "Post Message property is longer than the maximum permitted length ({length} > {MAX_MESSAGE_CHARS})."
             ),
             &format!("id={post_id}"),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// What Mattermost sends to API clients: the post without any action's `integration`.
