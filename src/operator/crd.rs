@@ -41,6 +41,14 @@ pub const PUBLIC_URL_PATTERN: &str = r"^https?://[^\s/?#]+(/[^\s?#]*[^\s?#/])?$"
 /// A Mattermost team or channel URL name (the last part of its URL, not the display name).
 pub const MATTERMOST_NAME_PATTERN: &str = r"^[a-z0-9_-]+$";
 
+/// Most entries in `recipients` and in each `roleToRecipients` list. The bound keeps one
+/// request from fanning out into a flood of posts, and keeps CEL cost estimates finite.
+pub const MAX_RECIPIENTS: u32 = 64;
+/// Most entries in `approvers`.
+pub const MAX_APPROVERS: u32 = 256;
+/// Longest recipient or approver entry; emails are at most 254 characters.
+pub const MAX_ENTRY_LEN: u32 = 256;
+
 /// The CEL rule on `spec.callback`: buttons carry signed but otherwise readable request
 /// details, so plain HTTP must be an explicit choice.
 pub const CALLBACK_HTTPS_RULE: &str = "self.publicURL.startsWith('https://') || (has(self.allowInsecureHTTP) && self.allowInsecureHTTP)";
@@ -111,7 +119,10 @@ pub struct MattermostAccessPluginSpec {
     /// Each entry is an email (sent as a direct message) or "team/channel",
     /// e.g. ["alice@example.com", "security/access-requests"].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
+    #[schemars(
+        length(max = MAX_RECIPIENTS),
+        inner(length(min = 1, max = MAX_ENTRY_LEN))
+    )]
     pub recipients: Vec<String>,
     /// Recipients per requested role; each value is a list like "recipients".
     /// The key "*" is the fallback for roles without an entry,
@@ -123,7 +134,10 @@ pub struct MattermostAccessPluginSpec {
     /// e.g. ["alice", "bob@example.com"]. When empty (the default), anyone in the channel may
     /// press them. Nobody may approve their own request either way.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
+    #[schemars(
+        length(max = MAX_APPROVERS),
+        inner(length(min = 1, max = MAX_ENTRY_LEN))
+    )]
     pub approvers: Vec<String>,
     /// Pauses the plugin without deleting the object: while true, nothing is posted to
     /// Mattermost. Default false.
@@ -378,10 +392,10 @@ fn limit_role_recipients(schema: &mut Schema) {
     let Some(Value::Object(list)) = schema.get_mut("additionalProperties") else {
         return;
     };
-    list.insert("maxItems".into(), 64.into());
+    list.insert("maxItems".into(), MAX_RECIPIENTS.into());
     if let Some(Value::Object(item)) = list.get_mut("items") {
         item.insert("minLength".into(), 1.into());
-        item.insert("maxLength".into(), 256.into());
+        item.insert("maxLength".into(), MAX_ENTRY_LEN.into());
     }
 }
 
