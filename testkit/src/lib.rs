@@ -4,3 +4,4 @@
 pub mod mattermost;
 pub mod pki;
 pub mod teleport;
+pub mod stack;
