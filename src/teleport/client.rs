@@ -226,14 +226,16 @@ fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> TeleportError {
 
 /// `code: message (cause: cause …)`, with the transport's chain when there is one.
 fn describe_status(status: &tonic::Status) -> String {
-    let mut out = format!("{:?}: {}", status.code(), status.message());
     let chain = error_chain(status.source());
-    if !chain.is_empty() && !status.message().contains(&chain) {
-        out.push_str(" (");
-        out.push_str(&chain);
-        out.push(')');
+    let message = status.message();
+    if chain.is_empty() || message.contains(&chain) {
+        format!("{:?}: {message}", status.code())
+    } else if chain.starts_with(message) {
+        // Transport failures repeat the message as the chain's head; say it once.
+        format!("{:?}: {chain}", status.code())
+    } else {
+        format!("{:?}: {message} ({chain})", status.code())
     }
-    out
 }
 
 fn error_chain(mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
