@@ -460,3 +460,23 @@ async fn two_hundred_concurrent_requests_are_each_posted_and_resolved_once() {
         assert_eq!(stack.teleport.request(id).unwrap().state, expected);
     }
 }
+
+#[tokio::test]
+async fn a_post_deleted_in_mattermost_does_not_block_the_resolution() {
+    let stack = started(StackOptions {
+        recipients: vec!["alice@example.com".into()],
+        ..Default::default()
+    })
+    .await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    assert!(Stack::eventually(WAIT, || data(&stack, &id).messages.len() == 2).await);
+    let messages = data(&stack, &id).messages;
+    assert!(stack.mattermost.delete_post(&messages[0].post_id));
+    stack.teleport.resolve(&id, RequestState::Denied, "");
+    assert!(
+        Stack::eventually(WAIT, || data(&stack, &id).edited == Some(RequestState::Denied)).await,
+        "resolution completes despite the deleted post"
+    );
+    let other = stack.mattermost.post(&messages[1].post_id).unwrap();
+    assert!(other.message.contains("DENIED"), "{}", other.message);
+}

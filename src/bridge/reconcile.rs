@@ -467,10 +467,10 @@ pub(crate) async fn resolve(
             .await;
         match edited {
             Ok(_) => Counters::inc(&instance.counters.updates),
-            // Someone deleted the post: there is nothing left to edit, and retrying forever
-            // would block the request's queue.
-            Err(e) if e.is_not_found() => {
-                tracing::warn!(request = %id, post = %m.post_id, "post was deleted in Mattermost; not editing it")
+            // Mattermost answers 403 (not 404) for a post that was deleted: there is nothing
+            // left to edit, and retrying forever would block the request's queue.
+            Err(e) if e.is_not_found() || e.status() == Some(403) => {
+                tracing::warn!(request = %id, post = %m.post_id, error = %e, "cannot edit the post (deleted, or the bot lost access); leaving it")
             }
             Err(e) => return Err(e.into()),
         }

@@ -91,6 +91,15 @@ pub struct Post {
     pub pending_post_id: String,
 }
 
+/// A post the double just created, with the instant it was stored.
+#[derive(Debug, Clone)]
+pub struct CreatedPost {
+    /// The stored post.
+    pub post: Post,
+    /// When it was stored.
+    pub at: Instant,
+}
+
 /// One API call the double answered.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecordedCall {
@@ -127,6 +136,8 @@ pub struct MattermostDouble {
 
 struct Shared {
     addr: SocketAddr,
+    /// Every post created, as it is stored, for tests and benches that wait on posts.
+    created: tokio::sync::broadcast::Sender<CreatedPost>,
     state: Mutex<Server>,
     http: reqwest::Client,
 }
@@ -193,6 +204,7 @@ impl MattermostDouble {
         };
         let shared = Arc::new(Shared {
             addr,
+            created: tokio::sync::broadcast::channel(65_536).0,
             state: Mutex::new(state),
             http: reqwest::Client::builder()
                 // ServiceSettings.OutgoingIntegrationRequestsTimeout defaults to 30 s.
@@ -218,6 +230,11 @@ impl MattermostDouble {
     /// Stops the server now; later calls to it fail to connect.
     pub fn shutdown(&self) {
         self.guard.stop();
+    }
+
+    /// Every post created from now on, with the instant it was stored.
+    pub fn subscribe_posts(&self) -> tokio::sync::broadcast::Receiver<CreatedPost> {
+        self.shared.created.subscribe()
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -975,6 +992,10 @@ async fn create_post(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
     let index = state.posts.len();
     state.post_index.insert(post.id.clone(), index);
     state.posts.push(post.clone());
+    let _ = shared.created.send(CreatedPost {
+        post: post.clone(),
+        at: Instant::now(),
+    });
     if state.lost_post_responses > 0 {
         state.lost_post_responses -= 1;
         return Err((StatusCode::BAD_GATEWAY, "502 Bad Gateway\n").into_response());
