@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -168,6 +170,7 @@ async fn serve_callbacks(
         tracing::warn!(%addr, "callback server listening over plain HTTP (--insecure-no-tls); put a TLS-terminating proxy in front");
         let server = axum_server::from_tcp(listener)
             .map_err(|source| StartError::Listen { addr, source })?
+            .acceptor(NoDelayAcceptor::new())
             .handle(handle.clone());
         (tokio::spawn(server.serve(app)), None)
     } else {
@@ -188,8 +191,9 @@ async fn serve_callbacks(
                 .map_err(|e| StartError::Tls(e.to_string()))?
             }
         };
-        let server = axum_server::from_tcp_rustls(listener, tls.clone())
+        let server = axum_server::from_tcp(listener)
             .map_err(|source| StartError::Listen { addr, source })?
+            .acceptor(RustlsAcceptor::new(tls.clone()).acceptor(NoDelayAcceptor::new()))
             .handle(handle.clone());
         tracing::info!(%addr, "HTTPS server listening");
         (tokio::spawn(server.serve(app)), Some(tls))

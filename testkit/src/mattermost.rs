@@ -34,6 +34,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use base64::Engine as _;
 use rand::Rng as _;
@@ -89,6 +90,12 @@ pub struct Post {
     pub file_ids: Vec<String>,
     /// Client-side id of a pending post.
     pub pending_post_id: String,
+}
+
+/// Disables Nagle on accepted connections: with it, a response written in two pieces waits for
+/// the peer's delayed ACK (~40 ms), which would swamp every latency measured over the double.
+pub fn no_delay(stream: &mut tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
 }
 
 /// A post the double just created, with the instant it was stored.
@@ -215,7 +222,7 @@ impl MattermostDouble {
         let (tx, rx) = oneshot::channel();
         let app = router(shared.clone());
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(listener.tap_io(no_delay), app)
                 .with_graceful_shutdown(async {
                     let _ = rx.await;
                 })
@@ -1385,7 +1392,7 @@ mod tests {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/act", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move { axum::serve(listener.tap_io(no_delay), app).await });
         (url, seen)
     }
 

@@ -12,6 +12,7 @@ use teleport_mattermost::settings::{
     CallbackSettings, InstanceId, MattermostSettings, PluginSettings, RateLimit, RetryPolicy,
     Secret, TeleportSettings, TokenSource,
 };
+use axum::serve::ListenerExt as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -109,7 +110,7 @@ impl Stack {
         let addr = listener.local_addr().expect("callback addr");
         let app = router(registry.clone());
         let callback = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener.tap_io(crate::mattermost::no_delay), app).await;
         });
 
         let instance_id = InstanceId::new("test", "team-a");

@@ -258,7 +258,10 @@ impl TeleportDouble {
             .expect("server TLS config")
             .add_service(service);
         tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(listener);
+            // Nagle would delay each small gRPC frame by the peer's delayed ACK.
+            let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
+                s.and_then(|s| s.set_nodelay(true).map(|()| s))
+            });
             let _ = router
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
