@@ -57,14 +57,21 @@ async fn burst(n: usize) {
     stack.wait_connected().await;
     let mut created = stack.mattermost.subscribe_posts();
     let start = Instant::now();
-    let ids: Vec<String> = (0..n).map(|_| stack.teleport.create_request(request())).collect();
+    let ids: Vec<String> = (0..n)
+        .map(|_| stack.teleport.create_request(request()))
+        .collect();
     let created_in = start.elapsed();
     let mut seen: HashMap<String, usize> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(900);
     while seen.len() < n && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_secs(30), created.recv()).await {
             Ok(Ok(event)) => {
-                if let Some(id) = event.post.props.get("teleport_request_id").and_then(|v| v.as_str()) {
+                if let Some(id) = event
+                    .post
+                    .props
+                    .get("teleport_request_id")
+                    .and_then(|v| v.as_str())
+                {
                     *seen.entry(id.to_string()).or_default() += 1;
                 }
             }
@@ -79,11 +86,18 @@ async fn burst(n: usize) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut per_request: HashMap<String, usize> = HashMap::new();
     for post in stack.mattermost.posts() {
-        if let Some(id) = post.props.get("teleport_request_id").and_then(|v| v.as_str()) {
+        if let Some(id) = post
+            .props
+            .get("teleport_request_id")
+            .and_then(|v| v.as_str())
+        {
             *per_request.entry(id.to_string()).or_default() += 1;
         }
     }
-    let lost = ids.iter().filter(|id| !per_request.contains_key(*id)).count();
+    let lost = ids
+        .iter()
+        .filter(|id| !per_request.contains_key(*id))
+        .count();
     let duplicated = per_request.values().filter(|&&c| c > 1).count();
     let recorded = ids
         .iter()
@@ -114,7 +128,13 @@ async fn latency(samples: usize) {
         let id = stack.teleport.create_request(request());
         let at = loop {
             let event = created.recv().await.expect("post stream");
-            if event.post.props.get("teleport_request_id").and_then(|v| v.as_str()) == Some(&id) {
+            if event
+                .post
+                .props
+                .get("teleport_request_id")
+                .and_then(|v| v.as_str())
+                == Some(&id)
+            {
                 break event.at;
             }
         };
@@ -129,7 +149,9 @@ async fn latency(samples: usize) {
 async fn callback(samples: usize) {
     let stack = Stack::start(StackOptions::default()).await;
     stack.wait_connected().await;
-    let ids: Vec<String> = (0..samples + 20).map(|_| stack.teleport.create_request(request())).collect();
+    let ids: Vec<String> = (0..samples + 20)
+        .map(|_| stack.teleport.create_request(request()))
+        .collect();
     let posted = Stack::eventually(Duration::from_secs(120), || {
         ids.iter().all(|id| {
             !PluginData::decode(&stack.teleport.plugin_data(id).unwrap_or_default())
@@ -141,18 +163,27 @@ async fn callback(samples: usize) {
     assert!(posted, "requests posted before pressing");
     let mut out = Vec::with_capacity(samples);
     for (i, id) in ids.iter().enumerate() {
-        let post_id = PluginData::decode(&stack.teleport.plugin_data(id).unwrap_or_default()).messages[0]
+        let post_id = PluginData::decode(&stack.teleport.plugin_data(id).unwrap_or_default())
+            .messages[0]
             .post_id
             .clone();
         let start = Instant::now();
-        let outcome = stack.mattermost.press(&post_id, "Approve", "alice").await.expect("press");
+        let outcome = stack
+            .mattermost
+            .press(&post_id, "Approve", "alice")
+            .await
+            .expect("press");
         let took = start.elapsed();
         assert_eq!(outcome.status, 200);
         if i >= 20 {
             out.push(took);
         }
     }
-    assert_eq!(stack.teleport.state_changes().len(), ids.len(), "every press resolved its request");
+    assert_eq!(
+        stack.teleport.state_changes().len(),
+        ids.len(),
+        "every press resolved its request"
+    );
     report("callback round trip", out);
 }
 

@@ -132,7 +132,9 @@ pub async fn run(config: StandaloneConfig, options: Options) -> Result<(), Start
     }
     tracing::info!("shutting down");
     shutdown.cancel();
-    server.handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    server
+        .handle
+        .graceful_shutdown(Some(Duration::from_secs(10)));
     let _ = bridge.await;
     let _ = server.task.await;
     tracing::info!("stopped");
@@ -158,8 +160,8 @@ async fn serve_callbacks(
     shutdown: CancellationToken,
 ) -> Result<CallbackServer, StartError> {
     let addr = config.http.listen_addr;
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|source| StartError::Listen { addr, source })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
     listener
         .set_nonblocking(true)
         .map_err(|source| StartError::Listen { addr, source })?;
@@ -175,14 +177,25 @@ async fn serve_callbacks(
         (tokio::spawn(server.serve(app)), None)
     } else {
         let tls = match (&config.http.https_cert_file, &config.http.https_key_file) {
-            (Some(cert), Some(key)) => axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .map_err(|e| StartError::Tls(format!("{} / {}: {e}", cert.display(), key.display())))?,
+            (Some(cert), Some(key)) => {
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(|e| {
+                        StartError::Tls(format!("{} / {}: {e}", cert.display(), key.display()))
+                    })?
+            }
             _ => {
-                let host = config.http.public_url.host_str().unwrap_or("localhost").to_string();
+                let host = config
+                    .http
+                    .public_url
+                    .host_str()
+                    .unwrap_or("localhost")
+                    .to_string();
                 let cert = rcgen::generate_simple_self_signed(vec![host])
                     .map_err(|e| StartError::Tls(e.to_string()))?;
-                tracing::warn!("no https_cert_file/https_key_file configured: serving HTTPS with a self-signed certificate; Mattermost must be told to trust it, or use a proxy");
+                tracing::warn!(
+                    "no https_cert_file/https_key_file configured: serving HTTPS with a self-signed certificate; Mattermost must be told to trust it, or use a proxy"
+                );
                 axum_server::tls_rustls::RustlsConfig::from_pem(
                     cert.cert.pem().into_bytes(),
                     cert.signing_key.serialize_pem().into_bytes(),
@@ -234,7 +247,9 @@ async fn reload(
             let changed = identity.fingerprint() != instance.credentials().identity.fingerprint();
             match instance.update_credentials(Credentials { identity, token }) {
                 Ok(()) => tracing::info!(identity_changed = changed, "credentials reloaded"),
-                Err(e) => tracing::error!(error = %e, "new token rejected; keeping the current one"),
+                Err(e) => {
+                    tracing::error!(error = %e, "new token rejected; keeping the current one")
+                }
             }
         }
         Err(e) => tracing::error!(error = %e, "new identity rejected; keeping the current one"),

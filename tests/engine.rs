@@ -52,11 +52,18 @@ async fn pending_request_is_posted_once_across_restart() {
     let id = stack.teleport.create_request(request("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
     assert_eq!(post.channel_id, stack.channel_id);
-    assert!(post.message.contains(&id), "post names the request: {}", post.message);
+    assert!(
+        post.message.contains(&id),
+        "post names the request: {}",
+        post.message
+    );
     assert!(post.message.contains("bob@example.com"));
     assert!(has_buttons(&post), "pending post carries buttons");
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).message_in(&stack.channel_id).is_some()).await,
+        Stack::eventually(WAIT, || data(&stack, &id)
+            .message_in(&stack.channel_id)
+            .is_some())
+        .await,
         "the post is recorded in plugin data"
     );
     assert_eq!(data(&stack, &id).messages[0].post_id, post.id);
@@ -65,7 +72,11 @@ async fn pending_request_is_posted_once_across_restart() {
     stack.wait_connected().await;
     // The restart resyncs every request; wait until it has seen them.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(stack.root_posts_for(&id).len(), 1, "no second post after restart");
+    assert_eq!(
+        stack.root_posts_for(&id).len(),
+        1,
+        "no second post after restart"
+    );
 }
 
 #[tokio::test]
@@ -139,9 +150,12 @@ async fn reviews_become_thread_replies_in_order() {
     let id = stack.teleport.create_request(request("bob@example.com"));
     let root = wait_posted(&stack, &id).await;
     assert!(Stack::eventually(WAIT, || !data(&stack, &id).messages.is_empty()).await);
-    stack
-        .teleport
-        .review(&id, "alice@example.com", RequestState::Approved, "looks fine");
+    stack.teleport.review(
+        &id,
+        "alice@example.com",
+        RequestState::Approved,
+        "looks fine",
+    );
     stack
         .teleport
         .review(&id, "carol@example.com", RequestState::Denied, "");
@@ -153,7 +167,10 @@ async fn reviews_become_thread_replies_in_order() {
             .filter(|p| p.root_id == root.id)
             .collect::<Vec<_>>()
     };
-    assert!(Stack::eventually(WAIT, || replies().len() == 2).await, "two replies");
+    assert!(
+        Stack::eventually(WAIT, || replies().len() == 2).await,
+        "two replies"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let replies = replies();
     assert_eq!(replies.len(), 2, "each review replied to once");
@@ -169,21 +186,39 @@ async fn approve_button_resolves_in_teleport_and_edits_the_post() {
     let stack = started(StackOptions::default()).await;
     let id = stack.teleport.create_request(request("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
-    let outcome = stack.mattermost.press(&post.id, "Approve", "alice").await.unwrap();
+    let outcome = stack
+        .mattermost
+        .press(&post.id, "Approve", "alice")
+        .await
+        .unwrap();
     assert_eq!(outcome.status, 200);
-    assert!(outcome.ephemeral_text.unwrap_or_default().contains("approved"));
+    assert!(
+        outcome
+            .ephemeral_text
+            .unwrap_or_default()
+            .contains("approved")
+    );
     let changes = stack.teleport.state_changes();
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].id, id);
     assert_eq!(changes[0].state, RequestState::Approved);
     assert_eq!(changes[0].delegator, "mattermost:alice@example.com");
     assert!(changes[0].reason.contains("@alice"));
-    assert_eq!(stack.teleport.request(&id).unwrap().state, RequestState::Approved);
+    assert_eq!(
+        stack.teleport.request(&id).unwrap().state,
+        RequestState::Approved
+    );
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).edited == Some(RequestState::Approved)).await
+        Stack::eventually(WAIT, || data(&stack, &id).edited
+            == Some(RequestState::Approved))
+        .await
     );
     let edited = stack.mattermost.post(&post.id).unwrap();
-    assert!(edited.message.contains("APPROVED by @alice"), "{}", edited.message);
+    assert!(
+        edited.message.contains("APPROVED by @alice"),
+        "{}",
+        edited.message
+    );
     assert!(!has_buttons(&edited), "no buttons after resolution");
 }
 
@@ -192,18 +227,31 @@ async fn deny_button_denies() {
     let stack = started(StackOptions::default()).await;
     let id = stack.teleport.create_request(request("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
-    let outcome = stack.mattermost.press(&post.id, "Deny", "carol").await.unwrap();
+    let outcome = stack
+        .mattermost
+        .press(&post.id, "Deny", "carol")
+        .await
+        .unwrap();
     assert_eq!(outcome.status, 200);
-    assert_eq!(stack.teleport.request(&id).unwrap().state, RequestState::Denied);
+    assert_eq!(
+        stack.teleport.request(&id).unwrap().state,
+        RequestState::Denied
+    );
     assert_eq!(
         stack.teleport.state_changes()[0].delegator,
         "mattermost:carol@example.com"
     );
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).edited == Some(RequestState::Denied)).await
+        Stack::eventually(WAIT, || data(&stack, &id).edited
+            == Some(RequestState::Denied))
+        .await
     );
     let edited = stack.mattermost.post(&post.id).unwrap();
-    assert!(edited.message.contains("DENIED by @carol"), "{}", edited.message);
+    assert!(
+        edited.message.contains("DENIED by @carol"),
+        "{}",
+        edited.message
+    );
 }
 
 #[tokio::test]
@@ -217,7 +265,9 @@ async fn expiry_edits_every_post_to_expired() {
     assert!(Stack::eventually(WAIT, || data(&stack, &id).messages.len() == 2).await);
     stack.teleport.expire(&id);
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).edited == Some(RequestState::Expired)).await
+        Stack::eventually(WAIT, || data(&stack, &id).edited
+            == Some(RequestState::Expired))
+        .await
     );
     for m in data(&stack, &id).messages {
         let post = stack.mattermost.post(&m.post_id).unwrap();
@@ -232,16 +282,23 @@ async fn delete_after_approved_leaves_approved_and_edits_once() {
     let id = stack.teleport.create_request(request("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
     assert!(Stack::eventually(WAIT, || !data(&stack, &id).messages.is_empty()).await);
-    stack.teleport.resolve(&id, RequestState::Approved, "approved with tsh");
+    stack
+        .teleport
+        .resolve(&id, RequestState::Approved, "approved with tsh");
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).edited == Some(RequestState::Approved)).await
+        Stack::eventually(WAIT, || data(&stack, &id).edited
+            == Some(RequestState::Approved))
+        .await
     );
     stack.teleport.expire(&id);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let d = data(&stack, &id);
     assert_eq!(d.resolution, Some(RequestState::Approved));
     let text = stack.mattermost.post(&post.id).unwrap().message;
-    assert!(text.contains("APPROVED") && !text.contains("EXPIRED"), "{text}");
+    assert!(
+        text.contains("APPROVED") && !text.contains("EXPIRED"),
+        "{text}"
+    );
     let edits = stack
         .mattermost
         .recorded()
@@ -260,12 +317,22 @@ async fn unauthorized_clicker_is_refused_and_nothing_changes() {
     .await;
     let id = stack.teleport.create_request(request("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
-    let outcome = stack.mattermost.press(&post.id, "Approve", "mallory").await.unwrap();
+    let outcome = stack
+        .mattermost
+        .press(&post.id, "Approve", "mallory")
+        .await
+        .unwrap();
     assert_eq!(outcome.status, 200);
     assert!(outcome.ephemeral_text.unwrap().contains("not allowed"));
     assert!(stack.teleport.state_changes().is_empty());
-    assert_eq!(stack.teleport.request(&id).unwrap().state, RequestState::Pending);
-    assert!(has_buttons(&stack.mattermost.post(&post.id).unwrap()), "post unchanged");
+    assert_eq!(
+        stack.teleport.request(&id).unwrap().state,
+        RequestState::Pending
+    );
+    assert!(
+        has_buttons(&stack.mattermost.post(&post.id).unwrap()),
+        "post unchanged"
+    );
 }
 
 #[tokio::test]
@@ -273,10 +340,17 @@ async fn self_approval_is_refused() {
     let stack = started(StackOptions::default()).await;
     let id = stack.teleport.create_request(request("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
-    let outcome = stack.mattermost.press(&post.id, "Approve", "bob").await.unwrap();
+    let outcome = stack
+        .mattermost
+        .press(&post.id, "Approve", "bob")
+        .await
+        .unwrap();
     assert!(outcome.ephemeral_text.unwrap().contains("your own"));
     assert!(stack.teleport.state_changes().is_empty());
-    assert_eq!(stack.teleport.request(&id).unwrap().state, RequestState::Pending);
+    assert_eq!(
+        stack.teleport.request(&id).unwrap().state,
+        RequestState::Pending
+    );
 }
 
 #[tokio::test]
@@ -287,7 +361,11 @@ async fn click_on_an_expired_request_gets_a_friendly_answer_and_no_write() {
     // The engine is down, so the post still shows its buttons when the request expires.
     stack.crash().await;
     stack.teleport.expire(&id);
-    let outcome = stack.mattermost.press(&post.id, "Approve", "alice").await.unwrap();
+    let outcome = stack
+        .mattermost
+        .press(&post.id, "Approve", "alice")
+        .await
+        .unwrap();
     assert_eq!(outcome.status, 200);
     assert!(outcome.ephemeral_text.unwrap().contains("expired"));
     assert!(stack.teleport.state_changes().is_empty());
@@ -299,8 +377,14 @@ async fn click_on_a_request_resolved_elsewhere_makes_no_write() {
     let id = stack.teleport.create_request(request("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
     stack.crash().await;
-    stack.teleport.resolve(&id, RequestState::Denied, "denied with tsh");
-    let outcome = stack.mattermost.press(&post.id, "Approve", "alice").await.unwrap();
+    stack
+        .teleport
+        .resolve(&id, RequestState::Denied, "denied with tsh");
+    let outcome = stack
+        .mattermost
+        .press(&post.id, "Approve", "alice")
+        .await
+        .unwrap();
     assert!(outcome.ephemeral_text.unwrap().contains("already DENIED"));
     assert!(stack.teleport.state_changes().is_empty());
 }
@@ -324,9 +408,16 @@ async fn stream_dropped_mid_burst_loses_nothing() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     for id in &ids {
-        assert_eq!(stack.root_posts_for(id).len(), 1, "request {id} posted once");
+        assert_eq!(
+            stack.root_posts_for(id).len(),
+            1,
+            "request {id} posted once"
+        );
     }
-    assert!(stack.teleport.watch_count() >= 2, "the watch was re-established");
+    assert!(
+        stack.teleport.watch_count() >= 2,
+        "the watch was re-established"
+    );
 }
 
 #[tokio::test]
@@ -371,7 +462,10 @@ async fn crash_between_posting_and_recording_gives_no_duplicate() {
     stack.crash().await;
     stack.restart().await;
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).message_in(&stack.channel_id).is_some()).await,
+        Stack::eventually(WAIT, || data(&stack, &id)
+            .message_in(&stack.channel_id)
+            .is_some())
+        .await,
         "the existing post is adopted"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -391,13 +485,19 @@ async fn install_taken_over_from_teleports_plugin_does_not_repost() {
         HashMap::from([
             ("user".to_string(), "bob@example.com".to_string()),
             ("roles".to_string(), "dba".to_string()),
-            ("messages".to_string(), format!("{}/legacypost", stack.channel_id)),
+            (
+                "messages".to_string(),
+                format!("{}/legacypost", stack.channel_id),
+            ),
         ]),
     );
     stack.restart().await;
     stack.wait_connected().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(stack.root_posts_for(&id).is_empty(), "the Go plugin's post is kept");
+    assert!(
+        stack.root_posts_for(&id).is_empty(),
+        "the Go plugin's post is kept"
+    );
 }
 
 #[tokio::test]
@@ -412,7 +512,9 @@ async fn identity_swap_keeps_working() {
     };
     stack.instance.update_credentials(credentials).unwrap();
     assert!(
-        Stack::eventually(Duration::from_secs(5), || stack.teleport.last_client_serial()
+        Stack::eventually(Duration::from_secs(5), || stack
+            .teleport
+            .last_client_serial()
             == Some(next.serial_hex.clone()))
         .await,
         "the new certificate is in use within 5 s"
@@ -429,9 +531,11 @@ async fn two_hundred_concurrent_requests_are_each_posted_and_resolved_once() {
         .map(|_| stack.teleport.create_request(request("bob@example.com")))
         .collect();
     assert!(
-        Stack::eventually(Duration::from_secs(90), || ids
-            .iter()
-            .all(|id| !data(&stack, id).messages.is_empty()))
+        Stack::eventually(Duration::from_secs(90), || ids.iter().all(|id| !data(
+            &stack, id
+        )
+        .messages
+        .is_empty()))
         .await,
         "all posted"
     );
@@ -446,9 +550,11 @@ async fn two_hundred_concurrent_requests_are_each_posted_and_resolved_once() {
     let outcomes = futures::future::join_all(presses).await;
     assert!(outcomes.iter().all(|o| o.status == 200));
     assert!(
-        Stack::eventually(Duration::from_secs(90), || ids
-            .iter()
-            .all(|id| data(&stack, id).edited.is_some()))
+        Stack::eventually(Duration::from_secs(90), || ids.iter().all(|id| data(
+            &stack, id
+        )
+        .edited
+        .is_some()))
         .await,
         "all edited"
     );
@@ -456,7 +562,11 @@ async fn two_hundred_concurrent_requests_are_each_posted_and_resolved_once() {
     assert_eq!(changes.len(), 200, "each resolved exactly once");
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(stack.root_posts_for(id).len(), 1, "posted once");
-        let expected = if i % 2 == 0 { RequestState::Approved } else { RequestState::Denied };
+        let expected = if i % 2 == 0 {
+            RequestState::Approved
+        } else {
+            RequestState::Denied
+        };
         assert_eq!(stack.teleport.request(id).unwrap().state, expected);
     }
 }
@@ -474,7 +584,9 @@ async fn a_post_deleted_in_mattermost_does_not_block_the_resolution() {
     assert!(stack.mattermost.delete_post(&messages[0].post_id));
     stack.teleport.resolve(&id, RequestState::Denied, "");
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).edited == Some(RequestState::Denied)).await,
+        Stack::eventually(WAIT, || data(&stack, &id).edited
+            == Some(RequestState::Denied))
+        .await,
         "resolution completes despite the deleted post"
     );
     let other = stack.mattermost.post(&messages[1].post_id).unwrap();

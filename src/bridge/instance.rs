@@ -122,16 +122,14 @@ impl Instance {
         credentials: Credentials,
     ) -> Result<Arc<Self>, MattermostError> {
         let mattermost = build_mattermost(&settings, &credentials.token)?;
+        let token = credentials.token.clone();
         let (credentials, _) = watch::channel(Arc::new(credentials));
         let (status, _) = watch::channel(InstanceStatus::default());
         let instance = Arc::new(Self {
             settings,
             credentials,
             teleport: Mutex::new(None),
-            mattermost: ArcSwap::from_pointee((
-                mattermost.1,
-                mattermost.0,
-            )),
+            mattermost: ArcSwap::from_pointee((token, mattermost)),
             cluster: ArcSwapOption::empty(),
             bot_user_id: ArcSwapOption::empty(),
             status,
@@ -161,8 +159,9 @@ impl Instance {
     pub fn update_credentials(&self, credentials: Credentials) -> Result<(), MattermostError> {
         let current = self.mattermost.load();
         if current.0 != credentials.token {
-            let (client, token) = build_mattermost(&self.settings, &credentials.token)?;
-            self.mattermost.store(Arc::new((token, client)));
+            let client = build_mattermost(&self.settings, &credentials.token)?;
+            self.mattermost
+                .store(Arc::new((credentials.token.clone(), client)));
         }
         self.note_identity(&credentials);
         self.credentials.send_replace(Arc::new(credentials));
@@ -255,11 +254,12 @@ impl Instance {
     }
 }
 
+/// A Mattermost client for the instance's settings with `token` in place of the configured one.
 fn build_mattermost(
     settings: &PluginSettings,
     token: &TokenSource,
-) -> Result<(MattermostClient, TokenSource), MattermostError> {
+) -> Result<MattermostClient, MattermostError> {
     let mut mm = settings.mattermost.clone();
     mm.token = token.clone();
-    Ok((MattermostClient::new(&mm)?, token.clone()))
+    MattermostClient::new(&mm)
 }

@@ -22,8 +22,8 @@ use tokio_util::task::TaskTracker;
 
 pub use instance::{Counters, Credentials, Health, Instance, InstanceStatus};
 pub use queue::Job;
-pub(crate) use reconcile::links as links_for;
 use queue::Queues;
+pub(crate) use reconcile::links as links_for;
 
 use crate::mattermost::MattermostError;
 use crate::request::{AccessRequest, RequestState};
@@ -129,7 +129,8 @@ impl Bridge {
         let teleport = match instance.teleport().await {
             Ok(t) => t,
             Err(e) => {
-                instance.update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
+                instance
+                    .update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
                 return Err(e.into());
             }
         };
@@ -138,7 +139,8 @@ impl Bridge {
         }) {
             Ok(info) => info,
             Err(e) => {
-                instance.update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
+                instance
+                    .update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
                 return Err(e.into());
             }
         };
@@ -153,7 +155,8 @@ impl Bridge {
         {
             Ok(w) => w,
             Err(e) => {
-                instance.update_status(|s| s.teleport = Health::failed("WatchFailed", e.to_string()));
+                instance
+                    .update_status(|s| s.teleport = Health::failed("WatchFailed", e.to_string()));
                 return Err(e.into());
             }
         };

@@ -87,7 +87,14 @@ pub(crate) async fn put(instance: &Instance, request: &AccessRequest) -> Result<
             };
             let data = ensure_replies(instance, &teleport, request, data).await?;
             if data.resolution.is_none() || data.needs_edit() {
-                resolve(instance, &teleport, &request.id, state, &request.resolve_reason).await?;
+                resolve(
+                    instance,
+                    &teleport,
+                    &request.id,
+                    state,
+                    &request.resolve_reason,
+                )
+                .await?;
             }
         }
         _ => {}
@@ -130,10 +137,9 @@ pub(crate) async fn targets(
         &settings.role_to_recipients,
     ) {
         let resolved = match &recipient {
-            Recipient::Channel { team, channel } => mm
-                .channel_by_names(team, channel)
-                .await
-                .map(|c| c.id),
+            Recipient::Channel { team, channel } => {
+                mm.channel_by_names(team, channel).await.map(|c| c.id)
+            }
             Recipient::Email(_) | Recipient::Username(_) => {
                 direct_channel(instance, &recipient).await
             }
@@ -331,15 +337,25 @@ async fn find_post(
         .mattermost()
         .channel_posts_since(slot.channel_id(), since_ms - ADOPT_LOOKBACK_MS)
         .await?;
-    Ok(posts.into_iter().find(|p| post_matches(p, slot, request_id)))
+    Ok(posts
+        .into_iter()
+        .find(|p| post_matches(p, slot, request_id)))
 }
 
 /// True when `post` carries the marker props for `slot` of `request_id`.
 pub(crate) fn post_matches(post: &Post, slot: &Slot, request_id: &str) -> bool {
-    if post.props.get(message::PROP_REQUEST_ID).and_then(Value::as_str) != Some(request_id) {
+    if post
+        .props
+        .get(message::PROP_REQUEST_ID)
+        .and_then(Value::as_str)
+        != Some(request_id)
+    {
         return false;
     }
-    let review = post.props.get(message::PROP_REVIEW_INDEX).and_then(Value::as_u64);
+    let review = post
+        .props
+        .get(message::PROP_REVIEW_INDEX)
+        .and_then(Value::as_u64);
     match slot {
         Slot::Root { .. } => review.is_none() && post.root_id.is_empty(),
         Slot::Reply { index, .. } => review == Some(*index as u64),

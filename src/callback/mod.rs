@@ -45,7 +45,10 @@ impl Registry {
     /// Adds or replaces an instance.
     pub fn insert(&self, instance: Arc<Instance>) {
         let id = instance.settings().instance.clone();
-        self.instances.write().expect("registry lock").insert(id, instance);
+        self.instances
+            .write()
+            .expect("registry lock")
+            .insert(id, instance);
     }
 
     /// Removes an instance; its buttons answer 404 afterwards.
@@ -54,7 +57,11 @@ impl Registry {
     }
 
     fn get(&self, id: &InstanceId) -> Option<Arc<Instance>> {
-        self.instances.read().expect("registry lock").get(id).cloned()
+        self.instances
+            .read()
+            .expect("registry lock")
+            .get(id)
+            .cloned()
     }
 
     /// Number of instances served.
@@ -138,10 +145,7 @@ async fn handle(
     let payload: PressPayload = match serde_json::from_value(payload) {
         Ok(p) => p,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("not a button press: {e}"),
-            );
+            return error(StatusCode::BAD_REQUEST, &format!("not a button press: {e}"));
         }
     };
     let context: ActionContext = match serde_json::from_value(payload.context.clone()) {
@@ -149,12 +153,17 @@ async fn handle(
         Err(_) => return error(StatusCode::BAD_REQUEST, "button context is malformed"),
     };
     let Some(callback) = instance.settings().callback.as_ref() else {
-        return error(StatusCode::NOT_FOUND, "buttons are not enabled for this instance");
+        return error(
+            StatusCode::NOT_FOUND,
+            "buttons are not enabled for this instance",
+        );
     };
     if let Err(e) = context.verify(&callback.signing_secret, id, Utc::now().timestamp()) {
         tracing::warn!(instance = %id, request = %context.request_id, error = %e, "refused button press");
         return match e {
-            SignatureError::Expired { .. } => error(StatusCode::UNAUTHORIZED, "this button has expired"),
+            SignatureError::Expired { .. } => {
+                error(StatusCode::UNAUTHORIZED, "this button has expired")
+            }
             SignatureError::Invalid => error(StatusCode::UNAUTHORIZED, "invalid signature"),
         };
     }
@@ -236,7 +245,9 @@ async fn act(instance: &Instance, payload: &PressPayload, context: &ActionContex
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "Teleport unreachable while handling a button press");
-            return Outcome::Refused("Teleport is unreachable right now; nothing was changed. Try again shortly.".into());
+            return Outcome::Refused(
+                "Teleport is unreachable right now; nothing was changed. Try again shortly.".into(),
+            );
         }
     };
     let request = match teleport.get_access_request(&context.request_id).await {
@@ -249,11 +260,16 @@ async fn act(instance: &Instance, payload: &PressPayload, context: &ActionContex
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not read the access request");
-            return Outcome::Refused("Could not read the request from Teleport; nothing was changed. Try again shortly.".into());
+            return Outcome::Refused(
+                "Could not read the request from Teleport; nothing was changed. Try again shortly."
+                    .into(),
+            );
         }
     };
     if is_requester(&request.user, &user.username, &user.email) {
-        return Outcome::Refused("You cannot review your own access request; nothing was changed.".into());
+        return Outcome::Refused(
+            "You cannot review your own access request; nothing was changed.".into(),
+        );
     }
     if request.state != RequestState::Pending {
         return Outcome::Refused(format!(
@@ -272,12 +288,27 @@ async fn act(instance: &Instance, payload: &PressPayload, context: &ActionContex
     if let Err(e) = set_resolved_by(&teleport, &request.id, &by).await {
         tracing::warn!(error = %e, "could not record who resolved the request");
     }
-    let delegator = format!("mattermost:{}", if user.email.is_empty() { &user.username } else { &user.email });
+    let delegator = format!(
+        "mattermost:{}",
+        if user.email.is_empty() {
+            &user.username
+        } else {
+            &user.email
+        }
+    );
     let reason = format!(
         "{} by Mattermost user @{}{} via the Mattermost plugin",
-        if state == RequestState::Approved { "Approved" } else { "Denied" },
+        if state == RequestState::Approved {
+            "Approved"
+        } else {
+            "Denied"
+        },
         user.username,
-        if user.email.is_empty() { String::new() } else { format!(" ({})", user.email) }
+        if user.email.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", user.email)
+        }
     );
     if let Err(e) = teleport
         .set_access_request_state(&request.id, state, &delegator, &reason)
@@ -285,7 +316,10 @@ async fn act(instance: &Instance, payload: &PressPayload, context: &ActionContex
     {
         let _ = set_resolved_by(&teleport, &request.id, "").await;
         if e.is_already_resolved() {
-            return Outcome::Refused(format!("Request {} was already resolved; nothing was changed.", request.id));
+            return Outcome::Refused(format!(
+                "Request {} was already resolved; nothing was changed.",
+                request.id
+            ));
         }
         tracing::warn!(error = %e, "SetAccessRequestState failed");
         return Outcome::Refused(format!("Teleport refused the change: {e}"));
@@ -295,7 +329,12 @@ async fn act(instance: &Instance, payload: &PressPayload, context: &ActionContex
         resolve_reason: reason,
         ..request
     };
-    let text = message::post_text(&resolved, state, Some(&by), &crate::bridge::links_for(instance));
+    let text = message::post_text(
+        &resolved,
+        state,
+        Some(&by),
+        &crate::bridge::links_for(instance),
+    );
     Outcome::Done {
         update: json!({
             "message": text,
@@ -303,7 +342,11 @@ async fn act(instance: &Instance, payload: &PressPayload, context: &ActionContex
         }),
         text: format!(
             "You {} request {}.",
-            if state == RequestState::Approved { "approved" } else { "denied" },
+            if state == RequestState::Approved {
+                "approved"
+            } else {
+                "denied"
+            },
             resolved.id
         ),
     }
@@ -350,6 +393,9 @@ mod tests {
         assert!(is_requester("bob@example.com", "bobby", "bob@example.com"));
         assert!(is_requester("bob", "bob", "x@example.com"));
         assert!(!is_requester("bob", "alice", "alice@example.com"));
-        assert!(!is_requester("", "alice", ""), "an empty email never matches");
+        assert!(
+            !is_requester("", "alice", ""),
+            "an empty email never matches"
+        );
     }
 }

@@ -3,5 +3,5 @@
 
 pub mod mattermost;
 pub mod pki;
-pub mod teleport;
 pub mod stack;
+pub mod teleport;

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use teleport_mattermost::bridge::{Bridge, Credentials, Instance};
 use teleport_mattermost::callback::{Registry, router};
 use teleport_mattermost::settings::{
     CallbackSettings, InstanceId, MattermostSettings, PluginSettings, RateLimit, RetryPolicy,
     Secret, TeleportSettings, TokenSource,
 };
-use axum::serve::ListenerExt as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -209,7 +209,11 @@ impl Stack {
             }
         })
         .await;
-        assert!(ok.is_ok(), "engine did not connect: {:?}", *self.instance.status().borrow());
+        assert!(
+            ok.is_ok(),
+            "engine did not connect: {:?}",
+            *self.instance.status().borrow()
+        );
     }
 
     /// Polls `check` until it returns true or `timeout` passes; returns whether it did.

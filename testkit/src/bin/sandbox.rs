@@ -11,7 +11,10 @@ use teleport_mattermost_testkit::stack::{CHANNEL, Stack, StackOptions, TEAM};
 use teleport_mattermost_testkit::teleport::NewRequest;
 
 fn rule(title: &str) {
-    println!("\n── {title} {}", "─".repeat(60usize.saturating_sub(title.len())));
+    println!(
+        "\n── {title} {}",
+        "─".repeat(60usize.saturating_sub(title.len()))
+    );
 }
 
 #[tokio::main]
@@ -58,7 +61,10 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", buttons.join(" "));
 
     rule("mallory presses Approve");
-    let refused = stack.mattermost.press(&post.id, "Approve", "mallory").await?;
+    let refused = stack
+        .mattermost
+        .press(&post.id, "Approve", "mallory")
+        .await?;
     println!("ephemeral: {}", refused.ephemeral_text.unwrap_or_default());
 
     rule("alice presses Approve");
@@ -80,15 +86,20 @@ async fn main() -> anyhow::Result<()> {
     .await;
     rule("the edited post");
     println!("{}", stack.mattermost.post(&post.id).expect("post").message);
-    anyhow::ensure!(request.state == RequestState::Approved, "request was not approved");
+    anyhow::ensure!(
+        request.state == RequestState::Approved,
+        "request was not approved"
+    );
     println!("\nApproved. Every part above ran for real over gRPC+mTLS and HTTP on 127.0.0.1.");
     Ok(())
 }
 
 fn tracing_subscriber_init() {
     // Quiet by default; RUST_LOG=info shows the engine at work.
-    let _ = teleport_mattermost::telemetry::init_logging(&teleport_mattermost::telemetry::LogSettings {
-        severity: tracing::Level::WARN,
-        ..Default::default()
-    });
+    let _ = teleport_mattermost::telemetry::init_logging(
+        &teleport_mattermost::telemetry::LogSettings {
+            severity: tracing::Level::WARN,
+            ..Default::default()
+        },
+    );
 }
