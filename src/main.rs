@@ -28,6 +28,8 @@ enum Command {
     Version,
     /// Prints the MattermostAccessPlugin CustomResourceDefinition as YAML.
     Crd,
+    /// Runs the Kubernetes operator: one plugin instance per MattermostAccessPlugin object.
+    Operator(OperatorArgs),
     /// Runs the plugin standalone from a TOML configuration file.
     Start {
         /// TOML config file path.
@@ -46,6 +48,43 @@ enum Command {
         #[arg(long = "insecure-no-tls")]
         insecure_no_tls: bool,
     },
+}
+
+/// Flags of `operator`; each can also come from the environment (as the Helm chart sets them).
+#[derive(Debug, clap::Args)]
+struct OperatorArgs {
+    /// Namespaces to watch, comma-separated; empty watches all namespaces.
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    namespaces: Vec<String>,
+    /// Address of the plain-HTTP button callback server (put an Ingress in front).
+    #[arg(long, env = "CALLBACK_ADDR", default_value = "0.0.0.0:8080")]
+    callback_addr: std::net::SocketAddr,
+    /// Address serving /healthz, /readyz and /metrics.
+    #[arg(long, env = "PROBE_ADDR", default_value = "0.0.0.0:9090")]
+    probe_addr: std::net::SocketAddr,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    /// Log level (RUST_LOG, when set, takes precedence).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Run watchers only while holding a coordination.k8s.io Lease (needed for 2+ replicas).
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "teleport-mattermost")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +114,95 @@ fn main() -> ExitCode {
             debug,
             insecure_no_tls,
         } => start(config, debug, insecure_no_tls),
+        Command::Operator(args) => operator(args),
+    }
+}
+
+fn operator(args: OperatorArgs) -> ExitCode {
+    let format = match args.log_format.as_str() {
+        "text" => telemetry::LogFormat::Text,
+        "json" => telemetry::LogFormat::Json,
+        other => {
+            eprintln!("error: --log-format must be text or json, not {other:?}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(severity) = telemetry::parse_severity(&args.log_level) else {
+        eprintln!(
+            "error: --log-level must be one of trace, debug, info, warn, error; not {:?}",
+            args.log_level
+        );
+        return ExitCode::FAILURE;
+    };
+    if let Err(e) = telemetry::init_logging(&telemetry::LogSettings {
+        format,
+        severity,
+        ..Default::default()
+    }) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME")
+            .unwrap_or_else(|_| format!("teleport-mattermost-{}", std::process::id()))
+    });
+    let options = teleport_mattermost::operator::OperatorOptions {
+        namespaces: args
+            .namespaces
+            .into_iter()
+            .filter(|n| !n.trim().is_empty())
+            .collect(),
+        callback_addr: args.callback_addr,
+        probe_addr: args.probe_addr,
+        leader_election: args.leader_election,
+        lease_name: args.lease_name,
+        lease_namespace: args.lease_namespace,
+        identity,
+        init_timeout: std::time::Duration::from_secs(15),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        git = GIT_REF,
+        ?options,
+        "starting the operator"
+    );
+    let result: anyhow::Result<()> = runtime.block_on(async move {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {e}"
+            )
+        })?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            stop.cancel();
+        });
+        teleport_mattermost::operator::run(options, client, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "operator stopped");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -114,8 +114,14 @@ mod tests {
         q.push("r", Job::Delete);
         q.retry("r", job.clone());
         assert_eq!(q.pop("r"), Some(job.clone()));
+        assert_eq!(q.pop("r"), Some(Job::Delete));
         q.push("r", put(RequestState::Approved));
         q.retry("r", job);
-        assert_eq!(q.pop("r"), Some(put(RequestState::Approved)));
+        assert_eq!(
+            q.pop("r"),
+            Some(put(RequestState::Approved)),
+            "a newer snapshot replaces the failed one"
+        );
+        assert_eq!(q.pop("r"), None);
     }
 }

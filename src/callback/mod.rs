@@ -8,6 +8,7 @@
 pub mod signature;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -39,6 +40,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Default)]
 pub struct Registry {
     instances: RwLock<HashMap<InstanceId, Arc<Instance>>>,
+    /// Presses by outcome, for metrics.
+    pub outcomes: Outcomes,
+}
+
+/// Button presses by outcome.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    /// Requests approved or denied.
+    pub resolved: AtomicU64,
+    /// Presses answered with an ephemeral refusal (not allowed, already resolved, …).
+    pub refused: AtomicU64,
+    /// Malformed bodies or contexts (400) and unknown instances (404).
+    pub malformed: AtomicU64,
+    /// Bad or expired signatures (401).
+    pub unauthorized: AtomicU64,
 }
 
 impl Registry {
@@ -132,6 +148,21 @@ async fn handle(
     id: &InstanceId,
     body: Result<axum::Json<Value>, JsonRejection>,
 ) -> Response {
+    let response = answer(registry, id, body).await;
+    let counter = match response.status() {
+        StatusCode::UNAUTHORIZED => &registry.outcomes.unauthorized,
+        s if s.is_client_error() => &registry.outcomes.malformed,
+        _ => return response,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    response
+}
+
+async fn answer(
+    registry: &Registry,
+    id: &InstanceId,
+    body: Result<axum::Json<Value>, JsonRejection>,
+) -> Response {
     let Some(instance) = registry.get(id) else {
         return error(StatusCode::NOT_FOUND, "no such plugin instance");
     };
@@ -171,6 +202,11 @@ async fn handle(
         return error(StatusCode::UNAUTHORIZED, "button used outside its channel");
     }
     let outcome = act(&instance, &payload, &context).await;
+    let counter = match outcome {
+        Outcome::Done { .. } => &registry.outcomes.resolved,
+        Outcome::Refused(_) => &registry.outcomes.refused,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
     tracing::info!(instance = %id, request = %context.request_id, action = context.action.as_str(), outcome = outcome.kind(), "button press handled");
     outcome.into_response()
 }

@@ -1,0 +1,313 @@
+//! Pure reconcile stages: check a `MattermostAccessPlugin` and the data of the Secrets it
+//! references, and build the `PluginSettings` and `Credentials` of its bridge instance.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::crd::MattermostAccessPluginSpec;
+use crate::bridge::Credentials;
+use crate::settings::{
+    CallbackSettings, DEFAULT_CONCURRENCY, InstanceId, MattermostSettings, PluginSettings,
+    RateLimit, RetryPolicy, Secret, TeleportSettings, TokenSource,
+};
+use crate::teleport::identity::{Identity, IdentityError, PemSource};
+
+/// The data of the Secrets a spec references, by name; `None` for a Secret that does not exist.
+pub type SecretData = BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>;
+
+/// One thing wrong with an object or its Secrets, phrased for `kubectl describe`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A referenced Secret does not exist.
+    #[error(
+        "Secret {namespace}/{name} does not exist; create it (see manifests/examples/secrets.yaml)"
+    )]
+    SecretMissing {
+        /// Namespace.
+        namespace: String,
+        /// Secret name.
+        name: String,
+    },
+    /// A referenced Secret lacks a key.
+    #[error("Secret {namespace}/{name} has no key {key}{hint}")]
+    KeyMissing {
+        /// Namespace.
+        namespace: String,
+        /// Secret name.
+        name: String,
+        /// The missing key.
+        key: String,
+        /// What usually goes there.
+        hint: String,
+    },
+    /// The Teleport identity is unusable (malformed, mismatched, expired or not yet valid).
+    #[error("{0}")]
+    Identity(IdentityError),
+    /// A value is not usable although the schema accepted it.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The spec field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Problem {
+    /// CamelCase reason for conditions and Events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Problem::SecretMissing { .. } => "SecretMissing",
+            Problem::KeyMissing { .. } => "SecretKeyMissing",
+            Problem::Identity(IdentityError::Expired { .. }) => "CertificateExpired",
+            Problem::Identity(IdentityError::NotYetValid { .. }) => "CertificateNotYetValid",
+            Problem::Identity(_) => "IdentityInvalid",
+            Problem::Invalid { .. } => "InvalidSpec",
+        }
+    }
+
+    /// True when the problem is about the Teleport identity only: a running instance can keep
+    /// its last good identity.
+    pub fn is_identity(&self) -> bool {
+        matches!(self, Problem::Identity(_))
+    }
+}
+
+/// Settings and credentials for one instance.
+#[derive(Clone)]
+pub struct Built {
+    /// Everything but the rotating secrets.
+    pub settings: PluginSettings,
+    /// Identity and token.
+    pub credentials: Credentials,
+}
+
+/// Why an instance could not be built.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+/// Operator-wide settings that are not in the CR.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// How long a watch may take to send INIT.
+    pub init_timeout: Duration,
+    /// Concurrency per instance.
+    pub concurrency: usize,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            init_timeout: Duration::from_secs(15),
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+struct Reader<'a> {
+    namespace: &'a str,
+    secrets: &'a SecretData,
+    problems: Vec<Problem>,
+}
+
+impl Reader<'_> {
+    fn key(&mut self, name: &str, key: &str, hint: &str) -> Option<Vec<u8>> {
+        match self.secrets.get(name) {
+            Some(Some(data)) => match data.get(key) {
+                Some(v) => Some(v.clone()),
+                None => {
+                    self.problems.push(Problem::KeyMissing {
+                        namespace: self.namespace.to_string(),
+                        name: name.to_string(),
+                        key: key.to_string(),
+                        hint: hint.to_string(),
+                    });
+                    None
+                }
+            },
+            _ => {
+                let missing = Problem::SecretMissing {
+                    namespace: self.namespace.to_string(),
+                    name: name.to_string(),
+                };
+                if !self.problems.contains(&missing) {
+                    self.problems.push(missing);
+                }
+                None
+            }
+        }
+    }
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).trim().to_string()
+}
+
+/// Checks the identity Secret's data and parses the identity, checking its validity at `now`.
+fn identity(
+    reader: &mut Reader<'_>,
+    spec: &MattermostAccessPluginSpec,
+    now: DateTime<Utc>,
+) -> Option<Identity> {
+    let r = &spec.teleport.identity_secret_ref;
+    let namespace = reader.namespace.to_string();
+    let label = |key: &str| format!("Secret {namespace}/{} key {key}", r.name);
+    let parsed = match &r.identity_file_key {
+        Some(key) => {
+            let bytes = reader.key(
+                &r.name,
+                key,
+                " (an identity file from tctl auth sign --format=file)",
+            )?;
+            Identity::from_identity_file(PemSource::new(&label(key), &bytes))
+        }
+        None => {
+            let hint = " (from tctl auth sign --format=tls)";
+            let cert = reader.key(&r.name, &r.cert_key, hint);
+            let key = reader.key(&r.name, &r.key_key, hint);
+            let cas = reader.key(&r.name, &r.cas_key, hint);
+            let (cert, key, cas) = (cert?, key?, cas?);
+            Identity::from_pems(
+                PemSource::new(&label(&r.cert_key), &cert),
+                PemSource::new(&label(&r.key_key), &key),
+                PemSource::new(&label(&r.cas_key), &cas),
+            )
+        }
+    };
+    match parsed.and_then(|id| id.check_time(now).map(|()| id)) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            reader.problems.push(Problem::Identity(e));
+            None
+        }
+    }
+}
+
+/// Builds an instance's settings and credentials, or reports every problem found.
+pub fn build(
+    namespace: &str,
+    name: &str,
+    spec: &MattermostAccessPluginSpec,
+    secrets: &SecretData,
+    defaults: &Defaults,
+    now: DateTime<Utc>,
+) -> Result<Built, Rejected> {
+    let mut reader = Reader {
+        namespace,
+        secrets,
+        problems: Vec::new(),
+    };
+    let identity = identity(&mut reader, spec, now);
+
+    let token_ref = &spec.mattermost.token_secret_ref;
+    let token = reader
+        .key(
+            &token_ref.name,
+            &token_ref.key,
+            " (the Mattermost bot's access token)",
+        )
+        .map(text);
+    if token.as_deref() == Some("") {
+        reader.problems.push(Problem::Invalid {
+            field: format!(
+                "Secret {namespace}/{} key {}",
+                token_ref.name, token_ref.key
+            ),
+            message: "the bot token is empty".into(),
+        });
+    }
+
+    let instance = InstanceId::new(namespace, name);
+    let callback = match &spec.callback {
+        None => None,
+        Some(cb) => {
+            let secret = reader
+                .key(
+                    &cb.signing_secret_ref.name,
+                    &cb.signing_secret_ref.key,
+                    " (a long random value, e.g. openssl rand -hex 32)",
+                )
+                .map(text);
+            let url = format!(
+                "{}/v1/actions/{namespace}/{name}",
+                cb.public_url.trim_end_matches('/')
+            );
+            match (secret, url::Url::parse(&url)) {
+                (Some(s), _) if s.len() < 16 => {
+                    reader.problems.push(Problem::Invalid {
+                        field: "callback.signingSecretRef".into(),
+                        message: format!(
+                            "the signing secret is {} characters; use at least 16 (e.g. openssl rand -hex 32)",
+                            s.len()
+                        ),
+                    });
+                    None
+                }
+                (Some(s), Ok(action_url)) => Some(CallbackSettings {
+                    action_url,
+                    signing_secret: Secret::new(s),
+                }),
+                (_, Err(e)) => {
+                    reader.problems.push(Problem::Invalid {
+                        field: "callback.publicURL".into(),
+                        message: format!("{e}"),
+                    });
+                    None
+                }
+                (None, _) => None,
+            }
+        }
+    };
+    let url = match url::Url::parse(&spec.mattermost.url) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            reader.problems.push(Problem::Invalid {
+                field: "mattermost.url".into(),
+                message: e.to_string(),
+            });
+            None
+        }
+    };
+
+    let problems = reader.problems;
+    match (identity, token, url) {
+        (Some(identity), Some(token), Some(url)) if problems.is_empty() => {
+            let rate = spec.rate_limit();
+            let token = TokenSource::Literal(Secret::new(token));
+            Ok(Built {
+                settings: PluginSettings {
+                    instance,
+                    teleport: TeleportSettings {
+                        address: spec.teleport.address.clone(),
+                        init_timeout: defaults.init_timeout,
+                    },
+                    mattermost: MattermostSettings {
+                        url,
+                        team: spec.mattermost.team.clone(),
+                        channel: spec.mattermost.channel.clone(),
+                        // The token travels in `credentials` so it can rotate without a
+                        // restart; settings compare equal across a token change.
+                        token: TokenSource::Literal(Secret::new("")),
+                        rate_limit: RateLimit {
+                            per_second: rate.per_second,
+                            burst: rate.burst,
+                        },
+                        retry: RetryPolicy::default(),
+                    },
+                    callback,
+                    recipients: spec.recipients.clone(),
+                    role_to_recipients: spec.role_to_recipients.clone(),
+                    approvers: spec.approvers.clone(),
+                    concurrency: defaults.concurrency,
+                },
+                credentials: Credentials { identity, token },
+            })
+        }
+        _ => Err(Rejected { problems }),
+    }
+}

@@ -1,0 +1,439 @@
+//! The kube-runtime controller for `MattermostAccessPlugin`: fetch → validate and build (pure,
+//! in `build`) → apply (the supervisor) → status and Events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
+
+use super::build::{Defaults, Problem, SecretData, build};
+use super::crd::{
+    MattermostAccessPlugin, MattermostAccessPluginSpec, MattermostAccessPluginStatus,
+    condition_type,
+};
+use super::supervisor::{Applied, Supervisor};
+use crate::bridge::{Health, InstanceStatus};
+
+/// Why a reconcile failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// Reading Secrets or writing status failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// The Mattermost client could not be built (bad URL).
+    #[error(transparent)]
+    Mattermost(#[from] crate::mattermost::MattermostError),
+    /// The object has no namespace or uid (should not happen for a namespaced resource).
+    #[error("object has no {0}")]
+    Missing(&'static str),
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// API client.
+    pub client: kube::Client,
+    /// The instances.
+    pub supervisor: Arc<Supervisor>,
+    /// Events.
+    pub recorder: Recorder,
+    /// Operator-wide settings.
+    pub defaults: Defaults,
+}
+
+/// What the reconcile decided, for the status.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// `spec.suspend` is true.
+    Suspended,
+    /// The object or its Secrets are not usable; nothing runs.
+    Rejected(Vec<Problem>),
+    /// Running; `problems` are identity problems of a rejected rotation, with the old
+    /// identity still in use.
+    Running {
+        /// Problems with the new identity, if any.
+        problems: Vec<Problem>,
+    },
+}
+
+/// Reads every referenced Secret (a missing one maps to `None`).
+async fn fetch(
+    client: &kube::Client,
+    namespace: &str,
+    spec: &MattermostAccessPluginSpec,
+) -> Result<SecretData, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut out = SecretData::new();
+    for name in spec.referenced_secrets() {
+        let data = api.get_opt(&name).await?.map(|s| {
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .chain(
+                    s.string_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes())),
+                )
+                .collect::<BTreeMap<_, _>>()
+        });
+        out.insert(name, data);
+    }
+    Ok(out)
+}
+
+/// Reconciles one object.
+pub async fn reconcile(
+    cr: Arc<MattermostAccessPlugin>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let namespace = cr.namespace().ok_or(ReconcileError::Missing("namespace"))?;
+    let name = cr.name_any();
+    let uid = cr.uid().ok_or(ReconcileError::Missing("uid"))?;
+
+    let outcome = if cr.spec.suspend {
+        if ctx.supervisor.stop(&uid) {
+            tracing::info!(%namespace, %name, "suspended: stopped the instance");
+        }
+        Outcome::Suspended
+    } else {
+        let secrets = fetch(&ctx.client, &namespace, &cr.spec).await?;
+        match build(
+            &namespace,
+            &name,
+            &cr.spec,
+            &secrets,
+            &ctx.defaults,
+            Utc::now(),
+        ) {
+            Ok(built) => {
+                let applied = ctx.supervisor.apply(&uid, built)?;
+                if applied != Applied::Unchanged {
+                    tracing::info!(%namespace, %name, ?applied, "instance updated");
+                }
+                Outcome::Running {
+                    problems: Vec::new(),
+                }
+            }
+            Err(rejected)
+                if rejected.problems.iter().all(Problem::is_identity)
+                    && ctx.supervisor.instance(&uid).is_some() =>
+            {
+                tracing::warn!(%namespace, %name, problems = ?rejected.problems, "new identity rejected; keeping the last good one");
+                Outcome::Running {
+                    problems: rejected.problems,
+                }
+            }
+            Err(rejected) => {
+                ctx.supervisor.stop(&uid);
+                Outcome::Rejected(rejected.problems)
+            }
+        }
+    };
+
+    // Only the leader writes: standby replicas see the same objects but run no watchers.
+    if ctx.supervisor.is_leader() {
+        let instance = ctx
+            .supervisor
+            .instance(&uid)
+            .map(|i| i.status().borrow().clone());
+        let status = desired_status(
+            &cr,
+            &outcome,
+            instance.as_ref(),
+            cr.status.as_ref(),
+            Utc::now(),
+        );
+        publish_events(&ctx, &cr, cr.status.as_ref(), &status).await;
+        if cr.status.as_ref() != Some(&status) {
+            let api: Api<MattermostAccessPlugin> = Api::namespaced(ctx.client.clone(), &namespace);
+            let patch = serde_json::json!({ "status": status });
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+    }
+    Ok(match outcome {
+        Outcome::Suspended => Action::await_change(),
+        // Re-check periodically: certificates expire without any object changing.
+        _ => Action::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// Retries a failed reconcile.
+pub fn error_policy(
+    cr: Arc<MattermostAccessPlugin>,
+    error: &ReconcileError,
+    _ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(namespace = ?cr.namespace(), name = %cr.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn time(t: DateTime<Utc>) -> Option<Time> {
+    k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+        .ok()
+        .map(Time)
+}
+
+fn condition(
+    type_: &str,
+    ok: Option<bool>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: Option<&MattermostAccessPluginStatus>,
+    now: DateTime<Utc>,
+) -> Condition {
+    let status = match ok {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "Unknown",
+    };
+    // Keep the transition time while the status is unchanged, so rewriting the same
+    // condition is a no-op and causes no status churn.
+    let last_transition_time = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .or_else(|| time(now))
+        .expect("now is a valid timestamp");
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: if reason.is_empty() {
+            "Unknown".into()
+        } else {
+            reason.to_string()
+        },
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+fn health_or_unknown(h: &Health, waiting: &str) -> (Option<bool>, String, String) {
+    match h.ok {
+        None => (None, "Pending".into(), waiting.into()),
+        ok => (ok, h.reason.clone(), h.message.clone()),
+    }
+}
+
+/// The status an object should have. Pure.
+pub fn desired_status(
+    cr: &MattermostAccessPlugin,
+    outcome: &Outcome,
+    instance: Option<&InstanceStatus>,
+    previous: Option<&MattermostAccessPluginStatus>,
+    now: DateTime<Utc>,
+) -> MattermostAccessPluginStatus {
+    let generation = cr.meta().generation;
+    let cond = |t: &str, ok: Option<bool>, reason: &str, message: &str| {
+        condition(t, ok, reason, message, generation, previous, now)
+    };
+    let mut status = MattermostAccessPluginStatus {
+        observed_generation: generation,
+        approval_policy: Some(cr.spec.approval_policy()),
+        ..Default::default()
+    };
+    let callback = match &cr.spec.callback {
+        None => cond(
+            condition_type::CALLBACK_READY,
+            Some(true),
+            "ButtonsDisabled",
+            "no callback configured: posts carry no buttons",
+        ),
+        Some(cb) => cond(
+            condition_type::CALLBACK_READY,
+            Some(true),
+            "Serving",
+            &format!(
+                "buttons call {}/v1/actions/{}/{}; {}",
+                cb.public_url.trim_end_matches('/'),
+                cr.namespace().unwrap_or_default(),
+                cr.name_any(),
+                cr.spec.approval_policy()
+            ),
+        ),
+    };
+    match outcome {
+        Outcome::Suspended => {
+            let msg = "spec.suspend is true: nothing is watched or posted";
+            status.conditions = vec![
+                cond(condition_type::READY, Some(false), "Suspended", msg),
+                cond(condition_type::TELEPORT_CONNECTED, None, "Suspended", msg),
+                cond(condition_type::MATTERMOST_REACHABLE, None, "Suspended", msg),
+                cond(condition_type::IDENTITY_VALID, None, "Suspended", msg),
+                cond(condition_type::CALLBACK_READY, None, "Suspended", msg),
+            ];
+        }
+        Outcome::Rejected(problems) => {
+            let first = problems.first();
+            let all = problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            let identity = problems.iter().find(|p| p.is_identity());
+            status.conditions = vec![
+                cond(
+                    condition_type::READY,
+                    Some(false),
+                    first.map(Problem::reason).unwrap_or("Invalid"),
+                    &all,
+                ),
+                cond(
+                    condition_type::TELEPORT_CONNECTED,
+                    None,
+                    "NotStarted",
+                    "waiting for valid settings",
+                ),
+                cond(
+                    condition_type::MATTERMOST_REACHABLE,
+                    None,
+                    "NotStarted",
+                    "waiting for valid settings",
+                ),
+                match identity {
+                    Some(p) => cond(
+                        condition_type::IDENTITY_VALID,
+                        Some(false),
+                        p.reason(),
+                        &p.to_string(),
+                    ),
+                    None => cond(
+                        condition_type::IDENTITY_VALID,
+                        None,
+                        "NotChecked",
+                        "the identity Secret could not be read",
+                    ),
+                },
+                callback,
+            ];
+        }
+        Outcome::Running { problems } => {
+            let s = instance.cloned().unwrap_or_default();
+            let (t_ok, t_reason, t_msg) = health_or_unknown(&s.teleport, "connecting to Teleport");
+            let (m_ok, m_reason, m_msg) = health_or_unknown(&s.mattermost, "checking Mattermost");
+            let identity = match problems.first() {
+                Some(p) => cond(
+                    condition_type::IDENTITY_VALID,
+                    Some(false),
+                    p.reason(),
+                    &format!(
+                        "the updated identity Secret was rejected ({p}); still using the previous certificate{}",
+                        s.identity_expires_at
+                            .map(|t| format!(", valid until {}", t.to_rfc3339()))
+                            .unwrap_or_default()
+                    ),
+                ),
+                None => {
+                    let (ok, reason, msg) = health_or_unknown(&s.identity, "checking the identity");
+                    cond(condition_type::IDENTITY_VALID, ok, &reason, &msg)
+                }
+            };
+            let ready = if t_ok == Some(true) && m_ok == Some(true) && problems.is_empty() {
+                cond(
+                    condition_type::READY,
+                    Some(true),
+                    "Running",
+                    "watching Teleport and posting to Mattermost",
+                )
+            } else if t_ok == Some(false) {
+                cond(
+                    condition_type::READY,
+                    Some(false),
+                    &format!("Teleport{t_reason}"),
+                    &t_msg,
+                )
+            } else if m_ok == Some(false) {
+                cond(
+                    condition_type::READY,
+                    Some(false),
+                    &format!("Mattermost{m_reason}"),
+                    &m_msg,
+                )
+            } else if let Some(p) = problems.first() {
+                cond(
+                    condition_type::READY,
+                    Some(false),
+                    p.reason(),
+                    &identity.message,
+                )
+            } else {
+                cond(
+                    condition_type::READY,
+                    None,
+                    "Starting",
+                    "connecting to Teleport and Mattermost",
+                )
+            };
+            status.conditions = vec![
+                ready,
+                cond(condition_type::TELEPORT_CONNECTED, t_ok, &t_reason, &t_msg),
+                cond(
+                    condition_type::MATTERMOST_REACHABLE,
+                    m_ok,
+                    &m_reason,
+                    &m_msg,
+                ),
+                identity,
+                callback,
+            ];
+            status.teleport_cluster_name = (!s.cluster_name.is_empty()).then_some(s.cluster_name);
+            status.teleport_version =
+                (!s.teleport_version.is_empty()).then_some(s.teleport_version);
+            status.identity_expires_at = s.identity_expires_at.and_then(time);
+            status.pending_requests = Some(s.pending_requests as i64);
+            status.last_event_time = s.last_event_time.and_then(time);
+        }
+    }
+    status
+}
+
+/// Emits an Event for each condition whose status or reason changed.
+async fn publish_events(
+    ctx: &Context,
+    cr: &MattermostAccessPlugin,
+    previous: Option<&MattermostAccessPluginStatus>,
+    next: &MattermostAccessPluginStatus,
+) {
+    let reference = cr.object_ref(&());
+    for c in &next.conditions {
+        let before = previous.and_then(|p| p.conditions.iter().find(|o| o.type_ == c.type_));
+        if before.is_some_and(|b| b.status == c.status && b.reason == c.reason)
+            || c.status == "Unknown"
+        {
+            continue;
+        }
+        let warning = c.status == "False";
+        if !warning && c.type_ != condition_type::READY {
+            continue; // one Normal event (Ready) is enough for the good news
+        }
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: c.reason.chars().take(128).collect(),
+            note: Some(
+                format!("{}: {}", c.type_, c.message)
+                    .chars()
+                    .take(1000)
+                    .collect(),
+            ),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! `/metrics` in the Prometheus text format, read at scrape time from the running instances,
+//! plus `/healthz` and `/readyz`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chrono::Utc;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::supervisor::Supervisor;
+use crate::callback::Registry;
+
+/// Shared state of the probe server.
+#[derive(Debug)]
+pub struct Probes {
+    /// The controller has listed the custom resources and is reconciling.
+    pub ready: AtomicBool,
+    pub(crate) supervisor: Arc<Supervisor>,
+    pub(crate) registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("instances", &self.len())
+            .finish()
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: &[(Labels, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in rows {
+        let encoder = metric.encode_family(labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*value as u64).encode(encoder)?,
+            _ => ConstGauge::new(*value).encode(encoder)?,
+        }
+    }
+    Ok(())
+}
+
+impl prometheus_client::collector::Collector for Probes {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let instances = self.supervisor.instances();
+        let labels = |i: &crate::bridge::Instance| -> Labels {
+            let id = &i.settings().instance;
+            vec![
+                ("namespace", id.namespace.clone()),
+                ("name", id.name.clone()),
+            ]
+        };
+        let counter = |pick: &dyn Fn(&crate::bridge::Instance) -> u64| -> Vec<(Labels, f64)> {
+            instances
+                .iter()
+                .map(|i| (labels(i), pick(i) as f64))
+                .collect()
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        family(
+            &mut encoder,
+            "teleport_mattermost_requests_seen",
+            "Access request events and resync items handled.",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.requests_seen)),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_posts",
+            "Posts created in Mattermost (one per request and channel).",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.posts)),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_posts_adopted",
+            "Posts found after a crash and adopted instead of posting again.",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.adopted)),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_replies",
+            "Review replies posted in threads.",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.replies)),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_updates",
+            "Posts edited on resolution or expiry.",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.updates)),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_watch_connects",
+            "Teleport watch (re)connections.",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.watch_connects)),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_mattermost_retries",
+            "Mattermost calls retried (429, 5xx, transport).",
+            MetricType::Counter,
+            &counter(&|i| i.mattermost().stats().retries),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_mattermost_rate_limited",
+            "Mattermost answers with 429.",
+            MetricType::Counter,
+            &counter(&|i| i.mattermost().stats().rate_limited),
+        )?;
+        let now = Utc::now();
+        let expiry: Vec<(Labels, f64)> = instances
+            .iter()
+            .filter_map(|i| {
+                let status = i.status().borrow().clone();
+                status
+                    .identity_expires_at
+                    .map(|t| (labels(i), (t - now).num_seconds() as f64))
+            })
+            .collect();
+        family(
+            &mut encoder,
+            "teleport_mattermost_identity_expiry_seconds",
+            "Seconds until the Teleport identity certificate expires (negative once expired).",
+            MetricType::Gauge,
+            &expiry,
+        )?;
+        let outcomes = &self.registry.outcomes;
+        let rows: Vec<(Labels, f64)> = [
+            ("resolved", &outcomes.resolved),
+            ("refused", &outcomes.refused),
+            ("malformed", &outcomes.malformed),
+            ("unauthorized", &outcomes.unauthorized),
+        ]
+        .into_iter()
+        .map(|(o, c)| (vec![("outcome", o.to_string())], load(c) as f64))
+        .collect();
+        family(
+            &mut encoder,
+            "teleport_mattermost_callbacks",
+            "Button presses by outcome.",
+            MetricType::Counter,
+            &rows,
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_leader",
+            "1 while this replica holds the lease and runs the watchers.",
+            MetricType::Gauge,
+            &[(
+                vec![],
+                if self.supervisor.is_leader() {
+                    1.0
+                } else {
+                    0.0
+                },
+            )],
+        )?;
+        Ok(())
+    }
+}
+
+/// The probe router: `/healthz`, `/readyz`, `/metrics`.
+pub fn router(probes: Arc<Probes>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(p): State<Arc<Probes>>| async move {
+                if p.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(p): State<Arc<Probes>>| async move {
+                let mut registry = prometheus_client::registry::Registry::default();
+                registry.register_collector(Box::new(p.clone()));
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response(),
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }),
+        )
+        .with_state(probes)
+}
