@@ -24,6 +24,10 @@ const RELEASE_BUILD: &str = "cargo build --release --locked --bin teleport-matte
 /// How manifests/install.yaml is rendered.
 const INSTALL_RELEASE: &str = "teleport-mattermost";
 const INSTALL_NAMESPACE: &str = "teleport-mattermost";
+/// The Kubernetes version offline helm commands render for: the control plane's (see
+/// tests/control-plane/build.sh, and the k8s-openapi feature v1_37). Passed explicitly because a
+/// helm built from its Go module without the Makefile's ldflags assumes v1.20.
+const KUBE_VERSION: &str = "1.37.2";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,10 +42,12 @@ fn peer(name: &str) -> PathBuf {
     peer_binary(name).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// `helm` run from the repository root, for commands that need no cluster.
-fn helm() -> Command {
+/// `helm <subcommand>` run from the repository root, for commands that need no cluster.
+fn helm(subcommand: &str) -> Command {
     let mut cmd = Command::new(peer("helm"));
-    cmd.current_dir(repo());
+    cmd.current_dir(repo())
+        .arg(subcommand)
+        .args(["--kube-version", KUBE_VERSION]);
     cmd
 }
 
@@ -58,8 +64,8 @@ fn output(cmd: &mut Command) -> Output {
 
 /// `helm template` of the chart with `args`, as parsed documents.
 fn template(args: &[&str]) -> Vec<Yaml> {
-    parse_docs(&ok(helm()
-        .args(["template", "tm", CHART, "--namespace", "tm-system"])
+    parse_docs(&ok(helm("template")
+        .args(["tm", CHART, "--namespace", "tm-system"])
         .args(args)))
 }
 
@@ -116,9 +122,9 @@ fn env_value(deployment: &Yaml, name: &str) -> String {
 
 #[test]
 fn chart_lints_strict_with_default_and_full_values() {
-    ok(helm().args(["lint", "--strict", CHART]));
-    ok(helm().args(["lint", "--strict", CHART, "--values", FULL_VALUES]));
-    ok(helm().args(["lint", "--strict", CHART, "--set", "watchNamespaces={a,b}"]));
+    ok(helm("lint").args(["--strict", CHART]));
+    ok(helm("lint").args(["--strict", CHART, "--values", FULL_VALUES]));
+    ok(helm("lint").args(["--strict", CHART, "--set", "watchNamespaces={a,b}"]));
 }
 
 #[test]
@@ -136,7 +142,7 @@ fn values_schema_rejects_wrong_types_and_unknown_keys() {
         (&["--set", "image.digest=latest"], "digest"),
     ];
     for (args, mentions) in cases {
-        let out = output(helm().args(["template", "tm", CHART]).args(*args));
+        let out = output(helm("template").args(["tm", CHART]).args(*args));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),
@@ -225,6 +231,21 @@ fn chart_crd_is_exactly_the_generated_crd() {
     assert!(
         rendered == expected,
         "the chart's rendered CRD differs from {GENERATED_CRD}"
+    );
+
+    // And textually: the generated file verbatim, with just those lines spliced in.
+    let text = ok(helm("template").args(["tm", CHART, "--show-only", "templates/crd.yaml"]));
+    let body = text
+        .split_once("# Source: teleport-mattermost/templates/crd.yaml\n")
+        .expect("helm's Source header")
+        .1;
+    let (head, rest) = body.split_once("  labels:\n").expect("labels spliced in");
+    let (_, tail) = rest
+        .split_once("    helm.sh/resource-policy: keep\n")
+        .expect("keep annotation spliced in");
+    assert!(
+        format!("{head}{tail}").trim_end() == generated.trim_end(),
+        "the rendered CRD is not {GENERATED_CRD} verbatim"
     );
 
     let without = template(&["--set", "crds.install=false"]);
@@ -385,13 +406,8 @@ fn scoped_install_grants_nothing_cluster_wide() {
 
 /// manifests/install.yaml is the chart with default values plus its Namespace.
 fn render_install_yaml() -> String {
-    let rendered = ok(helm().args([
-        "template",
-        INSTALL_RELEASE,
-        CHART,
-        "--namespace",
-        INSTALL_NAMESPACE,
-    ]));
+    let rendered =
+        ok(helm("template").args([INSTALL_RELEASE, CHART, "--namespace", INSTALL_NAMESPACE]));
     format!(
         "# teleport-mattermost operator, all namespaces, default values. Generated from the Helm chart;\n\
          # do not edit: tests/chart.rs fails when this drifts from\n\
@@ -526,8 +542,8 @@ async fn rendered_chart_and_examples_pass_server_side_dry_run() {
     ]));
 
     for args in [&[][..], &["--values", FULL_VALUES][..]] {
-        let rendered = ok(helm()
-            .args(["template", "tm", CHART, "--namespace", "tm-system"])
+        let rendered = ok(helm("template")
+            .args(["tm", CHART, "--namespace", "tm-system"])
             .args(args));
         apply(
             &plane,
