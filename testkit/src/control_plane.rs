@@ -125,17 +125,19 @@ impl ControlPlane {
                     &format!("--tls-cert-file={}", p("serving.crt")),
                     &format!("--tls-private-key-file={}", p("serving.key")),
                     &format!("--client-ca-file={}", p("ca.crt")),
-                    &format!("--service-account-key-file={}", p("sa.key")),
+                    &format!("--service-account-key-file={}", p("sa.pub")),
                     &format!("--service-account-signing-key-file={}", p("sa.key")),
                     "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                     "--service-cluster-ip-range=10.96.0.0/24",
                     "--authorization-mode=RBAC",
                     "--allow-privileged=true",
                     "--enable-priority-and-fairness=false",
+                    // No kubernetes Service endpoints for a loopback apiserver (as envtest).
+                    "--endpoint-reconciler-type=none",
                     "--disable-admission-plugins=ServiceAccount",
                     "--v=1",
                 ])
-                .stdout(Stdio::null())
+                .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()
                 .context("starting kube-apiserver")?,
@@ -180,12 +182,9 @@ impl ControlPlane {
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            for child in &mut self.children {
+            for (child, name) in self.children.iter_mut().zip(["etcd", "kube-apiserver"]) {
                 if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "a control-plane process exited early ({status}); logs:\n{}",
-                        self.logs()
-                    );
+                    bail!("{name} exited early ({status}); logs:\n{}", self.logs());
                 }
             }
             let out = self.kubectl().args(["get", "--raw", "/readyz"]).output()?;
@@ -208,7 +207,13 @@ impl ControlPlane {
             .iter()
             .map(|f| {
                 let text = std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                // Skip the flag dump kube-apiserver prints at -v=1; the reason comes after it.
+                let tail: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.contains("flags.go") && !l.starts_with('I') && !l.starts_with('W'))
+                    .rev()
+                    .take(30)
+                    .collect();
                 format!(
                     "--- {f}\n{}",
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -344,6 +349,7 @@ impl Certs {
         std::fs::write(dir.join("serving.crt"), serving_cert.pem())?;
         std::fs::write(dir.join("serving.key"), serving_key.serialize_pem())?;
         std::fs::write(dir.join("sa.key"), sa_key.serialize_pem())?;
+        std::fs::write(dir.join("sa.pub"), sa_key.public_key_pem())?;
         Ok(Certs {
             ca_pem: ca_cert.pem(),
             admin_cert: admin_cert.pem(),

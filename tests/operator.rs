@@ -1,0 +1,502 @@
+//! The operator against a real kube-apiserver + etcd (tier 3), with the Teleport and
+//! Mattermost doubles on loopback. The control-plane binaries come from
+//! `tests/control-plane/build.sh`; each test starts its own apiserver.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use serde_json::json;
+use teleport_mattermost::operator::crd::MattermostAccessPlugin;
+use teleport_mattermost::operator::{OperatorOptions, run};
+use teleport_mattermost::plugin_data::PluginData;
+use teleport_mattermost_testkit::control_plane::ControlPlane;
+use teleport_mattermost_testkit::mattermost::MattermostDouble;
+use teleport_mattermost_testkit::pki::{ClientCert, TestPki};
+use teleport_mattermost_testkit::stack::{CHANNEL, TEAM};
+use teleport_mattermost_testkit::teleport::{NewRequest, TeleportDouble};
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "team-a";
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Env {
+    cp: ControlPlane,
+    client: kube::Client,
+    pki: TestPki,
+    teleport: TeleportDouble,
+    mattermost: MattermostDouble,
+    channel_id: String,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cp = ControlPlane::start().await.expect("control plane");
+        let crd = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/crds/mattermostaccessplugins.yaml"
+        ))
+        .unwrap();
+        cp.kubectl_run(&["apply", "-f", "-"], Some(&crd)).unwrap();
+        cp.kubectl_run(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/mattermostaccessplugins.accessplugins.dev",
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .unwrap();
+        let client = cp.client().await.unwrap();
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(NS.into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let pki = TestPki::new();
+        let teleport = TeleportDouble::start(&pki).await;
+        let mattermost = MattermostDouble::start().await;
+        mattermost.add_team(TEAM);
+        let channel_id = mattermost.add_channel(TEAM, CHANNEL);
+        mattermost.add_user("alice", "alice@example.com");
+        Env {
+            cp,
+            client,
+            pki,
+            teleport,
+            mattermost,
+            channel_id,
+        }
+    }
+
+    async fn put_secret(&self, name: &str, data: &[(&str, &str)]) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NS);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        };
+        secrets
+            .patch(
+                name,
+                &PatchParams::apply("tests").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn put_identity(&self, cert: &ClientCert) {
+        self.put_secret(
+            "mm-teleport-identity",
+            &[
+                ("auth.crt", &cert.cert_pem),
+                ("auth.key", &cert.key_pem),
+                ("auth.cas", &cert.cas_pem),
+            ],
+        )
+        .await;
+    }
+
+    async fn put_all_secrets(&self, cert: &ClientCert) {
+        self.put_identity(cert).await;
+        self.put_secret("mm-bot-token", &[("token", &self.mattermost.bot_token())])
+            .await;
+        self.put_secret(
+            "mm-callback-signing",
+            &[("signingSecret", "0123456789abcdef0123456789abcdef")],
+        )
+        .await;
+    }
+
+    fn cr_yaml(&self, name: &str, callback: SocketAddr) -> String {
+        format!(
+            r#"apiVersion: accessplugins.dev/v1alpha1
+kind: MattermostAccessPlugin
+metadata:
+  name: {name}
+  namespace: {NS}
+spec:
+  teleport:
+    address: {teleport}
+    identitySecretRef:
+      name: mm-teleport-identity
+  mattermost:
+    url: {url}
+    team: {TEAM}
+    channel: {CHANNEL}
+    tokenSecretRef:
+      name: mm-bot-token
+    rateLimit:
+      perSecond: 0
+      burst: 1
+  callback:
+    signingSecretRef:
+      name: mm-callback-signing
+    publicURL: http://{callback}
+    allowInsecureHTTP: true
+"#,
+            teleport = self.teleport.address(),
+            url = self.mattermost.url().as_str().trim_end_matches('/'),
+        )
+    }
+
+    fn apply(&self, yaml: &str) -> anyhow::Result<String> {
+        self.cp.kubectl_run(&["apply", "-f", "-"], Some(yaml))
+    }
+
+    fn crs(&self) -> Api<MattermostAccessPlugin> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// Waits until condition `type_` of object `name` has `status`; returns the object.
+    async fn wait_condition(&self, name: &str, type_: &str, status: &str) -> MattermostAccessPlugin {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(cr)) = self.crs().get_opt(name).await {
+                let found = cr.status.as_ref().and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == type_)
+                        .map(|c| c.status.clone())
+                });
+                if found.as_deref() == Some(status) {
+                    return cr;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    panic!("{name}: {type_} never became {status}; status: {:#?}", cr.status);
+                }
+            } else if tokio::time::Instant::now() > deadline {
+                panic!("{name} does not exist");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn posts_for(&self, id: &str) -> usize {
+        self.mattermost
+            .posts()
+            .iter()
+            .filter(|p| {
+                p.root_id.is_empty()
+                    && p.props.get("teleport_request_id").and_then(|v| v.as_str()) == Some(id)
+            })
+            .count()
+    }
+
+    async fn wait_posted(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.posts_for(id) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "request {id} never posted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+struct Operator {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    callback: SocketAddr,
+}
+
+impl Operator {
+    async fn start(env: &Env) -> Operator {
+        let callback = free_addr();
+        let options = OperatorOptions {
+            namespaces: vec![NS.into()],
+            callback_addr: callback,
+            probe_addr: free_addr(),
+            leader_election: false,
+            lease_name: "teleport-mattermost".into(),
+            lease_namespace: NS.into(),
+            identity: "test".into(),
+            init_timeout: Duration::from_secs(5),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(options, env.client.clone(), stop.clone()));
+        Operator {
+            stop,
+            task,
+            callback,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+    }
+}
+
+fn request() -> NewRequest {
+    NewRequest {
+        user: "bob@example.com".into(),
+        roles: vec!["dba".into()],
+        reason: "operator test".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn crd_installs_and_the_schema_rejects_bad_objects() {
+    let env = Env::start().await;
+    let good = env.cr_yaml("good", "127.0.0.1:8080".parse().unwrap());
+    // The server-side dry run runs the schema and CEL rules without storing anything.
+    env.cp
+        .kubectl_run(&["apply", "--dry-run=server", "-f", "-"], Some(&good))
+        .expect("a valid object is accepted");
+
+    let http_without_opt_in = good.replace("    allowInsecureHTTP: true\n", "");
+    let err = env.apply(&http_without_opt_in).unwrap_err().to_string();
+    assert!(err.contains("https"), "CEL rule message expected: {err}");
+
+    let bad_team = good.replace(&format!("team: {TEAM}"), "team: Not A Team");
+    let err = env.apply(&bad_team).unwrap_err().to_string();
+    assert!(err.contains("spec.mattermost.team"), "pattern error expected: {err}");
+
+    let empty_approver = format!("{good}  approvers:\n    - \"\"\n");
+    let err = env.apply(&empty_approver).unwrap_err().to_string();
+    assert!(err.contains("approvers"), "minLength error expected: {err}");
+
+    let no_identity = good.replace("    identitySecretRef:\n      name: mm-teleport-identity\n", "");
+    let err = env.apply(&no_identity).unwrap_err().to_string();
+    assert!(err.contains("identitySecretRef"), "required error expected: {err}");
+}
+
+#[tokio::test]
+async fn valid_object_becomes_ready_posts_and_approves() {
+    let env = Env::start().await;
+    let operator = Operator::start(&env).await;
+    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
+        .await;
+    env.apply(&env.cr_yaml("platform", operator.callback)).unwrap();
+    let cr = env.wait_condition("platform", "Ready", "True").await;
+    let status = cr.status.unwrap();
+    assert_eq!(status.observed_generation, cr.metadata.generation);
+    assert!(status.identity_expires_at.is_some());
+    assert!(status.teleport_version.is_some());
+    for t in ["TeleportConnected", "MattermostReachable", "IdentityValid", "CallbackReady"] {
+        let c = status.conditions.iter().find(|c| c.type_ == t).unwrap();
+        assert_eq!(c.status, "True", "{t}: {c:?}");
+    }
+
+    let id = env.teleport.create_request(request());
+    env.wait_posted(&id).await;
+    let post_id = PluginData::decode(&env.teleport.plugin_data(&id).unwrap()).messages[0]
+        .post_id
+        .clone();
+    let outcome = env.mattermost.press(&post_id, "Approve", "alice").await.unwrap();
+    assert_eq!(outcome.status, 200, "{:?}", outcome.body);
+    assert_eq!(
+        env.teleport.state_changes()[0].delegator,
+        "mattermost:alice@example.com"
+    );
+
+    // The status is stable: rewriting it would bump the resourceVersion forever.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = env.crs().get("platform").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = env.crs().get("platform").await.unwrap().metadata.resource_version;
+    assert_eq!(before, after, "no status write loop");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn missing_secret_is_reported_with_an_event_and_recovers() {
+    let env = Env::start().await;
+    let operator = Operator::start(&env).await;
+    env.put_secret("mm-bot-token", &[("token", &env.mattermost.bot_token())])
+        .await;
+    env.put_secret(
+        "mm-callback-signing",
+        &[("signingSecret", "0123456789abcdef0123456789abcdef")],
+    )
+    .await;
+    env.apply(&env.cr_yaml("platform", operator.callback)).unwrap();
+    let cr = env.wait_condition("platform", "Ready", "False").await;
+    let ready = cr.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "SecretMissing");
+    assert!(ready.message.contains("Secret team-a/mm-teleport-identity does not exist"), "{}", ready.message);
+    let events = env
+        .cp
+        .kubectl_run(&["get", "events", "-n", NS, "-o", "json"], None)
+        .unwrap();
+    assert!(events.contains("SecretMissing"), "an Event names the problem");
+
+    // A Secret with a key missing is named precisely.
+    let cert = env.pki.client("access-plugin-mattermost");
+    env.put_secret(
+        "mm-teleport-identity",
+        &[("auth.crt", &cert.cert_pem), ("auth.key", &cert.key_pem)],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let cr = env.crs().get("platform").await.unwrap();
+        let msg = cr.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready")).map(|c| c.message).unwrap_or_default();
+        if msg.contains("has no key auth.cas") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "missing key not reported: {msg}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    env.put_identity(&cert).await;
+    env.wait_condition("platform", "Ready", "True").await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn rotating_the_identity_secret_swaps_certificates_without_losing_posts() {
+    let env = Env::start().await;
+    let operator = Operator::start(&env).await;
+    let first = env.pki.client("access-plugin-mattermost");
+    env.put_all_secrets(&first).await;
+    env.apply(&env.cr_yaml("platform", operator.callback)).unwrap();
+    env.wait_condition("platform", "Ready", "True").await;
+    assert_eq!(env.teleport.last_client_serial(), Some(first.serial_hex.clone()));
+
+    let mut ids = Vec::new();
+    let mut rotations = Vec::new();
+    for round in 0..3 {
+        for _ in 0..10 {
+            ids.push(env.teleport.create_request(request()));
+        }
+        let next = env.pki.client("access-plugin-mattermost");
+        let started = tokio::time::Instant::now();
+        env.put_identity(&next).await;
+        for _ in 0..10 {
+            ids.push(env.teleport.create_request(request()));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        while env.teleport.last_client_serial() != Some(next.serial_hex.clone()) {
+            assert!(started.elapsed() < Duration::from_secs(5), "round {round}: new certificate not in use within 5 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rotations.push(started.elapsed());
+    }
+    for id in &ids {
+        env.wait_posted(id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids {
+        assert_eq!(env.posts_for(id), 1, "request {id} posted exactly once");
+    }
+    eprintln!("rotation took {rotations:?}");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_new_identity_keeps_the_old_one_and_says_so() {
+    let env = Env::start().await;
+    let operator = Operator::start(&env).await;
+    let good = env.pki.client("access-plugin-mattermost");
+    env.put_all_secrets(&good).await;
+    env.apply(&env.cr_yaml("platform", operator.callback)).unwrap();
+    env.wait_condition("platform", "Ready", "True").await;
+
+    let now = time::OffsetDateTime::now_utc();
+    let expired = env.pki.client_valid(
+        "access-plugin-mattermost",
+        now - time::Duration::days(10),
+        now - time::Duration::days(1),
+    );
+    env.put_identity(&expired).await;
+    let cr = env.wait_condition("platform", "IdentityValid", "False").await;
+    let c = cr.status.unwrap().conditions.into_iter().find(|c| c.type_ == "IdentityValid").unwrap();
+    assert_eq!(c.reason, "CertificateExpired");
+    assert!(c.message.contains("still using the previous certificate"), "{}", c.message);
+
+    let id = env.teleport.create_request(request());
+    env.wait_posted(&id).await;
+    assert_eq!(env.teleport.last_client_serial(), Some(good.serial_hex.clone()), "old identity still in use");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_or_suspending_the_object_stops_its_watcher() {
+    let env = Env::start().await;
+    let operator = Operator::start(&env).await;
+    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
+        .await;
+    env.apply(&env.cr_yaml("platform", operator.callback)).unwrap();
+    env.wait_condition("platform", "Ready", "True").await;
+    assert!(env.teleport.active_watches() >= 1);
+
+    env.crs()
+        .patch("platform", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": true}})))
+        .await
+        .unwrap();
+    let cr = env.wait_condition("platform", "Ready", "False").await;
+    assert_eq!(
+        cr.status.unwrap().conditions.iter().find(|c| c.type_ == "Ready").unwrap().reason,
+        "Suspended"
+    );
+    wait_for(|| env.teleport.active_watches() == 0, "suspend stops the watch").await;
+
+    env.crs()
+        .patch("platform", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}})))
+        .await
+        .unwrap();
+    env.wait_condition("platform", "Ready", "True").await;
+    env.crs().delete("platform", &DeleteParams::default()).await.unwrap();
+    wait_for(|| env.teleport.active_watches() == 0, "delete stops the watch").await;
+    let id = env.teleport.create_request(request());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.posts_for(&id), 0, "nothing is posted once deleted");
+    let _ = env.channel_id;
+    operator.stop().await;
+}
+
+async fn wait_for(mut check: impl FnMut() -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn fifty_objects_reconcile_to_ready() {
+    let env = Env::start().await;
+    let operator = Operator::start(&env).await;
+    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
+        .await;
+    let yaml: String = (0..50)
+        .map(|i| format!("---\n{}", env.cr_yaml(&format!("team-{i:02}"), operator.callback)))
+        .collect();
+    env.apply(&yaml).unwrap();
+    for i in 0..50 {
+        env.wait_condition(&format!("team-{i:02}"), "Ready", "True").await;
+    }
+    assert!(env.teleport.active_watches() >= 50, "one watch per object");
+    operator.stop().await;
+}
