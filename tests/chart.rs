@@ -545,18 +545,7 @@ async fn rendered_chart_and_examples_pass_server_side_dry_run() {
         let rendered = ok(helm("template")
             .args(["tm", CHART, "--namespace", "tm-system"])
             .args(args));
-        apply(
-            &plane,
-            &[
-                "apply",
-                "--dry-run=server",
-                "--namespace",
-                "tm-system",
-                "-f",
-                "-",
-            ],
-            &rendered,
-        );
+        apply(&plane, &["apply", "--dry-run=server", "-f", "-"], &rendered);
     }
     // install.yaml creates its own Namespace, so it can only be dry-run up to that; apply it.
     ok(plane
@@ -593,7 +582,11 @@ fn exists(plane: &ControlPlane, args: &[&str]) -> bool {
 /// `kubectl auth can-i` as the chart's ServiceAccount.
 fn sa_can(plane: &ControlPlane, sa: &str, verb: &str, resource: &str, ns: Option<&str>) -> bool {
     let mut cmd = plane.kubectl();
-    cmd.args(["auth", "can-i", verb, resource, "--as", sa]);
+    cmd.args(["auth", "can-i", verb, "--as", sa]);
+    match resource.split_once('/') {
+        Some((resource, sub)) => cmd.args([resource, "--subresource", sub]),
+        None => cmd.arg(resource),
+    };
     match ns {
         Some(ns) => cmd.args(["--namespace", ns]),
         None => cmd.arg("--all-namespaces"),
