@@ -172,7 +172,12 @@ spec:
     }
 
     /// Waits until condition `type_` of object `name` has `status`; returns the object.
-    async fn wait_condition(&self, name: &str, type_: &str, status: &str) -> MattermostAccessPlugin {
+    async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+    ) -> MattermostAccessPlugin {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Ok(Some(cr)) = self.crs().get_opt(name).await {
@@ -186,7 +191,10 @@ spec:
                     return cr;
                 }
                 if tokio::time::Instant::now() > deadline {
-                    panic!("{name}: {type_} never became {status}; status: {:#?}", cr.status);
+                    panic!(
+                        "{name}: {type_} never became {status}; status: {:#?}",
+                        cr.status
+                    );
                 }
             } else if tokio::time::Instant::now() > deadline {
                 panic!("{name} does not exist");
@@ -209,7 +217,10 @@ spec:
     async fn wait_posted(&self, id: &str) {
         let deadline = tokio::time::Instant::now() + WAIT;
         while self.posts_for(id) == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "request {id} never posted");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "request {id} never posted"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -280,15 +291,24 @@ async fn crd_installs_and_the_schema_rejects_bad_objects() {
 
     let bad_team = good.replace(&format!("team: {TEAM}"), "team: Not A Team");
     let err = env.apply(&bad_team).unwrap_err().to_string();
-    assert!(err.contains("spec.mattermost.team"), "pattern error expected: {err}");
+    assert!(
+        err.contains("spec.mattermost.team"),
+        "pattern error expected: {err}"
+    );
 
     let empty_approver = format!("{good}  approvers:\n    - \"\"\n");
     let err = env.apply(&empty_approver).unwrap_err().to_string();
     assert!(err.contains("approvers"), "minLength error expected: {err}");
 
-    let no_identity = good.replace("    identitySecretRef:\n      name: mm-teleport-identity\n", "");
+    let no_identity = good.replace(
+        "    identitySecretRef:\n      name: mm-teleport-identity\n",
+        "",
+    );
     let err = env.apply(&no_identity).unwrap_err().to_string();
-    assert!(err.contains("identitySecretRef"), "required error expected: {err}");
+    assert!(
+        err.contains("identitySecretRef"),
+        "required error expected: {err}"
+    );
 }
 
 #[tokio::test]
@@ -297,13 +317,19 @@ async fn valid_object_becomes_ready_posts_and_approves() {
     let operator = Operator::start(&env).await;
     env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
         .await;
-    env.apply(&env.cr_yaml("platform", operator.callback)).unwrap();
+    env.apply(&env.cr_yaml("platform", operator.callback))
+        .unwrap();
     let cr = env.wait_condition("platform", "Ready", "True").await;
     let status = cr.status.unwrap();
     assert_eq!(status.observed_generation, cr.metadata.generation);
     assert!(status.identity_expires_at.is_some());
     assert!(status.teleport_version.is_some());
-    for t in ["TeleportConnected", "MattermostReachable", "IdentityValid", "CallbackReady"] {
+    for t in [
+        "TeleportConnected",
+        "MattermostReachable",
+        "IdentityValid",
+        "CallbackReady",
+    ] {
         let c = status.conditions.iter().find(|c| c.type_ == t).unwrap();
         assert_eq!(c.status, "True", "{t}: {c:?}");
     }
@@ -313,7 +339,11 @@ async fn valid_object_becomes_ready_posts_and_approves() {
     let post_id = PluginData::decode(&env.teleport.plugin_data(&id).unwrap()).messages[0]
         .post_id
         .clone();
-    let outcome = env.mattermost.press(&post_id, "Approve", "alice").await.unwrap();
+    let outcome = env
+        .mattermost
+        .press(&post_id, "Approve", "alice")
+        .await
+        .unwrap();
     assert_eq!(outcome.status, 200, "{:?}", outcome.body);
     assert_eq!(
         env.teleport.state_changes()[0].delegator,
@@ -322,9 +352,21 @@ async fn valid_object_becomes_ready_posts_and_approves() {
 
     // The status is stable: rewriting it would bump the resourceVersion forever.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = env.crs().get("platform").await.unwrap().metadata.resource_version;
+    let before = env
+        .crs()
+        .get("platform")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = env.crs().get("platform").await.unwrap().metadata.resource_version;
+    let after = env
+        .crs()
+        .get("platform")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
     assert_eq!(before, after, "no status write loop");
     operator.stop().await;
 }
@@ -340,16 +382,32 @@ async fn missing_secret_is_reported_with_an_event_and_recovers() {
         &[("signingSecret", "0123456789abcdef0123456789abcdef")],
     )
     .await;
-    env.apply(&env.cr_yaml("platform", operator.callback)).unwrap();
+    env.apply(&env.cr_yaml("platform", operator.callback))
+        .unwrap();
     let cr = env.wait_condition("platform", "Ready", "False").await;
-    let ready = cr.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    let ready = cr
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert_eq!(ready.reason, "SecretMissing");
-    assert!(ready.message.contains("Secret team-a/mm-teleport-identity does not exist"), "{}", ready.message);
+    assert!(
+        ready
+            .message
+            .contains("Secret team-a/mm-teleport-identity does not exist"),
+        "{}",
+        ready.message
+    );
     let events = env
         .cp
         .kubectl_run(&["get", "events", "-n", NS, "-o", "json"], None)
         .unwrap();
-    assert!(events.contains("SecretMissing"), "an Event names the problem");
+    assert!(
+        events.contains("SecretMissing"),
+        "an Event names the problem"
+    );
 
     // A Secret with a key missing is named precisely.
     let cert = env.pki.client("access-plugin-mattermost");
@@ -361,11 +419,18 @@ async fn missing_secret_is_reported_with_an_event_and_recovers() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let cr = env.crs().get("platform").await.unwrap();
-        let msg = cr.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready")).map(|c| c.message).unwrap_or_default();
+        let msg = cr
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.message)
+            .unwrap_or_default();
         if msg.contains("has no key auth.cas") {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "missing key not reported: {msg}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing key not reported: {msg}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -380,9 +445,13 @@ async fn rotating_the_identity_secret_swaps_certificates_without_losing_posts() 
     let operator = Operator::start(&env).await;
     let first = env.pki.client("access-plugin-mattermost");
     env.put_all_secrets(&first).await;
-    env.apply(&env.cr_yaml("platform", operator.callback)).unwrap();
+    env.apply(&env.cr_yaml("platform", operator.callback))
+        .unwrap();
     env.wait_condition("platform", "Ready", "True").await;
-    assert_eq!(env.teleport.last_client_serial(), Some(first.serial_hex.clone()));
+    assert_eq!(
+        env.teleport.last_client_serial(),
+        Some(first.serial_hex.clone())
+    );
 
     let mut ids = Vec::new();
     let mut rotations = Vec::new();
@@ -398,7 +467,10 @@ async fn rotating_the_identity_secret_swaps_certificates_without_losing_posts() 
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         while env.teleport.last_client_serial() != Some(next.serial_hex.clone()) {
-            assert!(started.elapsed() < Duration::from_secs(5), "round {round}: new certificate not in use within 5 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "round {round}: new certificate not in use within 5 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         rotations.push(started.elapsed());
@@ -420,7 +492,8 @@ async fn a_bad_new_identity_keeps_the_old_one_and_says_so() {
     let operator = Operator::start(&env).await;
     let good = env.pki.client("access-plugin-mattermost");
     env.put_all_secrets(&good).await;
-    env.apply(&env.cr_yaml("platform", operator.callback)).unwrap();
+    env.apply(&env.cr_yaml("platform", operator.callback))
+        .unwrap();
     env.wait_condition("platform", "Ready", "True").await;
 
     let now = time::OffsetDateTime::now_utc();
@@ -430,14 +503,30 @@ async fn a_bad_new_identity_keeps_the_old_one_and_says_so() {
         now - time::Duration::days(1),
     );
     env.put_identity(&expired).await;
-    let cr = env.wait_condition("platform", "IdentityValid", "False").await;
-    let c = cr.status.unwrap().conditions.into_iter().find(|c| c.type_ == "IdentityValid").unwrap();
+    let cr = env
+        .wait_condition("platform", "IdentityValid", "False")
+        .await;
+    let c = cr
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "IdentityValid")
+        .unwrap();
     assert_eq!(c.reason, "CertificateExpired");
-    assert!(c.message.contains("still using the previous certificate"), "{}", c.message);
+    assert!(
+        c.message.contains("still using the previous certificate"),
+        "{}",
+        c.message
+    );
 
     let id = env.teleport.create_request(request());
     env.wait_posted(&id).await;
-    assert_eq!(env.teleport.last_client_serial(), Some(good.serial_hex.clone()), "old identity still in use");
+    assert_eq!(
+        env.teleport.last_client_serial(),
+        Some(good.serial_hex.clone()),
+        "old identity still in use"
+    );
     operator.stop().await;
 }
 
@@ -447,28 +536,54 @@ async fn deleting_or_suspending_the_object_stops_its_watcher() {
     let operator = Operator::start(&env).await;
     env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
         .await;
-    env.apply(&env.cr_yaml("platform", operator.callback)).unwrap();
+    env.apply(&env.cr_yaml("platform", operator.callback))
+        .unwrap();
     env.wait_condition("platform", "Ready", "True").await;
     assert!(env.teleport.active_watches() >= 1);
 
     env.crs()
-        .patch("platform", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": true}})))
+        .patch(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
         .await
         .unwrap();
     let cr = env.wait_condition("platform", "Ready", "False").await;
     assert_eq!(
-        cr.status.unwrap().conditions.iter().find(|c| c.type_ == "Ready").unwrap().reason,
+        cr.status
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .reason,
         "Suspended"
     );
-    wait_for(|| env.teleport.active_watches() == 0, "suspend stops the watch").await;
+    wait_for(
+        || env.teleport.active_watches() == 0,
+        "suspend stops the watch",
+    )
+    .await;
 
     env.crs()
-        .patch("platform", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}})))
+        .patch(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
         .await
         .unwrap();
     env.wait_condition("platform", "Ready", "True").await;
-    env.crs().delete("platform", &DeleteParams::default()).await.unwrap();
-    wait_for(|| env.teleport.active_watches() == 0, "delete stops the watch").await;
+    env.crs()
+        .delete("platform", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        || env.teleport.active_watches() == 0,
+        "delete stops the watch",
+    )
+    .await;
     let id = env.teleport.create_request(request());
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(env.posts_for(&id), 0, "nothing is posted once deleted");
@@ -491,12 +606,111 @@ async fn fifty_objects_reconcile_to_ready() {
     env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
         .await;
     let yaml: String = (0..50)
-        .map(|i| format!("---\n{}", env.cr_yaml(&format!("team-{i:02}"), operator.callback)))
+        .map(|i| {
+            format!(
+                "---\n{}",
+                env.cr_yaml(&format!("team-{i:02}"), operator.callback)
+            )
+        })
         .collect();
     env.apply(&yaml).unwrap();
     for i in 0..50 {
-        env.wait_condition(&format!("team-{i:02}"), "Ready", "True").await;
+        env.wait_condition(&format!("team-{i:02}"), "Ready", "True")
+            .await;
     }
     assert!(env.teleport.active_watches() >= 50, "one watch per object");
     operator.stop().await;
+}
+
+/// One operator process (the real binary), as a replica of a Deployment would run it.
+struct Replica {
+    child: std::process::Child,
+    probe: SocketAddr,
+}
+
+impl Replica {
+    fn spawn(env: &Env, name: &str, callback: SocketAddr) -> Replica {
+        let probe = free_addr();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_teleport-mattermost"))
+            .arg("operator")
+            .env("KUBECONFIG", &env.cp.kubeconfig)
+            .env("WATCH_NAMESPACES", NS)
+            .env("CALLBACK_ADDR", callback.to_string())
+            .env("PROBE_ADDR", probe.to_string())
+            .env("LEADER_ELECTION", "true")
+            .env("POD_NAMESPACE", NS)
+            .env("POD_NAME", name)
+            .env("LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("operator process");
+        Replica { child, probe }
+    }
+
+    async fn is_leader(&self) -> Option<bool> {
+        let body = reqwest::get(format!("http://{}/metrics", self.probe))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("teleport_mattermost_leader"))?;
+        let value: f64 = line.split_whitespace().last()?.parse().ok()?;
+        Some(value == 1.0)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_posting_survives_killing_it() {
+    let env = Env::start().await;
+    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
+        .await;
+    let callbacks = [free_addr(), free_addr()];
+    let mut replicas = vec![
+        Replica::spawn(&env, "replica-a", callbacks[0]),
+        Replica::spawn(&env, "replica-b", callbacks[1]),
+    ];
+    env.apply(&env.cr_yaml("platform", callbacks[0])).unwrap();
+    env.wait_condition("platform", "Ready", "True").await;
+
+    let leaders = async {
+        let mut out = Vec::new();
+        for r in &replicas {
+            out.push(r.is_leader().await);
+        }
+        out
+    };
+    let states = leaders.await;
+    assert_eq!(
+        states.iter().filter(|s| **s == Some(true)).count(),
+        1,
+        "exactly one leader: {states:?}"
+    );
+    assert_eq!(env.teleport.active_watches(), 1, "only the leader watches");
+    let first = env.teleport.create_request(request());
+    env.wait_posted(&first).await;
+
+    let leader = states.iter().position(|s| *s == Some(true)).unwrap();
+    let mut dead = replicas.remove(leader);
+    dead.child.kill().unwrap(); // SIGKILL: no graceful lease release
+    let _ = dead.child.wait();
+    let second = env.teleport.create_request(request());
+    env.wait_posted(&second).await; // after the lease expires, the standby takes over
+    assert_eq!(replicas[0].is_leader().await, Some(true));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        env.posts_for(&first),
+        1,
+        "the takeover resync does not repost"
+    );
+    assert_eq!(env.posts_for(&second), 1);
 }

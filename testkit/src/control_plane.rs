@@ -210,7 +210,9 @@ impl ControlPlane {
                 // Skip the flag dump kube-apiserver prints at -v=1; the reason comes after it.
                 let tail: Vec<&str> = text
                     .lines()
-                    .filter(|l| !l.contains("flags.go") && !l.starts_with('I') && !l.starts_with('W'))
+                    .filter(|l| {
+                        !l.contains("flags.go") && !l.starts_with('I') && !l.starts_with('W')
+                    })
                     .rev()
                     .take(30)
                     .collect();
