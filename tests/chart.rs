@@ -137,6 +137,7 @@ fn values_schema_rejects_wrong_types_and_unknown_keys() {
         ),
         (&["--set", "crds.install=maybe"], "install"),
         (&["--set", "log.format=xml"], "format"),
+        (&["--set", "log.level=verbose"], "level"),
         (&["--set", "replica=2"], "replica"),
         (&["--set", "ingress.hostname=x.example.com"], "hostname"),
         (&["--set", "image.digest=latest"], "digest"),
@@ -185,8 +186,9 @@ fn every_values_key_has_a_comment() {
             if indent == 0 {
                 section = key.to_owned();
             }
-            let explained = previous.trim_start().starts_with('#');
-            if !explained && !(indent == 2 && free_form.contains(section.as_str())) {
+            let explained = previous.trim_start().starts_with('#')
+                || (indent == 2 && free_form.contains(section.as_str()));
+            if !explained {
                 missing.push(if indent == 0 {
                     key.to_owned()
                 } else {
