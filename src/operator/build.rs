@@ -311,3 +311,118 @@ pub fn build(
         _ => Err(Rejected { problems }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> MattermostAccessPluginSpec {
+        serde_yaml_ng::from_str(yaml).expect("spec")
+    }
+
+    const SPEC: &str = r#"
+teleport:
+  address: teleport.example.com:3025
+  identitySecretRef: {name: identity}
+mattermost:
+  url: https://mm.example.com
+  team: eng
+  channel: access
+  tokenSecretRef: {name: token}
+callback:
+  signingSecretRef: {name: signing}
+  publicURL: https://cb.example.com/
+approvers: [alice]
+"#;
+
+    fn secrets(identity: Option<&[(&str, &[u8])]>) -> SecretData {
+        let mut out = SecretData::new();
+        out.insert(
+            "identity".into(),
+            identity.map(|kv| kv.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()),
+        );
+        out.insert(
+            "token".into(),
+            Some(BTreeMap::from([("token".into(), b"bot-token\n".to_vec())])),
+        );
+        out.insert(
+            "signing".into(),
+            Some(BTreeMap::from([(
+                "signingSecret".into(),
+                b"0123456789abcdef0123".to_vec(),
+            )])),
+        );
+        out
+    }
+
+    #[test]
+    fn a_missing_secret_and_a_missing_key_are_named() {
+        let got = build("ns", "p", &spec(SPEC), &secrets(None), &Defaults::default(), Utc::now())
+            .err()
+            .expect("rejected");
+        assert_eq!(
+            got.problems,
+            vec![Problem::SecretMissing {
+                namespace: "ns".into(),
+                name: "identity".into()
+            }]
+        );
+        assert_eq!(got.problems[0].reason(), "SecretMissing");
+
+        let got = build(
+            "ns",
+            "p",
+            &spec(SPEC),
+            &secrets(Some(&[("auth.crt", b"x"), ("auth.key", b"y")])),
+            &Defaults::default(),
+            Utc::now(),
+        )
+        .err()
+        .expect("rejected");
+        assert_eq!(got.problems.len(), 1);
+        assert_eq!(
+            got.problems[0].to_string(),
+            "Secret ns/identity has no key auth.cas (from tctl auth sign --format=tls)"
+        );
+    }
+
+    #[test]
+    fn garbage_pem_is_an_identity_problem_naming_the_key() {
+        let got = build(
+            "ns",
+            "p",
+            &spec(SPEC),
+            &secrets(Some(&[
+                ("auth.crt", b"not a pem"),
+                ("auth.key", b"nope"),
+                ("auth.cas", b"nope"),
+            ])),
+            &Defaults::default(),
+            Utc::now(),
+        )
+        .err()
+        .expect("rejected");
+        assert!(got.problems.iter().all(Problem::is_identity), "{:?}", got.problems);
+        assert!(
+            got.problems[0].to_string().contains("Secret ns/identity key auth.crt"),
+            "{}",
+            got.problems[0]
+        );
+    }
+
+    #[test]
+    fn a_short_signing_secret_is_refused() {
+        let mut data = secrets(None);
+        data.insert(
+            "signing".into(),
+            Some(BTreeMap::from([("signingSecret".into(), b"short".to_vec())])),
+        );
+        let got = build("ns", "p", &spec(SPEC), &data, &Defaults::default(), Utc::now())
+            .err()
+            .expect("rejected");
+        assert!(got.problems.iter().any(|p| matches!(
+            p,
+            Problem::Invalid { field, .. } if field == "callback.signingSecretRef"
+        )));
+    }
+}
