@@ -1,6 +1,7 @@
 //! Test doubles for Teleport and Mattermost that speak the real wire protocols on 127.0.0.1,
 //! shared by the integration tests, the benches and the `sandbox` demo.
 
+pub mod cluster;
 pub mod control_plane;
 pub mod mattermost;
 pub mod pki;
