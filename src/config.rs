@@ -54,11 +54,11 @@ pub const TEMPLATE: &str = r#"# teleport-mattermost: standalone configuration (T
 addr = "example.com:3025"
 
 # Credentials of the plugin's Teleport user (required): EITHER an identity file
-#   tctl auth sign --format=file --user=access-mattermost --out=auth_id
+#   tctl auth sign --format=file --user=access-plugin-mattermost --out=auth_id
 # identity = "/var/lib/teleport/plugins/mattermost/auth_id"
 #
 # OR the three files of
-#   tctl auth sign --format=tls --user=access-mattermost --out=auth
+#   tctl auth sign --format=tls --user=access-plugin-mattermost --out=auth
 client_key = "/var/lib/teleport/plugins/mattermost/auth.key" # TLS private key
 client_crt = "/var/lib/teleport/plugins/mattermost/auth.crt" # TLS certificate
 root_cas = "/var/lib/teleport/plugins/mattermost/auth.cas"   # Teleport cluster CA certs

@@ -123,11 +123,28 @@ pub async fn run(config: StandaloneConfig, options: Options) -> Result<(), Start
 
     let mut term = signal(SignalKind::terminate()).map_err(|e| StartError::Tls(e.to_string()))?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| StartError::Tls(e.to_string()))?;
+    // `tctl auth sign` renewing the files in place should not need a SIGHUP either.
+    let mut files = watched_files(&config, &options);
+    let mut stamp = stamp_of(&files);
+    let mut poll = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => reload(&config, &options, &instance, server.tls.as_ref()).await,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading identity and token");
+                reload(&config, &options, &instance, server.tls.as_ref()).await;
+                files = watched_files(&config, &options);
+                stamp = stamp_of(&files);
+            }
+            _ = poll.tick() => {
+                let now = stamp_of(&files);
+                if now != stamp {
+                    tracing::info!("identity or config files changed; reloading");
+                    stamp = now;
+                    reload(&config, &options, &instance, server.tls.as_ref()).await;
+                }
+            }
         }
     }
     tracing::info!("shutting down");
@@ -224,14 +241,34 @@ async fn serve_callbacks(
     })
 }
 
-/// SIGHUP: re-read the identity files and the token; keep the old ones when the new are bad.
+/// The files whose change triggers a reload: the identity and the config (for the token).
+fn watched_files(config: &StandaloneConfig, options: &Options) -> Vec<PathBuf> {
+    let mut files = match &config.identity {
+        IdentityPaths::Files { cert, key, cas } => vec![cert.clone(), key.clone(), cas.clone()],
+        IdentityPaths::IdentityFile(path) => vec![path.clone()],
+    };
+    files.extend(options.config_path.clone());
+    files
+}
+
+/// Modification time and size of each file (None when unreadable).
+fn stamp_of(files: &[PathBuf]) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(f).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
+
+/// Re-reads the identity files and the token; keeps the old ones when the new are bad.
 async fn reload(
     config: &StandaloneConfig,
     options: &Options,
     instance: &Instance,
     tls: Option<&axum_server::tls_rustls::RustlsConfig>,
 ) {
-    tracing::info!("SIGHUP: reloading identity and token");
     let token = match &options.config_path {
         Some(path) => match config::load(path) {
             Ok(fresh) => fresh.settings.mattermost.token,
