@@ -437,3 +437,148 @@ async fn publish_events(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The controller's API calls against a `tower-test` mock of the apiserver.
+
+    use std::sync::Mutex;
+
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use kube::runtime::events::Reporter;
+
+    use super::*;
+    use crate::callback::Registry;
+
+    fn object() -> MattermostAccessPlugin {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "accessplugins.dev/v1alpha1",
+            "kind": "MattermostAccessPlugin",
+            "metadata": {"name": "platform", "namespace": "ns", "uid": "u-1", "generation": 3},
+            "spec": {
+                "teleport": {"address": "teleport.example.com:3025",
+                             "identitySecretRef": {"name": "identity"}},
+                "mattermost": {"url": "https://mm.example.com", "team": "eng",
+                               "channel": "access", "tokenSecretRef": {"name": "token"}}
+            }
+        }))
+        .unwrap()
+    }
+
+    /// Answers the calls one reconcile makes when no Secret exists, recording them.
+    async fn apiserver(
+        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        calls: Arc<Mutex<Vec<(String, String, String)>>>,
+    ) {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_string();
+            let body = request.into_body().collect_bytes().await.unwrap();
+            calls.lock().unwrap().push((
+                method.clone(),
+                path.clone(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+            let (status, reply) = if method == "GET" && path.contains("/secrets/") {
+                (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                       "reason": "NotFound", "code": 404, "message": "not found"}),
+                )
+            } else if method == "PATCH" && path.ends_with("/status") {
+                let mut cr = serde_json::to_value(object()).unwrap();
+                let patch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                cr["status"] = patch["status"].clone();
+                (StatusCode::OK, cr)
+            } else {
+                // Events: echo the body back as created.
+                (
+                    StatusCode::CREATED,
+                    serde_json::from_slice(&body).unwrap_or_default(),
+                )
+            };
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_secrets_give_ready_false_a_status_patch_and_a_warning_event() {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let server = tokio::spawn(apiserver(handle, calls.clone()));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let supervisor = Arc::new(Supervisor::new(Arc::new(Registry::default()), tx));
+        supervisor.set_leader(true);
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            supervisor,
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: "test".into(),
+                    instance: None,
+                },
+            ),
+            defaults: Defaults::default(),
+        });
+
+        let action = reconcile(Arc::new(object()), ctx).await.expect("reconcile");
+        assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+        server.abort();
+
+        let calls = calls.lock().unwrap().clone();
+        let gets: Vec<&str> = calls
+            .iter()
+            .filter(|(m, _, _)| m == "GET")
+            .map(|(_, p, _)| p.as_str())
+            .collect();
+        assert_eq!(
+            gets,
+            vec![
+                "/api/v1/namespaces/ns/secrets/identity",
+                "/api/v1/namespaces/ns/secrets/token"
+            ],
+            "reads exactly the referenced Secrets"
+        );
+        let (_, path, body) = calls
+            .iter()
+            .find(|(m, p, _)| m == "PATCH" && p.ends_with("/status"))
+            .expect("a status patch");
+        assert_eq!(
+            path,
+            "/apis/accessplugins.dev/v1alpha1/namespaces/ns/mattermostaccessplugins/platform/status"
+        );
+        let patch: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(patch["status"]["observedGeneration"], 3);
+        let ready = patch["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "SecretMissing");
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap()
+                .contains("Secret ns/identity does not exist")
+        );
+        let event = calls
+            .iter()
+            .find(|(m, p, _)| m == "POST" && p.contains("/events"))
+            .expect("an Event");
+        assert!(
+            event.2.contains("SecretMissing") && event.2.contains("Warning"),
+            "{}",
+            event.2
+        );
+    }
+}
