@@ -8,7 +8,7 @@
 #
 # The command sees:
 #   TM_REAL_MATTERMOST_URL         http://127.0.0.1:PORT
-#   TM_REAL_MATTERMOST_ADMIN_TOKEN a personal access token of the system admin "sysadmin"
+#   TM_REAL_MATTERMOST_ADMIN_TOKEN a session token of the system admin "sysadmin"
 #   TM_REAL_MATTERMOST_BOT_TOKEN   the token of the bot "teleport-bot"
 #   TM_REAL_MATTERMOST_PASSWORD    password of alice, bob and carol
 #   TM_REAL_MATTERMOST_RATE_LIMIT  "PERSEC/MAXBURST" of the server's own rate limiter
@@ -96,8 +96,6 @@ export MM_SQLSETTINGS_DRIVERNAME=postgres
 export MM_SQLSETTINGS_DATASOURCE="postgres://mmuser@127.0.0.1:$PG_PORT/mattermost?sslmode=disable&connect_timeout=10"
 export MM_SERVICESETTINGS_LISTENADDRESS="127.0.0.1:$MM_PORT"
 export MM_SERVICESETTINGS_SITEURL="$URL"
-export MM_SERVICESETTINGS_ENABLELOCALMODE=true
-export MM_SERVICESETTINGS_LOCALMODESOCKETLOCATION="$TMP/mattermost.sock"
 export MM_SERVICESETTINGS_ENABLEBOTACCOUNTCREATION=true
 export MM_SERVICESETTINGS_ENABLEUSERACCESSTOKENS=true
 export MM_SERVICESETTINGS_ALLOWEDUNTRUSTEDINTERNALCONNECTIONS="127.0.0.1 localhost"
@@ -149,24 +147,42 @@ for i in $(seq 1 600); do
 done
 log "ping answered after ~$((i / 5)) s"
 
-export MMCTL_LOCAL_SOCKET_PATH="$TMP/mattermost.sock"
-mmctl() { "$MM_HOME/bin/mmctl" --local --suppress-warnings --disable-pager "$@"; }
-mmjson() { mmctl --json "$@"; }
-
-mmctl user create --username sysadmin --email sysadmin@example.com --password "$PASSWORD" --system-admin >/dev/null
+# Provisioning through the REST API (works on every server version): on an empty server the
+# first account created becomes the system admin.
+api() { # METHOD PATH [JSON] -> body on stdout; fails on a non-2xx status
+  local method=$1 path=$2 data=${3:-}
+  local args=(-sS --max-time 30 -X "$method" -H "Content-Type: application/json" -w '\n%{http_code}')
+  [ -n "${TOKEN:-}" ] && args+=(-H "Authorization: Bearer $TOKEN")
+  [ -n "$data" ] && args+=(--data "$data")
+  local out code
+  out=$(curl "${args[@]}" "$URL/api/v4$path")
+  code=${out##*$'\n'}; out=${out%$'\n'*}
+  if [ "${code:0:1}" != 2 ]; then log "$method $path -> $code: $out"; return 1; fi
+  printf '%s' "$out"
+}
+TOKEN=""
+api POST /users "{\"username\":\"sysadmin\",\"email\":\"sysadmin@example.com\",\"password\":\"$PASSWORD\"}" >/dev/null
+TOKEN=$(curl -sS --max-time 30 -D - -o /dev/null -H "Content-Type: application/json" \
+  --data "{\"login_id\":\"sysadmin\",\"password\":\"$PASSWORD\"}" "$URL/api/v4/users/login" \
+  | tr -d '\r' | sed -n 's/^[Tt]oken: //p')
+[ -n "$TOKEN" ] || { log "admin login failed"; exit 1; }
+ADMIN_TOKEN=$TOKEN
+TEAM_ID=$(api POST /teams '{"name":"engineering","display_name":"Engineering","type":"O"}' | jq -r .id)
+CHANNEL_ID=$(api POST /channels "{\"team_id\":\"$TEAM_ID\",\"name\":\"access-requests\",\"display_name\":\"Access requests\",\"type\":\"O\"}" | jq -r .id)
+ids=()
 for u in alice carol bob; do
-  mmctl user create --username "$u" --email "$u@example.com" --password "$PASSWORD" >/dev/null
+  ids+=("$(api POST /users "{\"username\":\"$u\",\"email\":\"$u@example.com\",\"password\":\"$PASSWORD\"}" | jq -r .id)")
 done
-mmctl team create --name engineering --display-name Engineering >/dev/null
-mmctl channel create --team engineering --name access-requests --display-name "Access requests" >/dev/null
-mmctl bot create teleport-bot --display-name "Teleport" >/dev/null
-mmctl team users add engineering sysadmin alice carol bob teleport-bot >/dev/null
-mmctl channel users add engineering:access-requests sysadmin alice carol bob teleport-bot >/dev/null
-BOT_TOKEN=$(mmjson token generate teleport-bot tier4 | jq -r 'if type == "array" then .[0].token else .token end')
-ADMIN_TOKEN=$(mmjson token generate sysadmin tier4 | jq -r 'if type == "array" then .[0].token else .token end')
+BOT_ID=$(api POST /bots '{"username":"teleport-bot","display_name":"Teleport"}' | jq -r .user_id)
+ADMIN_ID=$(api GET /users/me | jq -r .id)
+for id in "$ADMIN_ID" "${ids[@]}" "$BOT_ID"; do
+  api POST "/teams/$TEAM_ID/members" "{\"team_id\":\"$TEAM_ID\",\"user_id\":\"$id\"}" >/dev/null
+  api POST "/channels/$CHANNEL_ID/members" "{\"user_id\":\"$id\"}" >/dev/null
+done
+BOT_TOKEN=$(api POST "/users/$BOT_ID/tokens" '{"description":"tier4"}' | jq -r .token)
 [ -n "$BOT_TOKEN" ] && [ "$BOT_TOKEN" != null ] || { log "no bot token"; exit 1; }
-[ -n "$ADMIN_TOKEN" ] && [ "$ADMIN_TOKEN" != null ] || { log "no admin token"; exit 1; }
-log "provisioned team engineering, channel access-requests, users alice carol bob, bot teleport-bot"
+VERSION=$(curl -sS -D - -o /dev/null "$URL/api/v4/system/ping" | tr -d '\r' | sed -n 's/^[Xx]-[Vv]ersion-[Ii]d: //p')
+log "provisioned team engineering, channel access-requests, users alice carol bob, bot teleport-bot (server $VERSION)"
 
 export TM_REAL_MATTERMOST_URL="$URL"
 export TM_REAL_MATTERMOST_ADMIN_TOKEN="$ADMIN_TOKEN"
@@ -174,7 +190,6 @@ export TM_REAL_MATTERMOST_BOT_TOKEN="$BOT_TOKEN"
 export TM_REAL_MATTERMOST_PASSWORD="$PASSWORD"
 export TM_REAL_MATTERMOST_RATE_LIMIT="$RATE_PERSEC/$RATE_BURST"
 export TM_REAL_MATTERMOST_LOG="$TMP/mattermost.log"
-unset MMCTL_LOCAL_SOCKET_PATH
 # Run the command in the background so a signal still reaches the cleanup trap.
 set +e
 "$@" &
