@@ -1140,12 +1140,55 @@ fn message_length_error(message: &str, post_id: &str) -> Option<Response> {
     })
 }
 
-/// What Mattermost sends to API clients: the post without any action's `integration`.
+/// A field of `model.SlackAttachment` and the value a client sees when it was not sent.
+type AttachmentField = (&'static str, fn() -> Value);
+
+/// Every field of `model.SlackAttachment` but `actions`, in Mattermost's order.
+const ATTACHMENT_FIELDS: [AttachmentField; 16] = [
+    ("id", || Value::from(0)),
+    ("fallback", || Value::from("")),
+    ("color", || Value::from("")),
+    ("pretext", || Value::from("")),
+    ("author_name", || Value::from("")),
+    ("author_link", || Value::from("")),
+    ("author_icon", || Value::from("")),
+    ("title", || Value::from("")),
+    ("title_link", || Value::from("")),
+    ("text", || Value::from("")),
+    ("fields", || Value::Null),
+    ("image_url", || Value::from("")),
+    ("thumb_url", || Value::from("")),
+    ("footer", || Value::from("")),
+    ("footer_icon", || Value::from("")),
+    ("ts", || Value::Null),
+];
+
+/// What Mattermost sends to API clients: `StripActionIntegrations` re-encodes the attachments
+/// from the typed `SlackAttachment`, so every attachment shows all of its fields (defaults for
+/// those not sent), loses keys it does not know, and no action keeps its `integration`.
+/// (Seen on a real 6.7.2 server, tier 4.)
 fn for_client(post: &Post) -> Post {
     let mut post = post.clone();
     for_each_action(&mut post.props, |action| {
         action.remove("integration");
     });
+    if let Some(attachments) = post
+        .props
+        .get_mut("attachments")
+        .and_then(Value::as_array_mut)
+    {
+        for attachment in attachments.iter_mut().filter_map(Value::as_object_mut) {
+            let actions = attachment.remove("actions");
+            let mut typed = Map::new();
+            for (key, default) in ATTACHMENT_FIELDS {
+                typed.insert(key.into(), attachment.remove(key).unwrap_or_else(default));
+            }
+            if let Some(actions) = actions {
+                typed.insert("actions".into(), actions);
+            }
+            *attachment = typed;
+        }
+    }
     post
 }
 
@@ -1330,6 +1373,27 @@ mod tests {
         assert_eq!(limited.remaining, 0);
         assert_eq!(limited.retry_after_secs, Some(1));
         assert!(!bucket.take(now + Duration::from_secs(1)).limited);
+    }
+
+    #[test]
+    fn clients_see_attachments_with_every_typed_field() {
+        let mut props = Map::new();
+        props.insert(
+            "attachments".into(),
+            json!([{"text": "t", "unknown": 1, "actions": [{"id": "a", "name": "A", "integration": {"url": "http://x"}}]}]),
+        );
+        let post = Post {
+            props,
+            ..Default::default()
+        };
+        let client = for_client(&post);
+        let attachment = &client.props["attachments"][0];
+        assert_eq!(attachment["text"], "t");
+        assert_eq!(attachment["fallback"], "");
+        assert_eq!(attachment["id"], 0);
+        assert_eq!(attachment["fields"], Value::Null);
+        assert!(attachment.get("unknown").is_none());
+        assert_eq!(attachment["actions"], json!([{"id": "a", "name": "A"}]));
     }
 
     #[test]
