@@ -57,12 +57,12 @@ async fn scale(objects: usize) {
     env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
         .await;
     let callback = free_addr();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_teleport-mattermost"))
-        .arg("operator")
-        .env("KUBECONFIG", &env.cp.kubeconfig)
-        .env("WATCH_NAMESPACES", NS)
-        .env("CALLBACK_ADDR", callback.to_string())
-        .env("PROBE_ADDR", free_addr().to_string())
+    let mut child = env
+        .operator_command(
+            env!("CARGO_BIN_EXE_teleport-mattermost"),
+            callback,
+            free_addr(),
+        )
         .env("LOG_LEVEL", "error")
         .spawn()
         .expect("operator process");
@@ -114,12 +114,12 @@ async fn scale(objects: usize) {
 async fn rotation(rounds: usize) {
     let env = Env::start().await;
     let callback = free_addr();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_teleport-mattermost"))
-        .arg("operator")
-        .env("KUBECONFIG", &env.cp.kubeconfig)
-        .env("WATCH_NAMESPACES", NS)
-        .env("CALLBACK_ADDR", callback.to_string())
-        .env("PROBE_ADDR", free_addr().to_string())
+    let mut child = env
+        .operator_command(
+            env!("CARGO_BIN_EXE_teleport-mattermost"),
+            callback,
+            free_addr(),
+        )
         .env("LOG_LEVEL", "error")
         .spawn()
         .expect("operator process");

@@ -376,17 +376,10 @@ struct Replica {
 impl Replica {
     fn spawn(env: &Env, name: &str, callback: SocketAddr) -> Replica {
         let probe = free_addr();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_teleport-mattermost"))
-            .arg("operator")
-            .env("KUBECONFIG", &env.cp.kubeconfig)
-            .env("WATCH_NAMESPACES", NS)
-            .env("CALLBACK_ADDR", callback.to_string())
-            .env("PROBE_ADDR", probe.to_string())
+        let child = env
+            .operator_command(env!("CARGO_BIN_EXE_teleport-mattermost"), callback, probe)
             .env("LEADER_ELECTION", "true")
-            .env("POD_NAMESPACE", NS)
             .env("POD_NAME", name)
-            .env("LOG_LEVEL", "warn")
-            .stdout(std::process::Stdio::null())
             .spawn()
             .expect("operator process");
         Replica { child, probe }

@@ -4,8 +4,9 @@
 //! The engine and the callback server both work through an `Instance`, so a credential swap
 //! is seen by both at once, and a replica that is not the leader can still serve callbacks.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::{DateTime, Utc};
@@ -106,7 +107,7 @@ impl Counters {
 pub struct Instance {
     settings: PluginSettings,
     credentials: watch::Sender<Arc<Credentials>>,
-    teleport: Mutex<Option<(String, TeleportClient)>>,
+    teleport: Mutex<Option<(String, TeleportClient, Arc<()>)>>,
     mattermost: ArcSwap<(TokenSource, MattermostClient)>,
     cluster: ArcSwapOption<PingInfo>,
     bot_user_id: ArcSwapOption<String>,
@@ -193,14 +194,18 @@ impl Instance {
         let credentials = self.credentials();
         let fingerprint = credentials.identity.fingerprint();
         let mut slot = self.teleport.lock().await;
-        if let Some((current, client)) = slot.as_ref() {
+        if let Some((current, client, _)) = slot.as_ref() {
             if *current == fingerprint {
                 return Ok(client.clone());
             }
         }
-        let client =
-            TeleportClient::connect(&self.settings.teleport.address, &credentials.identity).await?;
-        *slot = Some((fingerprint, client.clone()));
+        let (client, lease) = pooled_connection(
+            &self.settings.teleport.address,
+            &credentials.identity,
+            &fingerprint,
+        )
+        .await?;
+        *slot = Some((fingerprint, client.clone(), lease));
         Ok(client)
     }
 
@@ -252,6 +257,45 @@ impl Instance {
             *s != before
         });
     }
+}
+
+/// Connections shared by instances that use the same Teleport address and identity: one
+/// HTTP/2 connection multiplexes all their watch streams, instead of one TLS session (and its
+/// buffers) per instance. An entry lives while an instance holds its lease; each key has its
+/// own lock, so a slow connect to one cluster never holds up another.
+type Slot = Arc<Mutex<Option<(TeleportClient, Weak<()>)>>>;
+
+async fn pooled_connection(
+    address: &str,
+    identity: &Identity,
+    fingerprint: &str,
+) -> Result<(TeleportClient, Arc<()>), TeleportError> {
+    static POOL: LazyLock<std::sync::Mutex<HashMap<(String, String), Slot>>> =
+        LazyLock::new(Default::default);
+    let slot = {
+        let mut pool = POOL.lock().expect("pool lock");
+        pool.retain(|_, slot| {
+            slot.try_lock()
+                .map(|s| {
+                    s.as_ref()
+                        .is_some_and(|(_, users)| users.strong_count() > 0)
+                })
+                .unwrap_or(true) // being connected right now
+        });
+        pool.entry((address.to_string(), fingerprint.to_string()))
+            .or_default()
+            .clone()
+    };
+    let mut slot = slot.lock().await;
+    if let Some((client, users)) = slot.as_ref() {
+        if let Some(lease) = users.upgrade() {
+            return Ok((client.clone(), lease));
+        }
+    }
+    let client = TeleportClient::connect(address, identity).await?;
+    let lease = Arc::new(());
+    *slot = Some((client.clone(), Arc::downgrade(&lease)));
+    Ok((client, lease))
 }
 
 /// A Mattermost client for the instance's settings with `token` in place of the configured one.

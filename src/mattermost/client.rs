@@ -105,6 +105,23 @@ enum Failure {
     },
 }
 
+/// One HTTP client for the whole process: each reqwest client carries its own TLS verifier
+/// and root store (hundreds of KiB), and one shared pool serves every instance that talks to
+/// the same Mattermost server.
+fn shared_http() -> Result<reqwest::Client, MattermostError> {
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(client) = HTTP.get() {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("teleport-mattermost/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| MattermostError::Config(format!("cannot build the HTTP client: {e}")))?;
+    Ok(HTTP.get_or_init(|| client).clone())
+}
+
 impl MattermostClient {
     /// Builds a client for `settings.url` with the settings' token, retry policy and rate
     /// limit. Makes no request; call [`MattermostClient::me`] to check the connection.
@@ -120,12 +137,7 @@ impl MattermostClient {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("teleport-mattermost/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| MattermostError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let http = shared_http()?;
         let limiter_key = base.as_str().trim_end_matches('/').to_string();
         Ok(Self {
             inner: Arc::new(Inner {

@@ -339,7 +339,11 @@ approvers: [alice]
         let mut out = SecretData::new();
         out.insert(
             "identity".into(),
-            identity.map(|kv| kv.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()),
+            identity.map(|kv| {
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_vec()))
+                    .collect()
+            }),
         );
         out.insert(
             "token".into(),
@@ -357,9 +361,16 @@ approvers: [alice]
 
     #[test]
     fn a_missing_secret_and_a_missing_key_are_named() {
-        let got = build("ns", "p", &spec(SPEC), &secrets(None), &Defaults::default(), Utc::now())
-            .err()
-            .expect("rejected");
+        let got = build(
+            "ns",
+            "p",
+            &spec(SPEC),
+            &secrets(None),
+            &Defaults::default(),
+            Utc::now(),
+        )
+        .err()
+        .expect("rejected");
         assert_eq!(
             got.problems,
             vec![Problem::SecretMissing {
@@ -402,9 +413,15 @@ approvers: [alice]
         )
         .err()
         .expect("rejected");
-        assert!(got.problems.iter().all(Problem::is_identity), "{:?}", got.problems);
         assert!(
-            got.problems[0].to_string().contains("Secret ns/identity key auth.crt"),
+            got.problems.iter().all(Problem::is_identity),
+            "{:?}",
+            got.problems
+        );
+        assert!(
+            got.problems[0]
+                .to_string()
+                .contains("Secret ns/identity key auth.crt"),
             "{}",
             got.problems[0]
         );
@@ -415,11 +432,21 @@ approvers: [alice]
         let mut data = secrets(None);
         data.insert(
             "signing".into(),
-            Some(BTreeMap::from([("signingSecret".into(), b"short".to_vec())])),
+            Some(BTreeMap::from([(
+                "signingSecret".into(),
+                b"short".to_vec(),
+            )])),
         );
-        let got = build("ns", "p", &spec(SPEC), &data, &Defaults::default(), Utc::now())
-            .err()
-            .expect("rejected");
+        let got = build(
+            "ns",
+            "p",
+            &spec(SPEC),
+            &data,
+            &Defaults::default(),
+            Utc::now(),
+        )
+        .err()
+        .expect("rejected");
         assert!(got.problems.iter().any(|p| matches!(
             p,
             Problem::Invalid { field, .. } if field == "callback.signingSecretRef"

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::{broadcast, mpsc};
@@ -130,8 +130,14 @@ pub async fn run(
                 ),
                 None => (Api::all(client.clone()), Api::all(client.clone())),
             };
-        let controller = Controller::new(crs, watcher::Config::default().any_semantic());
-        let store = controller.store();
+        // managedFields are never read here and are the bulk of each cached object.
+        let (store, writer) = reflector::store();
+        let objects = watcher(crs, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|cr| cr.managed_fields_mut().clear())
+            .reflect(writer)
+            .applied_objects();
+        let controller = Controller::for_stream(objects, store.clone());
         stores.push(store.clone());
         let mapper_store = store.clone();
         // Metadata only: the operator is told a Secret changed without caching every

@@ -172,6 +172,26 @@ spec:
         )
     }
 
+    /// The operator `binary` as a separate process on NS, out of cluster with the admin
+    /// kubeconfig, as a Deployment replica would run it.
+    pub fn operator_command(
+        &self,
+        binary: &str,
+        callback: SocketAddr,
+        probe: SocketAddr,
+    ) -> std::process::Command {
+        let mut cmd = std::process::Command::new(binary);
+        cmd.arg("operator")
+            .env("KUBECONFIG", &self.cp.kubeconfig)
+            .env("WATCH_NAMESPACES", NS)
+            .env("CALLBACK_ADDR", callback.to_string())
+            .env("PROBE_ADDR", probe.to_string())
+            .env("POD_NAMESPACE", NS)
+            .env("LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null());
+        cmd
+    }
+
     /// `kubectl apply -f -`.
     pub fn apply(&self, yaml: &str) -> anyhow::Result<String> {
         self.cp.kubectl_run(&["apply", "-f", "-"], Some(yaml))
