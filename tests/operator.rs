@@ -452,3 +452,70 @@ async fn two_replicas_elect_one_leader_and_posting_survives_killing_it() {
     );
     assert_eq!(env.posts_for(&second), 1);
 }
+
+#[tokio::test]
+async fn the_charts_scoped_rbac_is_enough_to_reach_ready() {
+    let env = Env::start().await;
+    env.cp
+        .kubectl_run(&["create", "namespace", "tm-system"], None)
+        .unwrap();
+    // The chart's objects (without its CRD, installed already), scoped to NS, applied for real.
+    let rendered = teleport_mattermost_testkit::control_plane::run(
+        env.cp.helm().args([
+            "template",
+            "teleport-mattermost",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/teleport-mattermost"),
+            "--namespace",
+            "tm-system",
+            "--kube-version",
+            "1.37.2",
+            "--set",
+            "crds.install=false",
+            "--set",
+            &format!("watchNamespaces={{{NS}}}"),
+        ]),
+        None,
+    )
+    .unwrap();
+    env.apply(&rendered).unwrap();
+    let token = env
+        .cp
+        .kubectl_run(
+            &["create", "token", "teleport-mattermost", "-n", "tm-system"],
+            None,
+        )
+        .unwrap();
+    let kubeconfig = env
+        .cp
+        .kubeconfig_for_token("operator-sa", token.trim())
+        .unwrap();
+    let client = teleport_mattermost_testkit::control_plane::client_from(&kubeconfig)
+        .await
+        .unwrap();
+
+    let operator = Operator::start_as(client).await;
+    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
+        .await;
+    env.apply(&env.cr_yaml("platform", operator.callback))
+        .unwrap();
+    env.wait_condition("platform", "Ready", "True").await;
+    let id = env.teleport.create_request(request());
+    env.wait_posted(&id).await;
+
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[
+            "--as",
+            "system:serviceaccount:tm-system:teleport-mattermost",
+        ]);
+        env.cp.kubectl_run(&all, None).is_ok()
+    };
+    assert!(can(&["get", "secrets", "-n", NS]));
+    assert!(
+        !can(&["get", "secrets", "-n", "default"]),
+        "no Secrets outside its scope"
+    );
+    assert!(!can(&["list", "secrets", "--all-namespaces"]));
+    operator.stop().await;
+}

@@ -276,8 +276,13 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the operator on NS.
+    /// Starts the operator on NS with the admin client.
     pub async fn start(env: &Env) -> Operator {
+        Self::start_as(env.client.clone()).await
+    }
+
+    /// Starts the operator on NS with `client` (e.g. a ServiceAccount's).
+    pub async fn start_as(client: kube::Client) -> Operator {
         let callback = free_addr();
         let options = OperatorOptions {
             namespaces: vec![NS.into()],
@@ -290,7 +295,7 @@ impl Operator {
             init_timeout: Duration::from_secs(5),
         };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(options, env.client.clone(), stop.clone()));
+        let task = tokio::spawn(run(options, client, stop.clone()));
         Operator {
             stop,
             task,
