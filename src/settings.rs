@@ -104,6 +104,34 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
+impl RetryPolicy {
+    /// The jittered exponential delays between attempts: `max_attempts - 1` of them, starting
+    /// near `base_delay`, doubling, never above `max_delay`. The one backoff of the project:
+    /// Mattermost retries, plugin-data compare-and-swap, reconnects and job retries.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        use backon::{BackoffBuilder, ExponentialBuilder};
+        let max = self.max_delay;
+        ExponentialBuilder::default()
+            .with_min_delay(self.base_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .build()
+            // backon's jitter adds up to one more delay on top; keep the documented bound.
+            .map(move |d| d.min(max))
+    }
+
+    /// Retries without end, `base_delay` doubling to `max_delay`.
+    pub fn forever(base_delay: Duration, max_delay: Duration) -> Self {
+        Self {
+            max_attempts: u32::MAX,
+            base_delay,
+            max_delay,
+        }
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {

@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +26,7 @@ pub(crate) use reconcile::links as links_for;
 
 use crate::mattermost::MattermostError;
 use crate::request::{AccessRequest, RequestState};
+use crate::settings::RetryPolicy;
 use crate::teleport::client::{
     MIN_SERVER_VERSION, TeleportError, WatchEvent, check_server_version,
 };
@@ -44,12 +44,7 @@ pub enum BridgeError {
 
 /// Backoff for reconnecting and for retrying failed jobs: jittered, 0.5 s doubling to `max`.
 pub(crate) fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_jitter()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(max)
-        .without_max_times()
-        .build()
+    RetryPolicy::forever(Duration::from_millis(500), max).delays()
 }
 
 /// Runs one instance until `shutdown` is cancelled.

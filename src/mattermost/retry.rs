@@ -3,25 +3,13 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::HeaderMap;
 
 use crate::settings::RetryPolicy;
 
-/// The jittered exponential delays between attempts allowed by `policy`: `max_attempts - 1`
-/// delays, starting near `base_delay`, doubling, never above `max_delay`.
+/// The delays between attempts allowed by `policy`.
 pub(crate) fn backoff(policy: &RetryPolicy) -> impl Iterator<Item = Duration> + Send + use<> {
-    let retries = policy.max_attempts.saturating_sub(1) as usize;
-    let max = policy.max_delay;
-    ExponentialBuilder::default()
-        .with_min_delay(policy.base_delay)
-        .with_max_delay(policy.max_delay)
-        .with_factor(2.0)
-        .with_jitter()
-        .with_max_times(retries)
-        .build()
-        // backon's jitter adds up to one more delay on top; keep the documented bound.
-        .map(move |d| d.min(max))
+    policy.delays()
 }
 
 /// How long the server asked us to wait before retrying a 429, capped at `max`.

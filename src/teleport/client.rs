@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::error::Error as _;
 use std::time::Duration;
 
-use rand::Rng as _;
+use crate::settings::RetryPolicy;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -602,7 +602,13 @@ impl TeleportClient {
     where
         F: FnMut(Option<&HashMap<String, String>>) -> Option<(HashMap<String, String>, T)>,
     {
-        for attempt in 0..CAS_ATTEMPTS {
+        let mut delays = RetryPolicy {
+            max_attempts: CAS_ATTEMPTS,
+            base_delay: Duration::from_millis(25),
+            max_delay: Duration::from_millis(800),
+        }
+        .delays();
+        for _ in 0..CAS_ATTEMPTS {
             let current = self.plugin_data(request_id).await?;
             let Some((new, value)) = f(current.as_ref()) else {
                 return Ok(None);
@@ -614,9 +620,10 @@ impl TeleportClient {
             }
             match self.update_plugin_data(request_id, set, expect).await {
                 Ok(()) => return Ok(Some(value)),
-                Err(e) if e.is_compare_failed() => {
-                    tokio::time::sleep(cas_backoff(attempt)).await;
-                }
+                Err(e) if e.is_compare_failed() => match delays.next() {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => break,
+                },
                 Err(e) => return Err(e),
             }
         }
@@ -702,13 +709,6 @@ fn cas_params(
         None => new.keys().map(|k| (k.clone(), String::new())).collect(),
     };
     (set, expect)
-}
-
-/// 25 ms doubling to 800 ms, with full jitter over the upper half.
-fn cas_backoff(attempt: u32) -> Duration {
-    let base_ms = 25u64 << attempt.min(5);
-    let jittered = rand::rng().random_range(base_ms / 2..=base_ms);
-    Duration::from_millis(jittered)
 }
 
 #[cfg(test)]
@@ -798,12 +798,5 @@ mod tests {
             status: tonic::Status::permission_denied("access denied"),
         };
         assert!(perm.to_string().contains("role"), "{perm}");
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_bounded() {
-        assert!(cas_backoff(0) <= Duration::from_millis(25));
-        assert!(cas_backoff(9) <= Duration::from_millis(800));
-        assert!(cas_backoff(9) >= Duration::from_millis(400));
     }
 }
