@@ -81,9 +81,22 @@ async fn valid_object_becomes_ready_posts_and_approves() {
 
     let id = env.teleport.create_request(request());
     env.wait_posted(&id).await;
-    let post_id = PluginData::decode(&env.teleport.plugin_data(&id).unwrap()).messages[0]
-        .post_id
-        .clone();
+    // The post exists a moment before it is recorded in plugin data.
+    let recorded = || {
+        PluginData::decode(&env.teleport.plugin_data(&id).unwrap_or_default())
+            .messages
+            .first()
+            .map(|m| m.post_id.clone())
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while recorded().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "post never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let post_id = recorded().unwrap();
     let outcome = env
         .mattermost
         .press(&post_id, "Approve", "alice")
