@@ -35,6 +35,23 @@ async fn wait_posted(stack: &Stack, id: &str) -> teleport_mattermost_testkit::ma
     stack.root_posts_for(id).remove(0)
 }
 
+/// Restarts the engine and waits until its resync has handled every request Teleport has.
+async fn restart_and_resync(stack: &mut Stack) {
+    stack.restart().await;
+    stack.wait_connected().await;
+    let expected = stack.teleport.requests().len() as u64;
+    assert!(
+        Stack::eventually(WAIT, || stack
+            .instance
+            .counters
+            .jobs_done
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= expected)
+        .await,
+        "the resync handled every request"
+    );
+}
+
 fn data(stack: &Stack, id: &str) -> PluginData {
     PluginData::decode(&stack.teleport.plugin_data(id).unwrap_or_default())
 }
@@ -68,10 +85,7 @@ async fn pending_request_is_posted_once_across_restart() {
     );
     assert_eq!(data(&stack, &id).messages[0].post_id, post.id);
 
-    stack.restart().await;
-    stack.wait_connected().await;
-    // The restart resyncs every request; wait until it has seen them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    restart_and_resync(&mut stack).await;
     assert_eq!(
         stack.root_posts_for(&id).len(),
         1,
@@ -491,9 +505,7 @@ async fn install_taken_over_from_teleports_plugin_does_not_repost() {
             ),
         ]),
     );
-    stack.restart().await;
-    stack.wait_connected().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    restart_and_resync(&mut stack).await;
     assert!(
         stack.root_posts_for(&id).is_empty(),
         "the Go plugin's post is kept"

@@ -94,6 +94,8 @@ pub struct Counters {
     pub watch_connects: AtomicU64,
     /// Failed jobs that were retried.
     pub job_retries: AtomicU64,
+    /// Jobs (one per event or resync item) handled to completion.
+    pub jobs_done: AtomicU64,
 }
 
 impl Counters {

@@ -309,7 +309,10 @@ impl Worker {
                 }
             };
             match result {
-                Ok(()) => delays = backoff(Duration::from_secs(300)),
+                Ok(()) => {
+                    Counters::inc(&self.instance.counters.jobs_done);
+                    delays = backoff(Duration::from_secs(300));
+                }
                 Err(e) => {
                     Counters::inc(&self.instance.counters.job_retries);
                     let delay = delays.next().unwrap_or(Duration::from_secs(300));

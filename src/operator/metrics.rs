@@ -115,6 +115,13 @@ impl prometheus_client::collector::Collector for Probes {
         )?;
         family(
             &mut encoder,
+            "teleport_mattermost_jobs_done",
+            "Access request events and resync items handled to completion.",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.jobs_done)),
+        )?;
+        family(
+            &mut encoder,
             "teleport_mattermost_watch_connects",
             "Teleport watch (re)connections.",
             MetricType::Counter,
