@@ -12,6 +12,20 @@ use teleport_mattermost_testkit::cluster::{Env, NS, Operator, WAIT, free_addr};
 use teleport_mattermost_testkit::stack::TEAM;
 use teleport_mattermost_testkit::teleport::NewRequest;
 
+/// Starts the operator, writes valid Secrets with `cert`, applies object `platform` and waits
+/// until it is Ready.
+async fn ready_platform(
+    env: &Env,
+    cert: &teleport_mattermost_testkit::pki::ClientCert,
+) -> Operator {
+    let operator = Operator::start(env).await;
+    env.put_all_secrets(cert).await;
+    env.apply(&env.cr_yaml("platform", operator.callback))
+        .unwrap();
+    env.wait_condition("platform", "Ready", "True").await;
+    operator
+}
+
 fn request() -> NewRequest {
     NewRequest {
         user: "bob@example.com".into(),
@@ -200,12 +214,8 @@ async fn missing_secret_is_reported_with_an_event_and_recovers() {
 #[tokio::test]
 async fn rotating_the_identity_secret_swaps_certificates_without_losing_posts() {
     let env = Env::start().await;
-    let operator = Operator::start(&env).await;
     let first = env.pki.client("access-plugin-mattermost");
-    env.put_all_secrets(&first).await;
-    env.apply(&env.cr_yaml("platform", operator.callback))
-        .unwrap();
-    env.wait_condition("platform", "Ready", "True").await;
+    let operator = ready_platform(&env, &first).await;
     assert_eq!(
         env.teleport.last_client_serial(),
         Some(first.serial_hex.clone())
@@ -247,12 +257,8 @@ async fn rotating_the_identity_secret_swaps_certificates_without_losing_posts() 
 #[tokio::test]
 async fn a_bad_new_identity_keeps_the_old_one_and_says_so() {
     let env = Env::start().await;
-    let operator = Operator::start(&env).await;
     let good = env.pki.client("access-plugin-mattermost");
-    env.put_all_secrets(&good).await;
-    env.apply(&env.cr_yaml("platform", operator.callback))
-        .unwrap();
-    env.wait_condition("platform", "Ready", "True").await;
+    let operator = ready_platform(&env, &good).await;
 
     let now = time::OffsetDateTime::now_utc();
     let expired = env.pki.client_valid(
@@ -291,12 +297,7 @@ async fn a_bad_new_identity_keeps_the_old_one_and_says_so() {
 #[tokio::test]
 async fn deleting_or_suspending_the_object_stops_its_watcher() {
     let env = Env::start().await;
-    let operator = Operator::start(&env).await;
-    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
-        .await;
-    env.apply(&env.cr_yaml("platform", operator.callback))
-        .unwrap();
-    env.wait_condition("platform", "Ready", "True").await;
+    let operator = ready_platform(&env, &env.pki.client("access-plugin-mattermost")).await;
     assert!(env.teleport.active_watches() >= 1);
 
     env.crs()
