@@ -313,10 +313,21 @@ impl Events {
         }
     }
 
-    /// The message of the next ephemeral post sent to this user.
-    async fn ephemeral(&mut self) -> Option<String> {
+    /// The message of the next ephemeral post sent to this user about `post_id`.
+    ///
+    /// Mattermost sends an action's ephemeral answer to every session of the user, and
+    /// the tests share one server and run in parallel, so answers to other tests' presses
+    /// arrive here too; Mattermost threads the answer under the pressed post, which tells
+    /// them apart.
+    async fn ephemeral_on(&mut self, post_id: &str) -> Option<String> {
         let event = self
-            .next_matching(WAIT, |e| e["event"] == "ephemeral_message")
+            .next_matching(WAIT, |e| {
+                e["event"] == "ephemeral_message"
+                    && e["data"]["post"]
+                        .as_str()
+                        .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                        .is_some_and(|p| p["root_id"] == post_id)
+            })
             .await?;
         let post: Value = serde_json::from_str(event["data"]["post"].as_str()?).ok()?;
         post["message"].as_str().map(str::to_string)
@@ -671,7 +682,10 @@ async fn approve_button_round_trip_through_mattermost() {
     let (alice, mut events) = real.session("alice").await;
     let (status, body) = real.press(&post_id, message::ACTION_APPROVE, &alice).await;
     assert_eq!(status, 200, "press answered {body}");
-    let ephemeral = events.ephemeral().await.expect("an ephemeral answer");
+    let ephemeral = events
+        .ephemeral_on(&post_id)
+        .await
+        .expect("an ephemeral answer");
     assert!(ephemeral.contains("approved"), "{ephemeral}");
 
     let changes = real.teleport.state_changes();
@@ -708,7 +722,10 @@ async fn deny_button_round_trip_through_mattermost() {
     let (carol, mut events) = real.session("carol").await;
     let (status, body) = real.press(&post_id, message::ACTION_DENY, &carol).await;
     assert_eq!(status, 200, "press answered {body}");
-    let ephemeral = events.ephemeral().await.expect("an ephemeral answer");
+    let ephemeral = events
+        .ephemeral_on(&post_id)
+        .await
+        .expect("an ephemeral answer");
     assert!(ephemeral.contains("denied"), "{ephemeral}");
     let changes = real.teleport.state_changes();
     assert_eq!(changes.len(), 1, "{changes:?}");
@@ -742,7 +759,10 @@ async fn a_non_approvers_press_changes_nothing_and_is_told_why() {
     let (carol, mut events) = real.session("carol").await;
     let (status, body) = real.press(&post_id, message::ACTION_APPROVE, &carol).await;
     assert_eq!(status, 200, "press answered {body}");
-    let ephemeral = events.ephemeral().await.expect("an ephemeral refusal");
+    let ephemeral = events
+        .ephemeral_on(&post_id)
+        .await
+        .expect("an ephemeral refusal");
     assert!(ephemeral.contains("not allowed"), "{ephemeral}");
     assert!(real.teleport.state_changes().is_empty());
     assert_eq!(
@@ -768,7 +788,10 @@ async fn a_press_on_a_request_resolved_elsewhere_writes_nothing() {
     let (alice, mut events) = real.session("alice").await;
     let (status, body) = real.press(&post_id, message::ACTION_APPROVE, &alice).await;
     assert_eq!(status, 200, "press answered {body}");
-    let ephemeral = events.ephemeral().await.expect("an ephemeral answer");
+    let ephemeral = events
+        .ephemeral_on(&post_id)
+        .await
+        .expect("an ephemeral answer");
     assert!(ephemeral.contains("already DENIED"), "{ephemeral}");
     assert!(
         real.teleport.state_changes().is_empty(),
