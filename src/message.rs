@@ -295,12 +295,7 @@ mod tests {
             user: "bob".into(),
             roles: vec!["editor".into(), "auditor".into()],
             state: RequestState::Pending,
-            created: None,
-            expires: None,
-            request_reason: String::new(),
-            resolve_reason: String::new(),
-            reviews: vec![],
-            suggested_reviewers: vec![],
+            ..AccessRequest::default()
         }
     }
 

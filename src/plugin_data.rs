@@ -316,12 +316,9 @@ impl PluginData {
             user: self.user.clone(),
             roles: self.roles.clone(),
             state: self.resolution.unwrap_or(RequestState::Pending),
-            created: None,
-            expires: None,
             request_reason: self.request_reason.clone(),
             resolve_reason: self.resolve_reason.clone(),
-            reviews: Vec::new(),
-            suggested_reviewers: Vec::new(),
+            ..AccessRequest::default()
         }
     }
 }

@@ -8,9 +8,10 @@ use crate::teleport::wire::types;
 const GO_ZERO_TIME_SECONDS: i64 = -62_135_596_800;
 
 /// Lifecycle state of an access request, plus `Expired` for requests Teleport deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RequestState {
     /// Unknown or unset state on the wire.
+    #[default]
     None,
     /// Waiting for reviews.
     Pending,
@@ -94,7 +95,7 @@ pub struct Review {
 }
 
 /// An access request, decoded from `types.AccessRequestV3`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccessRequest {
     /// Request id (`Metadata.Name`).
     pub id: String,

@@ -38,12 +38,9 @@ fn request() -> AccessRequest {
         user: "bob@example.com".into(),
         roles: vec!["editor".into(), "db-admin".into()],
         state: RequestState::Pending,
-        created: None,
-        expires: None,
         request_reason: "Need to fix the prod database migration".into(),
-        resolve_reason: String::new(),
-        reviews: vec![],
         suggested_reviewers: vec!["alice@example.com".into()],
+        ..AccessRequest::default()
     }
 }
 

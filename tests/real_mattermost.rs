@@ -673,73 +673,79 @@ async fn pending_request_posts_to_channel_and_dms_reviewers_with_exact_text_and_
     );
 }
 
-#[tokio::test]
-async fn approve_button_round_trip_through_mattermost() {
+/// Presses `action` as `user` on a fresh request's post and checks every effect: the
+/// ephemeral answer, the one state change with its delegator, and the post edited to
+/// `outcome` without buttons, both by the callback's `update` and by the engine's own
+/// edit after the watch event.
+async fn button_round_trip(
+    action: &str,
+    user: &str,
+    state: RequestState,
+    answer: &str,
+    outcome: &str,
+) {
     let env = real_env!();
     let real = Real::started(env, Options::default()).await;
     let id = real.teleport.create_request(request("bob@example.com"));
     let post_id = real.wait_posted(&id).await;
-    let (alice, mut events) = real.session("alice").await;
-    let (status, body) = real.press(&post_id, message::ACTION_APPROVE, &alice).await;
+    let (session, mut events) = real.session(user).await;
+    let (status, body) = real.press(&post_id, action, &session).await;
     assert_eq!(status, 200, "press answered {body}");
     let ephemeral = events
         .ephemeral_on(&post_id)
         .await
         .expect("an ephemeral answer");
-    assert!(ephemeral.contains("approved"), "{ephemeral}");
+    assert!(ephemeral.contains(answer), "{ephemeral}");
 
     let changes = real.teleport.state_changes();
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].id, id);
-    assert_eq!(changes[0].state, RequestState::Approved);
-    assert_eq!(changes[0].delegator, "mattermost:alice@example.com");
+    assert_eq!(changes[0].state, state);
+    assert_eq!(
+        changes[0].delegator,
+        format!("mattermost:{user}@example.com")
+    );
     let post = real.post(&post_id).await;
-    let message = post["message"].as_str().unwrap();
-    assert!(message.contains("✅ APPROVED by @alice"), "{message}");
+    assert!(
+        post["message"].as_str().unwrap().contains(outcome),
+        "{post}"
+    );
     assert!(actions(&post).is_empty(), "no buttons: {post}");
     // The engine's own edit, after the watch event, keeps the same outcome.
     assert!(
-        real.eventually(WAIT, |r| r.data(&id).edited == Some(RequestState::Approved))
+        real.eventually(WAIT, |r| r.data(&id).edited == Some(state))
             .await
     );
     let post = real.post(&post_id).await;
     assert!(
-        post["message"]
-            .as_str()
-            .unwrap()
-            .contains("✅ APPROVED by @alice"),
+        post["message"].as_str().unwrap().contains(outcome),
         "{post}"
     );
-    assert!(actions(&post).is_empty());
+    assert!(actions(&post).is_empty(), "no buttons: {post}");
+}
+
+#[tokio::test]
+async fn approve_button_round_trip_through_mattermost() {
+    button_round_trip(
+        message::ACTION_APPROVE,
+        "alice",
+        RequestState::Approved,
+        "approved",
+        "✅ APPROVED by @alice",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn deny_button_round_trip_through_mattermost() {
-    let env = real_env!();
-    let real = Real::started(env, Options::default()).await;
-    let id = real.teleport.create_request(request("bob@example.com"));
-    let post_id = real.wait_posted(&id).await;
-    let (carol, mut events) = real.session("carol").await;
-    let (status, body) = real.press(&post_id, message::ACTION_DENY, &carol).await;
-    assert_eq!(status, 200, "press answered {body}");
-    let ephemeral = events
-        .ephemeral_on(&post_id)
-        .await
-        .expect("an ephemeral answer");
-    assert!(ephemeral.contains("denied"), "{ephemeral}");
-    let changes = real.teleport.state_changes();
-    assert_eq!(changes.len(), 1, "{changes:?}");
-    assert_eq!(changes[0].state, RequestState::Denied);
-    assert_eq!(changes[0].delegator, "mattermost:carol@example.com");
-    let post = real.post(&post_id).await;
-    assert!(
-        post["message"]
-            .as_str()
-            .unwrap()
-            .contains("❌ DENIED by @carol"),
-        "{post}"
-    );
-    assert!(actions(&post).is_empty());
+    button_round_trip(
+        message::ACTION_DENY,
+        "carol",
+        RequestState::Denied,
+        "denied",
+        "❌ DENIED by @carol",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -70,14 +70,8 @@ mod tests {
         Job::Put(AccessRequest {
             id: "r".into(),
             user: "u".into(),
-            roles: vec![],
             state,
-            created: None,
-            expires: None,
-            request_reason: String::new(),
-            resolve_reason: String::new(),
-            reviews: vec![],
-            suggested_reviewers: vec![],
+            ..AccessRequest::default()
         })
     }
 

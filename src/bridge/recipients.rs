@@ -97,12 +97,8 @@ mod tests {
             user: "bob".into(),
             roles: roles.iter().map(|s| s.to_string()).collect(),
             state: RequestState::Pending,
-            created: None,
-            expires: None,
-            request_reason: String::new(),
-            resolve_reason: String::new(),
-            reviews: vec![],
             suggested_reviewers: reviewers.iter().map(|s| s.to_string()).collect(),
+            ..AccessRequest::default()
         }
     }
 
