@@ -15,25 +15,16 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt as _;
 use serde_json::{Value, json};
-use teleport_mattermost::bridge::{Bridge, Credentials, Instance, InstanceStatus};
-use teleport_mattermost::callback::{Registry, router};
 use teleport_mattermost::message::{self, Links};
 use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost::request::RequestState;
-use teleport_mattermost::settings::{
-    CallbackSettings, InstanceId, MattermostSettings, PluginSettings, RateLimit, RetryPolicy,
-    Secret, TeleportSettings, TokenSource,
-};
-use teleport_mattermost_testkit::pki::TestPki;
-use teleport_mattermost_testkit::teleport::{NewRequest, TeleportDouble};
+use teleport_mattermost::settings::RetryPolicy;
+use teleport_mattermost_testkit::stack::{CHANNEL, MattermostTarget, Plugin, StackOptions, TEAM};
+use teleport_mattermost_testkit::teleport::NewRequest;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-const TEAM: &str = "engineering";
-const CHANNEL: &str = "access-requests";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Where the provisioned server is, from `tests/mattermost/run.sh`.
@@ -362,28 +353,27 @@ struct Options {
     token: Option<String>,
 }
 
-/// One plugin instance wired to the real Mattermost and the Teleport double.
+/// The plugin under test posting to the real Mattermost; it dereferences to the
+/// [`Plugin`] (Teleport double, instance, engine and callback server).
 struct Real {
+    plugin: Plugin,
     env: Env,
     api: Api,
-    teleport: TeleportDouble,
-    _pki: TestPki,
-    instance: Arc<Instance>,
     channel_id: String,
     logs: Logs,
     _log_guard: tracing::subscriber::DefaultGuard,
-    bridge: Option<(CancellationToken, JoinHandle<()>)>,
-    callback: JoinHandle<()>,
 }
 
-impl Drop for Real {
-    fn drop(&mut self) {
-        if let Some((shutdown, task)) = self.bridge.take() {
-            shutdown.cancel();
-            task.abort();
-        }
-        self.callback.abort();
-        self.teleport.shutdown();
+impl std::ops::Deref for Real {
+    type Target = Plugin;
+    fn deref(&self) -> &Plugin {
+        &self.plugin
+    }
+}
+
+impl std::ops::DerefMut for Real {
+    fn deref_mut(&mut self) -> &mut Plugin {
+        &mut self.plugin
     }
 }
 
@@ -398,68 +388,7 @@ impl Real {
             .finish();
         let log_guard = tracing::subscriber::set_default(subscriber);
 
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let api = Api::new(&env.url);
-        let pki = TestPki::new();
-        let teleport = TeleportDouble::start(&pki).await;
-
-        let registry = Arc::new(Registry::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind callback server");
-        let addr = listener.local_addr().expect("callback addr");
-        let app = router(registry.clone());
-        let callback = tokio::spawn(async move {
-            let _ = axum::serve(
-                listener.tap_io(teleport_mattermost_testkit::mattermost::no_delay),
-                app,
-            )
-            .await;
-        });
-
-        let instance_id = InstanceId::new("tier4", "real-mattermost");
-        let token = options.token.unwrap_or_else(|| env.bot_token.clone());
-        let settings = PluginSettings {
-            teleport: TeleportSettings {
-                address: teleport.address(),
-                init_timeout: Duration::from_secs(5),
-            },
-            mattermost: MattermostSettings {
-                url: env.url.parse().expect("Mattermost URL"),
-                team: TEAM.into(),
-                channel: CHANNEL.into(),
-                token: TokenSource::Literal(Secret::new(token)),
-                // No client-side limit: the server's own limiter is what is exercised here.
-                rate_limit: RateLimit {
-                    per_second: 0,
-                    burst: 1,
-                },
-                retry: RetryPolicy::default(),
-            },
-            callback: Some(CallbackSettings {
-                action_url: format!(
-                    "http://{addr}/v1/actions/{}/{}",
-                    instance_id.namespace, instance_id.name
-                )
-                .parse()
-                .expect("callback url"),
-                signing_secret: Secret::new("tier4-signing-secret"),
-            }),
-            instance: instance_id,
-            recipients: options.recipients,
-            role_to_recipients: Default::default(),
-            approvers: options.approvers,
-            concurrency: 32,
-        };
-        let instance = Instance::new(
-            settings.clone(),
-            Credentials {
-                identity: pki.client("access-plugin-mattermost").identity(),
-                token: settings.mattermost.token.clone(),
-            },
-        )
-        .expect("instance");
-        registry.insert(instance.clone());
         let channel_id = api
             .get(
                 &format!("/teams/name/{TEAM}/channels/name/{CHANNEL}"),
@@ -469,19 +398,30 @@ impl Real {
             .as_str()
             .expect("channel id")
             .to_string();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(Bridge::new(instance.clone()).run(shutdown.clone()));
+        let target = MattermostTarget {
+            url: env.url.parse().expect("Mattermost URL"),
+            token: options.token.unwrap_or_else(|| env.bot_token.clone()),
+        };
+        let plugin = Plugin::start(
+            target,
+            &StackOptions {
+                approvers: options.approvers,
+                recipients: options.recipients,
+                init_timeout: Duration::from_secs(5),
+                // The server's own limiter is what is exercised here, with the retry
+                // policy an install gets by default.
+                retry: RetryPolicy::default(),
+                ..StackOptions::default()
+            },
+        )
+        .await;
         Real {
+            plugin,
             env,
             api,
-            teleport,
-            _pki: pki,
-            instance,
             channel_id,
             logs,
             _log_guard: log_guard,
-            bridge: Some((shutdown, task)),
-            callback,
         }
     }
 
@@ -489,7 +429,9 @@ impl Real {
     async fn started(env: Env, options: Options) -> Real {
         let real = Real::start(env, options).await;
         let status = real
-            .status_until(|s| s.teleport.ok == Some(true) && s.mattermost.ok.is_some())
+            .status_until(WAIT, |s| {
+                s.teleport.ok == Some(true) && s.mattermost.ok.is_some()
+            })
             .await;
         assert_eq!(
             status.mattermost.ok,
@@ -498,30 +440,6 @@ impl Real {
             status.mattermost
         );
         real
-    }
-
-    async fn status_until(&self, mut done: impl FnMut(&InstanceStatus) -> bool) -> InstanceStatus {
-        let mut status = self.instance.status();
-        let _ = tokio::time::timeout(WAIT, async {
-            loop {
-                if done(&status.borrow_and_update()) {
-                    return;
-                }
-                if status.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-        status.borrow().clone()
-    }
-
-    /// Stops the engine as a crash would; the callback server keeps answering.
-    async fn crash(&mut self) {
-        if let Some((_, task)) = self.bridge.take() {
-            task.abort();
-            let _ = task.await;
-        }
     }
 
     fn data(&self, id: &str) -> PluginData {
@@ -944,7 +862,7 @@ async fn a_wrong_bot_token_fails_the_health_check_clearly() {
         },
     )
     .await;
-    let status = real.status_until(|s| s.mattermost.ok.is_some()).await;
+    let status = real.status_until(WAIT, |s| s.mattermost.ok.is_some()).await;
     assert_eq!(status.mattermost.ok, Some(false), "{:?}", status.mattermost);
     assert_eq!(status.mattermost.reason, "Unauthorized");
     let _ = writeln!(

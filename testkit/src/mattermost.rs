@@ -185,6 +185,26 @@ struct Server {
     bucket: Option<Bucket>,
 }
 
+impl Server {
+    /// The direct channel of two users, created on first use. As in Mattermost, its id is
+    /// random and its name is the two user ids, sorted, joined by `__`.
+    fn direct_channel(&mut self, a: &str, b: &str) -> Channel {
+        let name = direct_channel_name(a, b);
+        if let Some(existing) = self.channels.iter().find(|c| c.name == name) {
+            return existing.clone();
+        }
+        let channel = Channel {
+            id: new_id(),
+            name,
+            team_id: String::new(),
+            display_name: String::new(),
+            channel_type: "D".into(),
+        };
+        self.channels.push(channel.clone());
+        channel
+    }
+}
+
 impl MattermostDouble {
     /// Starts the double on 127.0.0.1 with a bot user (`teleport-bot`) and its token.
     pub async fn start() -> Self {
@@ -329,10 +349,11 @@ impl MattermostDouble {
             .map(|u| u.id.clone())
     }
 
-    /// The id the direct channel between two users has (or will have, once
-    /// `POST /channels/direct` creates it). Takes user ids or usernames, in either order.
+    /// The id of the direct channel between two users, creating it as
+    /// `POST /channels/direct` would when it does not exist yet. Takes user ids or
+    /// usernames, in either order.
     pub fn dm_channel_id(&self, user_a: &str, user_b: &str) -> String {
-        let state = self.state();
+        let mut state = self.state();
         let resolve = |who: &str| {
             state
                 .users
@@ -340,7 +361,8 @@ impl MattermostDouble {
                 .find(|u| u.username == who)
                 .map_or_else(|| who.to_string(), |u| u.id.clone())
         };
-        direct_channel_id(&resolve(user_a), &resolve(user_b))
+        let (a, b) = (resolve(user_a), resolve(user_b));
+        state.direct_channel(&a, &b).id
     }
 
     /// All posts, in creation order, as stored (with integrations).
@@ -943,20 +965,7 @@ async fn create_direct_channel(
             "",
         ));
     }
-    let id = direct_channel_id(&ids[0], &ids[1]);
-    if let Some(existing) = state.channels.iter().find(|c| c.id == id) {
-        return Ok(ok_json(StatusCode::CREATED, existing));
-    }
-    let mut sorted = ids.clone();
-    sorted.sort();
-    let channel = Channel {
-        id,
-        name: sorted.join("__"),
-        team_id: String::new(),
-        display_name: String::new(),
-        channel_type: "D".into(),
-    };
-    state.channels.push(channel.clone());
+    let channel = state.direct_channel(&ids[0], &ids[1]);
     Ok(ok_json(StatusCode::CREATED, channel))
 }
 
@@ -1318,21 +1327,10 @@ fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
-/// A deterministic id for the direct channel of two users, the same in either order.
-fn direct_channel_id(a: &str, b: &str) -> String {
+/// The name Mattermost gives the direct channel of two users: their ids, sorted, joined by `__`.
+fn direct_channel_name(a: &str, b: &str) -> String {
     let (a, b) = if a <= b { (a, b) } else { (b, a) };
-    let seed = format!("{a}__{b}");
-    (0..26u8)
-        .map(|i| {
-            // FNV-1a over the pair and the position: stable across runs and platforms.
-            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-            for byte in seed.bytes().chain([i]) {
-                hash ^= u64::from(byte);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
-            ID_ALPHABET[(hash % 32) as usize] as char
-        })
-        .collect()
+    format!("{a}__{b}")
 }
 
 fn now_ms() -> i64 {
@@ -1351,12 +1349,19 @@ mod tests {
     }
 
     #[test]
-    fn direct_channel_id_ignores_order() {
-        let a = new_id();
-        let b = new_id();
-        assert_eq!(direct_channel_id(&a, &b), direct_channel_id(&b, &a));
-        assert!(is_valid_id(&direct_channel_id(&a, &b)));
-        assert_ne!(direct_channel_id(&a, &b), direct_channel_id(&a, &a));
+    fn direct_channels_are_one_per_pair_in_either_order_and_distinct_across_pairs() {
+        let mut server = Server::default();
+        let (bot, alice, carol) = (new_id(), new_id(), new_id());
+        let first = server.direct_channel(&bot, &alice);
+        assert!(is_valid_id(&first.id), "{first:?}");
+        assert_eq!(server.direct_channel(&alice, &bot).id, first.id);
+        // Many pairs, so ids that collide (as a hash folded to a few bits once did) show up.
+        let with_carol = server.direct_channel(&bot, &carol).id;
+        let ids: std::collections::HashSet<String> = (0..200)
+            .map(|_| server.direct_channel(&bot, &new_id()).id)
+            .chain([first.id.clone(), with_carol])
+            .collect();
+        assert_eq!(ids.len(), 202);
     }
 
     #[test]

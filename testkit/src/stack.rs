@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt as _;
-use teleport_mattermost::bridge::{Bridge, Credentials, Instance};
+use teleport_mattermost::bridge::{Bridge, Credentials, Instance, InstanceStatus};
 use teleport_mattermost::callback::{Registry, router};
 use teleport_mattermost::settings::{
     CallbackSettings, InstanceId, MattermostSettings, PluginSettings, RateLimit, RetryPolicy,
@@ -42,6 +42,8 @@ pub struct StackOptions {
     pub buttons: bool,
     /// Watch INIT bound.
     pub init_timeout: Duration,
+    /// Mattermost retries; short delays by default so tests run quickly.
+    pub retry: RetryPolicy,
 }
 
 impl Default for StackOptions {
@@ -57,24 +59,36 @@ impl Default for StackOptions {
             },
             buttons: true,
             init_timeout: Duration::from_secs(2),
+            retry: RetryPolicy {
+                max_attempts: 6,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(2),
+            },
         }
     }
 }
 
-/// Everything running.
-pub struct Stack {
+/// Where the plugin posts: the Mattermost double or a real server.
+#[derive(Debug, Clone)]
+pub struct MattermostTarget {
+    /// Base URL of the server.
+    pub url: url::Url,
+    /// The bot token the plugin authenticates with.
+    pub token: String,
+}
+
+/// The plugin under test, as one process of ours would run it: its instance and engine,
+/// the callback server, and the Teleport double it watches. It posts to whatever
+/// Mattermost it is given.
+pub struct Plugin {
     /// The certificate authority of the Teleport double.
     pub pki: TestPki,
     /// The Teleport double.
     pub teleport: TeleportDouble,
-    /// The Mattermost double.
-    pub mattermost: MattermostDouble,
     /// The current instance.
     pub instance: Arc<Instance>,
     /// The registry the callback server answers from.
     pub registry: Arc<Registry>,
-    /// The channel id of `TEAM/CHANNEL`.
-    pub channel_id: String,
     /// The plugin's client certificate in use.
     pub client_cert: ClientCert,
     settings: PluginSettings,
@@ -82,26 +96,12 @@ pub struct Stack {
     callback: JoinHandle<()>,
 }
 
-/// Users the Mattermost double knows: `(username, email)`.
-pub const USERS: [(&str, &str); 4] = [
-    ("alice", "alice@example.com"),
-    ("bob", "bob@example.com"),
-    ("carol", "carol@example.com"),
-    ("mallory", "mallory@example.com"),
-];
-
-impl Stack {
-    /// Starts the doubles, the callback server and the engine.
-    pub async fn start(options: StackOptions) -> Stack {
+impl Plugin {
+    /// Starts the Teleport double, the callback server and the engine, posting to `mattermost`.
+    pub async fn start(mattermost: MattermostTarget, options: &StackOptions) -> Plugin {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let pki = TestPki::new();
         let teleport = TeleportDouble::start(&pki).await;
-        let mattermost = MattermostDouble::start().await;
-        mattermost.add_team(TEAM);
-        let channel_id = mattermost.add_channel(TEAM, CHANNEL);
-        for (user, email) in USERS {
-            mattermost.add_user(user, email);
-        }
 
         let registry = Arc::new(Registry::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -120,16 +120,12 @@ impl Stack {
                 init_timeout: options.init_timeout,
             },
             mattermost: MattermostSettings {
-                url: mattermost.url(),
+                url: mattermost.url,
                 team: TEAM.into(),
                 channel: CHANNEL.into(),
-                token: TokenSource::Literal(Secret::new(mattermost.bot_token())),
+                token: TokenSource::Literal(Secret::new(mattermost.token)),
                 rate_limit: options.rate_limit,
-                retry: RetryPolicy {
-                    max_attempts: 6,
-                    base_delay: Duration::from_millis(20),
-                    max_delay: Duration::from_secs(2),
-                },
+                retry: options.retry,
             },
             callback: options.buttons.then(|| CallbackSettings {
                 action_url: format!(
@@ -156,20 +152,18 @@ impl Stack {
         )
         .expect("instance");
         registry.insert(instance.clone());
-        let mut stack = Stack {
+        let mut plugin = Plugin {
             pki,
             teleport,
-            mattermost,
             instance,
             registry,
-            channel_id,
             client_cert,
             settings,
             bridge: None,
             callback,
         };
-        stack.start_bridge();
-        stack
+        plugin.start_bridge();
+        plugin
     }
 
     fn start_bridge(&mut self) {
@@ -178,7 +172,8 @@ impl Stack {
         self.bridge = Some((shutdown, task));
     }
 
-    /// Kills the engine mid-flight, as a crash would: no graceful shutdown.
+    /// Kills the engine mid-flight, as a crash would: no graceful shutdown. The callback
+    /// server keeps answering.
     pub async fn crash(&mut self) {
         if let Some((_, task)) = self.bridge.take() {
             task.abort();
@@ -195,12 +190,16 @@ impl Stack {
         self.start_bridge();
     }
 
-    /// Waits until the engine has established its watch (status `TeleportConnected`).
-    pub async fn wait_connected(&self) {
+    /// Waits up to `timeout` for the instance's status to satisfy `done`; returns the last status seen.
+    pub async fn status_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&InstanceStatus) -> bool,
+    ) -> InstanceStatus {
         let mut status = self.instance.status();
-        let ok = tokio::time::timeout(Duration::from_secs(20), async {
+        let _ = tokio::time::timeout(timeout, async {
             loop {
-                if status.borrow_and_update().teleport.ok == Some(true) {
+                if done(&status.borrow_and_update()) {
                     return;
                 }
                 if status.changed().await.is_err() {
@@ -209,11 +208,85 @@ impl Stack {
             }
         })
         .await;
-        assert!(
-            ok.is_ok(),
-            "engine did not connect: {:?}",
-            *self.instance.status().borrow()
+        status.borrow().clone()
+    }
+
+    /// Waits until the engine has established its watch (status `TeleportConnected`).
+    pub async fn wait_connected(&self) {
+        let status = self
+            .status_until(Duration::from_secs(20), |s| s.teleport.ok == Some(true))
+            .await;
+        assert_eq!(
+            status.teleport.ok,
+            Some(true),
+            "engine did not connect: {status:?}"
         );
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        if let Some((shutdown, task)) = self.bridge.take() {
+            shutdown.cancel();
+            task.abort();
+        }
+        self.callback.abort();
+        self.teleport.shutdown();
+    }
+}
+
+/// The plugin posting to the Mattermost double, with `TEAM/CHANNEL` and `USERS` provisioned.
+///
+/// It dereferences to its [`Plugin`], so `stack.teleport` and `stack.crash()` read as one thing.
+pub struct Stack {
+    /// The plugin under test.
+    pub plugin: Plugin,
+    /// The Mattermost double.
+    pub mattermost: MattermostDouble,
+    /// The channel id of `TEAM/CHANNEL`.
+    pub channel_id: String,
+}
+
+impl std::ops::Deref for Stack {
+    type Target = Plugin;
+    fn deref(&self) -> &Plugin {
+        &self.plugin
+    }
+}
+
+impl std::ops::DerefMut for Stack {
+    fn deref_mut(&mut self) -> &mut Plugin {
+        &mut self.plugin
+    }
+}
+
+/// Users the Mattermost double knows: `(username, email)`.
+pub const USERS: [(&str, &str); 4] = [
+    ("alice", "alice@example.com"),
+    ("bob", "bob@example.com"),
+    ("carol", "carol@example.com"),
+    ("mallory", "mallory@example.com"),
+];
+
+impl Stack {
+    /// Starts the Mattermost double and a plugin posting to it.
+    pub async fn start(options: StackOptions) -> Stack {
+        let mattermost = MattermostDouble::start().await;
+        mattermost.add_team(TEAM);
+        let channel_id = mattermost.add_channel(TEAM, CHANNEL);
+        for (user, email) in USERS {
+            mattermost.add_user(user, email);
+        }
+        let target = MattermostTarget {
+            url: mattermost.url(),
+            token: mattermost.bot_token(),
+        };
+        let plugin = Plugin::start(target, &options).await;
+        Stack {
+            plugin,
+            mattermost,
+            channel_id,
+        }
     }
 
     /// Polls `check` until it returns true or `timeout` passes; returns whether it did.
@@ -241,16 +314,5 @@ impl Stack {
                         == Some(request_id)
             })
             .collect()
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if let Some((shutdown, task)) = self.bridge.take() {
-            shutdown.cancel();
-            task.abort();
-        }
-        self.callback.abort();
-        self.teleport.shutdown();
     }
 }
