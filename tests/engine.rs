@@ -140,6 +140,46 @@ async fn dms_and_channel_are_deduplicated_by_channel_and_unknown_recipients_skip
 }
 
 #[tokio::test]
+async fn a_recipient_mattermost_fails_to_resolve_is_reached_by_the_retry_not_skipped() {
+    let stack = started(StackOptions::default()).await;
+    // Looking carol up fails past the client's own retries (6 attempts) three times over,
+    // more than the resync and the watch event make between them: a server fault, not an
+    // answer about carol, so only a retry of the job can reach her once Mattermost recovers.
+    stack
+        .mattermost
+        .inject_status_on("/api/v4/users/username/carol", 18, 503);
+    let id = stack.teleport.create_request(NewRequest {
+        suggested_reviewers: vec!["carol".into()],
+        ..request("bob@example.com")
+    });
+    let carol_dm = stack.mattermost.dm_channel_id(
+        &stack.mattermost.bot_user_id(),
+        &stack.mattermost.user_id("carol").unwrap(),
+    );
+    assert!(
+        Stack::eventually(WAIT, || data(&stack, &id).message_in(&carol_dm).is_some()).await,
+        "carol's DM was posted after the lookup recovered: {:?}",
+        data(&stack, &id)
+    );
+    let mut channels: Vec<String> = stack
+        .root_posts_for(&id)
+        .into_iter()
+        .map(|p| p.channel_id)
+        .collect();
+    channels.sort();
+    let mut expected = vec![stack.channel_id.clone(), carol_dm];
+    expected.sort();
+    assert_eq!(channels, expected, "one post per channel, none repeated");
+    assert!(
+        stack
+            .instance
+            .counters
+            .job_retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
+#[tokio::test]
 async fn role_recipients_fall_back_to_star() {
     let stack = started(StackOptions {
         role_to_recipients: BTreeMap::from([

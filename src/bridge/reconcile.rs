@@ -11,7 +11,7 @@ use super::BridgeError;
 use super::instance::{Counters, Instance};
 use super::recipients::{Recipient, recipients_for};
 use crate::callback::signature::{Action, ActionContext};
-use crate::mattermost::{NewPost, Post};
+use crate::mattermost::{MattermostError, NewPost, Post};
 use crate::message::{self, Buttons, Links};
 use crate::plugin_data::{MessageRef, PluginData, Slot};
 use crate::request::{AccessRequest, RequestState};
@@ -75,9 +75,13 @@ pub(crate) async fn put(instance: &Instance, request: &AccessRequest) -> Result<
     let teleport = instance.teleport().await?;
     match request.state {
         RequestState::Pending => {
-            let data = ensure_posted(instance, &teleport, request).await?;
-            if let Some(data) = data {
+            let posted = ensure_posted(instance, &teleport, request).await?;
+            if let Some(data) = posted.data {
                 ensure_replies(instance, &teleport, request, data).await?;
+            }
+            if let Some(e) = posted.retry {
+                // Fail the job so that its retry reaches the recipients left out.
+                return Err(e.into());
             }
         }
         state if state.is_resolved() => {
@@ -117,19 +121,33 @@ pub(crate) async fn gone(instance: &Instance, id: &str) -> Result<(), BridgeErro
     }
 }
 
+/// Where a request goes, as far as Mattermost could tell this time.
+pub(crate) struct Targets {
+    /// Resolved destinations, deduplicated by channel id, the main channel first.
+    pub resolved: Vec<Target>,
+    /// A recipient that could not be resolved for a reason worth retrying (Mattermost
+    /// failing, rate limits, a lost connection). The resolved targets are still posted to;
+    /// the job then fails with this error so that its retry reaches the rest.
+    pub retry: Option<MattermostError>,
+}
+
 /// Resolves every recipient to a channel id, deduplicated by channel id. A recipient that
-/// cannot be resolved is skipped and reported; the main channel must resolve.
+/// Mattermost says cannot be reached (unknown user, no access) is skipped and reported; one
+/// that failed for another reason is left for the retry. The main channel must resolve.
 pub(crate) async fn targets(
     instance: &Instance,
     request: &AccessRequest,
-) -> Result<Vec<Target>, BridgeError> {
+) -> Result<Targets, BridgeError> {
     let settings = instance.settings();
     let mm = instance.mattermost();
     let main = Recipient::Channel {
         team: settings.mattermost.team.clone(),
         channel: settings.mattermost.channel.clone(),
     };
-    let mut out: Vec<Target> = Vec::new();
+    let mut out = Targets {
+        resolved: Vec::new(),
+        retry: None,
+    };
     for recipient in recipients_for(
         request,
         &main,
@@ -146,8 +164,8 @@ pub(crate) async fn targets(
         };
         match resolved {
             Ok(channel_id) if !channel_id.is_empty() => {
-                if !out.iter().any(|t| t.channel_id == channel_id) {
-                    out.push(Target {
+                if !out.resolved.iter().any(|t| t.channel_id == channel_id) {
+                    out.resolved.push(Target {
                         channel_id,
                         label: recipient.to_string(),
                     });
@@ -157,8 +175,12 @@ pub(crate) async fn targets(
                 tracing::warn!(request = %request.id, %recipient, "skipping recipient: Mattermost returned an empty channel id");
             }
             Err(e) if recipient == main => return Err(e.into()),
-            Err(e) => {
+            Err(e) if e.is_about_the_recipient() => {
                 tracing::warn!(request = %request.id, %recipient, error = %e, "skipping recipient that could not be resolved");
+            }
+            Err(e) => {
+                tracing::warn!(request = %request.id, %recipient, error = %e, "could not resolve recipient; will retry");
+                out.retry.get_or_insert(e);
             }
         }
     }
@@ -186,21 +208,30 @@ async fn direct_channel(
     Ok(mm.direct_channel(&bot, &user.id).await?.id)
 }
 
-/// Posts the request once to every target. Returns the plugin data afterwards, or None when
-/// the request was already resolved in plugin data (nothing to post).
+/// What [`ensure_posted`] leaves behind.
+struct Posted {
+    /// The plugin data afterwards; None when there is none yet.
+    data: Option<PluginData>,
+    /// A recipient left for a retry (see [`Targets::retry`]).
+    retry: Option<MattermostError>,
+}
+
+/// Posts the request once to every target it can resolve.
 async fn ensure_posted(
     instance: &Instance,
     teleport: &TeleportClient,
     request: &AccessRequest,
-) -> Result<Option<PluginData>, BridgeError> {
+) -> Result<Posted, BridgeError> {
     let existing = read(teleport, &request.id).await?;
-    if let Some(data) = &existing {
-        if data.resolution.is_some() {
-            return Ok(existing);
-        }
+    if existing.as_ref().is_some_and(|d| d.resolution.is_some()) {
+        // Resolved already; the resolution's edits are another job's work.
+        return Ok(Posted {
+            data: existing,
+            retry: None,
+        });
     }
-    let targets = targets(instance, request).await?;
-    let missing: Vec<&Target> = targets
+    let Targets { resolved, retry } = targets(instance, request).await?;
+    let missing: Vec<&Target> = resolved
         .iter()
         .filter(|t| {
             existing
@@ -209,7 +240,10 @@ async fn ensure_posted(
         })
         .collect();
     if missing.is_empty() {
-        return Ok(existing);
+        return Ok(Posted {
+            data: existing,
+            retry,
+        });
     }
 
     // Record the intent for every missing target, creating the plugin data if needed.
@@ -277,7 +311,10 @@ async fn ensure_posted(
     };
     match first_error {
         Some(e) => Err(e),
-        None => Ok(Some(data)),
+        None => Ok(Posted {
+            data: Some(data),
+            retry,
+        }),
     }
 }
 

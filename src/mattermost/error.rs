@@ -182,6 +182,14 @@ impl MattermostError {
         matches!(self, Self::NotFound { .. } | Self::Api { status: 404, .. })
     }
 
+    /// The server answered that this user or channel cannot be reached (400, 403 or 404 on
+    /// a lookup): asking again will not help until someone changes Mattermost. Every other
+    /// failure (5xx, 429, a lost connection, a refused token) says nothing about the
+    /// recipient and is worth retrying.
+    pub fn is_about_the_recipient(&self) -> bool {
+        matches!(self.status(), Some(400 | 403 | 404))
+    }
+
     /// The bot token was refused.
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, Self::Unauthorized { .. })
@@ -299,5 +307,32 @@ mod tests {
         assert!(text.contains("no team \"ops\""), "{text}");
         assert!(text.contains("Unable to find the existing team"), "{text}");
         assert!(err.is_not_found());
+        assert!(err.is_about_the_recipient());
+    }
+
+    #[test]
+    fn only_answers_about_the_recipient_let_a_recipient_be_skipped() {
+        let api = |status| MattermostError::Api {
+            endpoint: "POST /api/v4/channels/direct".into(),
+            status,
+            api: Box::new(ApiError::from_body(status, b"")),
+            outcome_unknown: false,
+        };
+        for status in [400, 403, 404] {
+            assert!(api(status).is_about_the_recipient(), "{status}");
+        }
+        for status in [500, 502, 503] {
+            assert!(!api(status).is_about_the_recipient(), "{status}");
+        }
+        let rate_limited = MattermostError::RateLimited {
+            endpoint: "GET /api/v4/users/username/carol".into(),
+            attempts: 6,
+        };
+        assert!(!rate_limited.is_about_the_recipient());
+        let refused = MattermostError::Unauthorized {
+            endpoint: "GET /api/v4/users/username/carol".into(),
+            api: Box::new(ApiError::from_body(401, b"")),
+        };
+        assert!(!refused.is_about_the_recipient());
     }
 }

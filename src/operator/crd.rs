@@ -117,7 +117,9 @@ pub struct MattermostAccessPluginSpec {
     pub callback: Option<CallbackSpec>,
     /// Extra recipients for every request, on top of the channel and the suggested reviewers.
     /// Each entry is an email (sent as a direct message) or "team/channel",
-    /// e.g. ["alice@example.com", "security/access-requests"].
+    /// e.g. ["alice@example.com", "security/access-requests"]. An entry Mattermost
+    /// does not know, or the bot cannot reach, is skipped with a warning in the log;
+    /// one Mattermost failed to look up is tried again until it is reached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = MAX_RECIPIENTS),

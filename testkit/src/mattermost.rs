@@ -181,6 +181,8 @@ struct Server {
     inject_429: Option<(usize, u64)>,
     /// Injected failures, answered in order.
     inject_status: VecDeque<u16>,
+    /// Injected failures for one path only, answered in order.
+    inject_on_path: HashMap<String, VecDeque<u16>>,
     lost_post_responses: usize,
     bucket: Option<Bucket>,
 }
@@ -433,6 +435,16 @@ impl MattermostDouble {
     pub fn inject_status(&self, count: usize, status: u16) {
         self.state()
             .inject_status
+            .extend(std::iter::repeat_n(status, count));
+    }
+
+    /// The next `count` calls to `path` (e.g. `/api/v4/users/username/carol`) answer
+    /// `status` with an error body; other paths are unaffected.
+    pub fn inject_status_on(&self, path: &str, count: usize, status: u16) {
+        self.state()
+            .inject_on_path
+            .entry(path.to_string())
+            .or_default()
             .extend(std::iter::repeat_n(status, count));
     }
 
@@ -767,7 +779,12 @@ async fn api_layer(State(shared): State<Arc<Shared>>, request: Request, next: Ne
                 retry_after_secs: Some(reset),
                 limited: true,
             }))
-        } else if let Some(status) = state.inject_status.pop_front() {
+        } else if let Some(status) = state
+            .inject_on_path
+            .get_mut(&path)
+            .and_then(VecDeque::pop_front)
+            .or_else(|| state.inject_status.pop_front())
+        {
             Some(app_error(
                 status,
                 "testkit.injected_failure.app_error",
