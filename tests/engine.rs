@@ -56,6 +56,22 @@ fn data(stack: &Stack, id: &str) -> PluginData {
     PluginData::decode(&stack.teleport.plugin_data(id).unwrap_or_default())
 }
 
+/// The channels of the request's root posts, sorted, one entry per post.
+fn channels_posted(stack: &Stack, id: &str) -> Vec<String> {
+    sorted(
+        stack
+            .root_posts_for(id)
+            .into_iter()
+            .map(|p| p.channel_id)
+            .collect(),
+    )
+}
+
+fn sorted(mut items: Vec<String>) -> Vec<String> {
+    items.sort();
+    items
+}
+
 fn has_buttons(post: &teleport_mattermost_testkit::mattermost::Post) -> bool {
     post.props
         .get("attachments")
@@ -120,15 +136,10 @@ async fn dms_and_channel_are_deduplicated_by_channel_and_unknown_recipients_skip
         "posted to the channel and two DMs: {:?}",
         data(&stack, &id)
     );
-    let mut channels: Vec<String> = stack
-        .root_posts_for(&id)
-        .into_iter()
-        .map(|p| p.channel_id)
-        .collect();
-    channels.sort();
-    let mut expected = vec![stack.channel_id.clone(), alice_dm, carol_dm];
-    expected.sort();
-    assert_eq!(channels, expected);
+    assert_eq!(
+        channels_posted(&stack, &id),
+        sorted(vec![stack.channel_id.clone(), alice_dm, carol_dm])
+    );
     assert!(
         stack
             .mattermost
@@ -161,15 +172,11 @@ async fn a_recipient_mattermost_fails_to_resolve_is_reached_by_the_retry_not_ski
         "carol's DM was posted after the lookup recovered: {:?}",
         data(&stack, &id)
     );
-    let mut channels: Vec<String> = stack
-        .root_posts_for(&id)
-        .into_iter()
-        .map(|p| p.channel_id)
-        .collect();
-    channels.sort();
-    let mut expected = vec![stack.channel_id.clone(), carol_dm];
-    expected.sort();
-    assert_eq!(channels, expected, "one post per channel, none repeated");
+    assert_eq!(
+        channels_posted(&stack, &id),
+        sorted(vec![stack.channel_id.clone(), carol_dm]),
+        "one post per channel, none repeated"
+    );
     assert!(
         stack
             .instance
