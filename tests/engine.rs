@@ -242,77 +242,65 @@ async fn reviews_become_thread_replies_in_order() {
     assert_eq!(data(&stack, &id).reviews_count, 2);
 }
 
-#[tokio::test]
-async fn approve_button_resolves_in_teleport_and_edits_the_post() {
+/// Presses `action` as `user` on a fresh request's post and checks every effect: the
+/// ephemeral answer, the one state change with its delegator and reason, the request's new
+/// state, and the post edited to `outcome` without buttons.
+async fn button_round_trip(
+    action: &str,
+    user: &str,
+    state: RequestState,
+    answer: &str,
+    outcome: &str,
+) {
     let stack = started(StackOptions::default()).await;
     let id = stack.teleport.create_request(request("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
-    let outcome = stack
+    let pressed = stack
         .mattermost
-        .press(&post.id, "Approve", "alice")
+        .press(&post.id, action, user)
         .await
         .unwrap();
-    assert_eq!(outcome.status, 200);
-    assert!(
-        outcome
-            .ephemeral_text
-            .unwrap_or_default()
-            .contains("approved")
-    );
+    assert_eq!(pressed.status, 200);
+    let ephemeral = pressed.ephemeral_text.unwrap_or_default();
+    assert!(ephemeral.contains(answer), "{ephemeral}");
     let changes = stack.teleport.state_changes();
-    assert_eq!(changes.len(), 1);
+    assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].id, id);
-    assert_eq!(changes[0].state, RequestState::Approved);
-    assert_eq!(changes[0].delegator, "mattermost:alice@example.com");
-    assert!(changes[0].reason.contains("@alice"));
+    assert_eq!(changes[0].state, state);
     assert_eq!(
-        stack.teleport.request(&id).unwrap().state,
-        RequestState::Approved
+        changes[0].delegator,
+        format!("mattermost:{user}@example.com")
     );
-    assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).edited
-            == Some(RequestState::Approved))
-        .await
-    );
+    assert!(changes[0].reason.contains(&format!("@{user}")));
+    assert_eq!(stack.teleport.request(&id).unwrap().state, state);
+    assert!(Stack::eventually(WAIT, || data(&stack, &id).edited == Some(state)).await);
     let edited = stack.mattermost.post(&post.id).unwrap();
-    assert!(
-        edited.message.contains("APPROVED by @alice"),
-        "{}",
-        edited.message
-    );
+    assert!(edited.message.contains(outcome), "{}", edited.message);
     assert!(!has_buttons(&edited), "no buttons after resolution");
 }
 
 #[tokio::test]
+async fn approve_button_resolves_in_teleport_and_edits_the_post() {
+    button_round_trip(
+        "Approve",
+        "alice",
+        RequestState::Approved,
+        "approved",
+        "APPROVED by @alice",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn deny_button_denies() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = wait_posted(&stack, &id).await;
-    let outcome = stack
-        .mattermost
-        .press(&post.id, "Deny", "carol")
-        .await
-        .unwrap();
-    assert_eq!(outcome.status, 200);
-    assert_eq!(
-        stack.teleport.request(&id).unwrap().state,
-        RequestState::Denied
-    );
-    assert_eq!(
-        stack.teleport.state_changes()[0].delegator,
-        "mattermost:carol@example.com"
-    );
-    assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).edited
-            == Some(RequestState::Denied))
-        .await
-    );
-    let edited = stack.mattermost.post(&post.id).unwrap();
-    assert!(
-        edited.message.contains("DENIED by @carol"),
-        "{}",
-        edited.message
-    );
+    button_round_trip(
+        "Deny",
+        "carol",
+        RequestState::Denied,
+        "denied",
+        "DENIED by @carol",
+    )
+    .await;
 }
 
 #[tokio::test]
