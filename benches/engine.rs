@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost_testkit::stack::{Stack, StackOptions};
 use teleport_mattermost_testkit::teleport::NewRequest;
 
@@ -101,11 +100,7 @@ async fn burst(n: usize) {
     let duplicated = per_request.values().filter(|&&c| c > 1).count();
     let recorded = ids
         .iter()
-        .filter(|id| {
-            !PluginData::decode(&stack.teleport.plugin_data(id).unwrap_or_default())
-                .messages
-                .is_empty()
-        })
+        .filter(|id| !stack.data(id).messages.is_empty())
         .count();
     println!(
         "burst                        n={n:<6} all posted in {:>8.2} s  ({:.0} posts/s; requests created in {:.2} s)  lost={lost} duplicated={duplicated} recorded={recorded}",
@@ -153,20 +148,13 @@ async fn callback(samples: usize) {
         .map(|_| stack.teleport.create_request(request()))
         .collect();
     let posted = Stack::eventually(Duration::from_secs(120), || {
-        ids.iter().all(|id| {
-            !PluginData::decode(&stack.teleport.plugin_data(id).unwrap_or_default())
-                .messages
-                .is_empty()
-        })
+        ids.iter().all(|id| !stack.data(id).messages.is_empty())
     })
     .await;
     assert!(posted, "requests posted before pressing");
     let mut out = Vec::with_capacity(samples);
     for (i, id) in ids.iter().enumerate() {
-        let post_id = PluginData::decode(&stack.teleport.plugin_data(id).unwrap_or_default())
-            .messages[0]
-            .post_id
-            .clone();
+        let post_id = stack.data(id).messages[0].post_id.clone();
         let start = Instant::now();
         let outcome = stack
             .mattermost

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost::request::RequestState;
 use teleport_mattermost_testkit::stack::{Stack, StackOptions};
 use teleport_mattermost_testkit::teleport::NewRequest;
@@ -52,10 +51,6 @@ async fn restart_and_resync(stack: &mut Stack) {
     );
 }
 
-fn data(stack: &Stack, id: &str) -> PluginData {
-    PluginData::decode(&stack.teleport.plugin_data(id).unwrap_or_default())
-}
-
 /// The channels of the request's root posts, sorted, one entry per post.
 fn channels_posted(stack: &Stack, id: &str) -> Vec<String> {
     sorted(
@@ -93,13 +88,14 @@ async fn pending_request_is_posted_once_across_restart() {
     assert!(post.message.contains("bob@example.com"));
     assert!(has_buttons(&post), "pending post carries buttons");
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id)
+        Stack::eventually(WAIT, || stack
+            .data(&id)
             .message_in(&stack.channel_id)
             .is_some())
         .await,
         "the post is recorded in plugin data"
     );
-    assert_eq!(data(&stack, &id).messages[0].post_id, post.id);
+    assert_eq!(stack.data(&id).messages[0].post_id, post.id);
 
     restart_and_resync(&mut stack).await;
     assert_eq!(
@@ -132,9 +128,9 @@ async fn dms_and_channel_are_deduplicated_by_channel_and_unknown_recipients_skip
         .mattermost
         .dm_channel_id(&bot, &stack.mattermost.user_id("carol").unwrap());
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).messages.len() == 3).await,
+        Stack::eventually(WAIT, || stack.data(&id).messages.len() == 3).await,
         "posted to the channel and two DMs: {:?}",
-        data(&stack, &id)
+        stack.data(&id)
     );
     assert_eq!(
         channels_posted(&stack, &id),
@@ -168,9 +164,9 @@ async fn a_recipient_mattermost_fails_to_resolve_is_reached_by_the_retry_not_ski
         &stack.mattermost.user_id("carol").unwrap(),
     );
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).message_in(&carol_dm).is_some()).await,
+        Stack::eventually(WAIT, || stack.data(&id).message_in(&carol_dm).is_some()).await,
         "carol's DM was posted after the lookup recovered: {:?}",
-        data(&stack, &id)
+        stack.data(&id)
     );
     assert_eq!(
         channels_posted(&stack, &id),
@@ -197,12 +193,12 @@ async fn role_recipients_fall_back_to_star() {
     })
     .await;
     let id = stack.teleport.create_request(request("bob@example.com")); // role dba → "*"
-    assert!(Stack::eventually(WAIT, || data(&stack, &id).messages.len() == 2).await);
+    assert!(Stack::eventually(WAIT, || stack.data(&id).messages.len() == 2).await);
     let bot = stack.mattermost.bot_user_id();
     let alice_dm = stack
         .mattermost
         .dm_channel_id(&bot, &stack.mattermost.user_id("alice").unwrap());
-    assert!(data(&stack, &id).message_in(&alice_dm).is_some());
+    assert!(stack.data(&id).message_in(&alice_dm).is_some());
 }
 
 #[tokio::test]
@@ -210,7 +206,7 @@ async fn reviews_become_thread_replies_in_order() {
     let stack = started(StackOptions::default()).await;
     let id = stack.teleport.create_request(request("bob@example.com"));
     let root = wait_posted(&stack, &id).await;
-    assert!(Stack::eventually(WAIT, || !data(&stack, &id).messages.is_empty()).await);
+    assert!(Stack::eventually(WAIT, || !stack.data(&id).messages.is_empty()).await);
     stack.teleport.review(
         &id,
         "alice@example.com",
@@ -239,7 +235,7 @@ async fn reviews_become_thread_replies_in_order() {
     assert!(replies[0].message.contains("APPROVED"));
     assert!(replies[1].message.contains("carol@example.com"));
     assert!(replies[1].message.contains("DENIED"));
-    assert_eq!(data(&stack, &id).reviews_count, 2);
+    assert_eq!(stack.data(&id).reviews_count, 2);
 }
 
 /// Presses `action` as `user` on a fresh request's post and checks every effect: the
@@ -273,7 +269,7 @@ async fn button_round_trip(
     );
     assert!(changes[0].reason.contains(&format!("@{user}")));
     assert_eq!(stack.teleport.request(&id).unwrap().state, state);
-    assert!(Stack::eventually(WAIT, || data(&stack, &id).edited == Some(state)).await);
+    assert!(Stack::eventually(WAIT, || stack.data(&id).edited == Some(state)).await);
     let edited = stack.mattermost.post(&post.id).unwrap();
     assert!(edited.message.contains(outcome), "{}", edited.message);
     assert!(!has_buttons(&edited), "no buttons after resolution");
@@ -311,14 +307,14 @@ async fn expiry_edits_every_post_to_expired() {
     })
     .await;
     let id = stack.teleport.create_request(request("bob@example.com"));
-    assert!(Stack::eventually(WAIT, || data(&stack, &id).messages.len() == 2).await);
+    assert!(Stack::eventually(WAIT, || stack.data(&id).messages.len() == 2).await);
     stack.teleport.expire(&id);
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).edited
+        Stack::eventually(WAIT, || stack.data(&id).edited
             == Some(RequestState::Expired))
         .await
     );
-    for m in data(&stack, &id).messages {
+    for m in stack.data(&id).messages {
         let post = stack.mattermost.post(&m.post_id).unwrap();
         assert!(post.message.contains("EXPIRED"), "{}", post.message);
         assert!(!has_buttons(&post));
@@ -330,18 +326,18 @@ async fn delete_after_approved_leaves_approved_and_edits_once() {
     let stack = started(StackOptions::default()).await;
     let id = stack.teleport.create_request(request("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
-    assert!(Stack::eventually(WAIT, || !data(&stack, &id).messages.is_empty()).await);
+    assert!(Stack::eventually(WAIT, || !stack.data(&id).messages.is_empty()).await);
     stack
         .teleport
         .resolve(&id, RequestState::Approved, "approved with tsh");
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).edited
+        Stack::eventually(WAIT, || stack.data(&id).edited
             == Some(RequestState::Approved))
         .await
     );
     stack.teleport.expire(&id);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let d = data(&stack, &id);
+    let d = stack.data(&id);
     assert_eq!(d.resolution, Some(RequestState::Approved));
     let text = stack.mattermost.post(&post.id).unwrap().message;
     assert!(
@@ -511,7 +507,8 @@ async fn crash_between_posting_and_recording_gives_no_duplicate() {
     stack.crash().await;
     stack.restart().await;
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id)
+        Stack::eventually(WAIT, || stack
+            .data(&id)
             .message_in(&stack.channel_id)
             .is_some())
         .await,
@@ -520,7 +517,7 @@ async fn crash_between_posting_and_recording_gives_no_duplicate() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let posts = stack.root_posts_for(&id);
     assert_eq!(posts.len(), 1, "no duplicate post");
-    assert_eq!(data(&stack, &id).messages[0].post_id, posts[0].id);
+    assert_eq!(stack.data(&id).messages[0].post_id, posts[0].id);
 }
 
 #[tokio::test]
@@ -578,16 +575,14 @@ async fn two_hundred_concurrent_requests_are_each_posted_and_resolved_once() {
         .map(|_| stack.teleport.create_request(request("bob@example.com")))
         .collect();
     assert!(
-        Stack::eventually(Duration::from_secs(90), || ids.iter().all(|id| !data(
-            &stack, id
-        )
-        .messages
-        .is_empty()))
+        Stack::eventually(Duration::from_secs(90), || ids
+            .iter()
+            .all(|id| !stack.data(id).messages.is_empty()))
         .await,
         "all posted"
     );
     let presses = ids.iter().enumerate().map(|(i, id)| {
-        let post_id = data(&stack, id).messages[0].post_id.clone();
+        let post_id = stack.data(id).messages[0].post_id.clone();
         let mm = stack.mattermost.clone();
         async move {
             let action = if i % 2 == 0 { "Approve" } else { "Deny" };
@@ -597,11 +592,9 @@ async fn two_hundred_concurrent_requests_are_each_posted_and_resolved_once() {
     let outcomes = futures::future::join_all(presses).await;
     assert!(outcomes.iter().all(|o| o.status == 200));
     assert!(
-        Stack::eventually(Duration::from_secs(90), || ids.iter().all(|id| data(
-            &stack, id
-        )
-        .edited
-        .is_some()))
+        Stack::eventually(Duration::from_secs(90), || ids
+            .iter()
+            .all(|id| stack.data(id).edited.is_some()))
         .await,
         "all edited"
     );
@@ -626,12 +619,12 @@ async fn a_post_deleted_in_mattermost_does_not_block_the_resolution() {
     })
     .await;
     let id = stack.teleport.create_request(request("bob@example.com"));
-    assert!(Stack::eventually(WAIT, || data(&stack, &id).messages.len() == 2).await);
-    let messages = data(&stack, &id).messages;
+    assert!(Stack::eventually(WAIT, || stack.data(&id).messages.len() == 2).await);
+    let messages = stack.data(&id).messages;
     assert!(stack.mattermost.delete_post(&messages[0].post_id));
     stack.teleport.resolve(&id, RequestState::Denied, "");
     assert!(
-        Stack::eventually(WAIT, || data(&stack, &id).edited
+        Stack::eventually(WAIT, || stack.data(&id).edited
             == Some(RequestState::Denied))
         .await,
         "resolution completes despite the deleted post"

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
-use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost_testkit::cluster::{Env, NS, Operator, WAIT, free_addr};
 use teleport_mattermost_testkit::stack::TEAM;
 use teleport_mattermost_testkit::teleport::NewRequest;
@@ -97,7 +96,8 @@ async fn valid_object_becomes_ready_posts_and_approves() {
     env.wait_posted(&id).await;
     // The post exists a moment before it is recorded in plugin data.
     let recorded = || {
-        PluginData::decode(&env.teleport.plugin_data(&id).unwrap_or_default())
+        env.teleport
+            .decoded_plugin_data(&id)
             .messages
             .first()
             .map(|m| m.post_id.clone())

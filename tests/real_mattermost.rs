@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use teleport_mattermost::message::{self, Links};
-use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost::request::RequestState;
 use teleport_mattermost::settings::RetryPolicy;
 use teleport_mattermost_testkit::stack::{CHANNEL, MattermostTarget, Plugin, StackOptions, TEAM};
@@ -440,10 +439,6 @@ impl Real {
             status.mattermost
         );
         real
-    }
-
-    fn data(&self, id: &str) -> PluginData {
-        PluginData::decode(&self.teleport.plugin_data(id).unwrap_or_default())
     }
 
     async fn eventually(&self, timeout: Duration, mut check: impl FnMut(&Real) -> bool) -> bool {

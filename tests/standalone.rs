@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost::request::RequestState;
 use teleport_mattermost_testkit::cluster::free_addr;
 use teleport_mattermost_testkit::mattermost::MattermostDouble;
@@ -91,7 +90,8 @@ severity = "INFO"
         ..Default::default()
     });
     let posted = || {
-        PluginData::decode(&teleport.plugin_data(&id).unwrap_or_default())
+        teleport
+            .decoded_plugin_data(&id)
             .messages
             .first()
             .map(|m| m.post_id.clone())
@@ -138,11 +138,10 @@ severity = "INFO"
         ..Default::default()
     });
     assert!(
-        Stack::eventually(Duration::from_secs(20), || !PluginData::decode(
-            &teleport.plugin_data(&id2).unwrap_or_default()
-        )
-        .messages
-        .is_empty())
+        Stack::eventually(Duration::from_secs(20), || !teleport
+            .decoded_plugin_data(&id2)
+            .messages
+            .is_empty())
         .await,
         "still posting with the previous identity"
     );

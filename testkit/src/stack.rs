@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt as _;
 use teleport_mattermost::bridge::{Bridge, Credentials, Instance, InstanceStatus};
 use teleport_mattermost::callback::{Registry, router};
+use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost::settings::{
     CallbackSettings, InstanceId, MattermostSettings, PluginSettings, RateLimit, RetryPolicy,
     Secret, TeleportSettings, TokenSource,
@@ -209,6 +210,11 @@ impl Plugin {
         })
         .await;
         status.borrow().clone()
+    }
+
+    /// This plugin's data for a request, as the engine reads it.
+    pub fn data(&self, id: &str) -> PluginData {
+        self.teleport.decoded_plugin_data(id)
     }
 
     /// Waits until the engine has established its watch (status `TeleportConnected`).

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
+use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost::request::{AccessRequest, RequestState, to_timestamp};
 use teleport_mattermost::teleport::client::PLUGIN_NAME;
 use teleport_mattermost::teleport::wire::proto::auth_service_server::{
@@ -401,6 +402,12 @@ impl TeleportDouble {
             .get(id)
             .and_then(|entries| entries.get(PLUGIN_NAME))
             .cloned()
+    }
+
+    /// The `mattermost` plugin's data for a request as the engine reads it (empty when
+    /// there is none).
+    pub fn decoded_plugin_data(&self, id: &str) -> PluginData {
+        PluginData::decode(&self.plugin_data(id).unwrap_or_default())
     }
 
     /// Overwrites the `mattermost` plugin's data (seeding state, e.g. a takeover from

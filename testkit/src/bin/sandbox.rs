@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost::request::RequestState;
 use teleport_mattermost_testkit::stack::{CHANNEL, Stack, StackOptions, TEAM};
 use teleport_mattermost_testkit::teleport::NewRequest;
@@ -43,9 +42,7 @@ async fn main() -> anyhow::Result<()> {
     println!("request id {id}");
 
     let posted = Stack::eventually(Duration::from_secs(20), || {
-        !PluginData::decode(&stack.teleport.plugin_data(&id).unwrap_or_default())
-            .messages
-            .is_empty()
+        !stack.data(&id).messages.is_empty()
     })
     .await;
     anyhow::ensure!(posted, "the request was not posted within 20 s");
@@ -80,8 +77,7 @@ async fn main() -> anyhow::Result<()> {
         println!("reason:    {}", change.reason);
     }
     Stack::eventually(Duration::from_secs(20), || {
-        PluginData::decode(&stack.teleport.plugin_data(&id).unwrap_or_default()).edited
-            == Some(RequestState::Approved)
+        stack.data(&id).edited == Some(RequestState::Approved)
     })
     .await;
     rule("the edited post");
