@@ -88,7 +88,7 @@ async fn valid_object_becomes_ready_posts_and_approves() {
         "IdentityValid",
         "CallbackReady",
     ] {
-        let c = status.conditions.iter().find(|c| c.type_ == t).unwrap();
+        let c = status.condition(t).unwrap();
         assert_eq!(c.status, "True", "{t}: {c:?}");
     }
 
@@ -157,13 +157,8 @@ async fn missing_secret_is_reported_with_an_event_and_recovers() {
     env.apply(&env.cr_yaml("platform", operator.callback))
         .unwrap();
     let cr = env.wait_condition("platform", "Ready", "False").await;
-    let ready = cr
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let status = cr.status.unwrap();
+    let ready = status.condition("Ready").unwrap();
     assert_eq!(ready.reason, "SecretMissing");
     assert!(
         ready
@@ -193,8 +188,7 @@ async fn missing_secret_is_reported_with_an_event_and_recovers() {
         let cr = env.crs().get("platform").await.unwrap();
         let msg = cr
             .status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
-            .map(|c| c.message)
+            .and_then(|s| s.condition("Ready").map(|c| c.message.clone()))
             .unwrap_or_default();
         if msg.contains("has no key auth.cas") {
             break;
@@ -270,13 +264,8 @@ async fn a_bad_new_identity_keeps_the_old_one_and_says_so() {
     let cr = env
         .wait_condition("platform", "IdentityValid", "False")
         .await;
-    let c = cr
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "IdentityValid")
-        .unwrap();
+    let status = cr.status.unwrap();
+    let c = status.condition("IdentityValid").unwrap();
     assert_eq!(c.reason, "CertificateExpired");
     assert!(
         c.message.contains("still using the previous certificate"),
@@ -310,13 +299,7 @@ async fn deleting_or_suspending_the_object_stops_its_watcher() {
         .unwrap();
     let cr = env.wait_condition("platform", "Ready", "False").await;
     assert_eq!(
-        cr.status
-            .unwrap()
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .unwrap()
-            .reason,
+        cr.status.unwrap().condition("Ready").unwrap().reason,
         "Suspended"
     );
     wait_for(

@@ -199,7 +199,7 @@ fn condition(
     // Keep the transition time while the status is unchanged, so rewriting the same
     // condition is a no-op and causes no status churn.
     let last_transition_time = previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+        .and_then(|p| p.condition(type_))
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
         .or_else(|| time(now))
@@ -406,7 +406,7 @@ async fn publish_events(
 ) {
     let reference = cr.object_ref(&());
     for c in &next.conditions {
-        let before = previous.and_then(|p| p.conditions.iter().find(|o| o.type_ == c.type_));
+        let before = previous.and_then(|p| p.condition(&c.type_));
         if before.is_some_and(|b| b.status == c.status && b.reason == c.reason)
             || c.status == "Unknown"
         {

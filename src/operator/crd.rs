@@ -314,6 +314,13 @@ pub struct MattermostAccessPluginStatus {
     pub approval_policy: Option<String>,
 }
 
+impl MattermostAccessPluginStatus {
+    /// The condition of type `type_`, if it has been written.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
 impl MattermostAccessPluginSpec {
     /// Names of every Secret this spec references, so a changed Secret maps back to the
     /// objects that use it.

@@ -212,13 +212,8 @@ spec:
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Ok(Some(cr)) = self.crs().get_opt(name).await {
-                let found = cr.status.as_ref().and_then(|s| {
-                    s.conditions
-                        .iter()
-                        .find(|c| c.type_ == type_)
-                        .map(|c| c.status.clone())
-                });
-                if found.as_deref() == Some(status) {
+                let found = cr.status.as_ref().and_then(|s| s.condition(type_));
+                if found.is_some_and(|c| c.status == status) {
                     return cr;
                 }
                 if tokio::time::Instant::now() > deadline {
