@@ -8,6 +8,8 @@
 //! Needs the control-plane binaries from `tests/control-plane/build.sh`.
 //! `BENCH_OBJECTS=200 cargo bench --bench operator` for a quicker look.
 
+use std::net::SocketAddr;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use teleport_mattermost_testkit::cluster::{Env, NS, free_addr};
@@ -52,12 +54,11 @@ fn ready_count(env: &Env) -> usize {
     out.lines().filter(|l| l.trim() == "True").count()
 }
 
-async fn scale(objects: usize) {
-    let env = Env::start().await;
-    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
-        .await;
+/// The release binary as its own process, so that its RSS and CPU time are the operator's
+/// alone; returns it and its callback address.
+fn spawn_operator(env: &Env) -> (Child, SocketAddr) {
     let callback = free_addr();
-    let mut child = env
+    let child = env
         .operator_command(
             env!("CARGO_BIN_EXE_teleport-mattermost"),
             callback,
@@ -66,6 +67,14 @@ async fn scale(objects: usize) {
         .env("LOG_LEVEL", "error")
         .spawn()
         .expect("operator process");
+    (child, callback)
+}
+
+async fn scale(objects: usize) {
+    let env = Env::start().await;
+    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
+        .await;
+    let (mut child, callback) = spawn_operator(&env);
     let pid = child.id();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = proc_field(pid, "VmRSS:").unwrap_or(0);
@@ -113,16 +122,7 @@ async fn scale(objects: usize) {
 
 async fn rotation(rounds: usize) {
     let env = Env::start().await;
-    let callback = free_addr();
-    let mut child = env
-        .operator_command(
-            env!("CARGO_BIN_EXE_teleport-mattermost"),
-            callback,
-            free_addr(),
-        )
-        .env("LOG_LEVEL", "error")
-        .spawn()
-        .expect("operator process");
+    let (mut child, callback) = spawn_operator(&env);
     env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
         .await;
     env.apply(&env.cr_yaml("platform", callback))
