@@ -6,6 +6,7 @@
 pub mod bridge;
 pub mod callback;
 pub mod config;
+pub mod http_server;
 pub mod mattermost;
 pub mod message;
 pub mod operator;

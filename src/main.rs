@@ -85,6 +85,11 @@ struct OperatorArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Seconds button presses are still served after SIGTERM (unready meanwhile), so the
+    /// Service stops routing to this pod before it closes; keep it below the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECONDS", default_value_t = 5)]
+    shutdown_drain_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -159,6 +164,7 @@ fn operator(args: OperatorArgs) -> ExitCode {
         lease_namespace: args.lease_namespace,
         identity,
         init_timeout: std::time::Duration::from_secs(15),
+        drain: std::time::Duration::from_secs(args.shutdown_drain_seconds),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

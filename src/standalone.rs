@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::RustlsAcceptor;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::{Bridge, Credentials, Instance};
 use crate::callback::{Registry, router};
 use crate::config::{self, IdentityPaths, StandaloneConfig};
+use crate::http_server::{self, Limits, TlsConfig};
 use crate::teleport::identity::{Identity, IdentityError, PemSource};
 
 /// Command-line switches of `start`.
@@ -149,9 +148,6 @@ pub async fn run(config: StandaloneConfig, options: Options) -> Result<(), Start
     }
     tracing::info!("shutting down");
     shutdown.cancel();
-    server
-        .handle
-        .graceful_shutdown(Some(Duration::from_secs(10)));
     let _ = bridge.await;
     let _ = server.task.await;
     tracing::info!("stopped");
@@ -160,83 +156,92 @@ pub async fn run(config: StandaloneConfig, options: Options) -> Result<(), Start
 
 /// The running callback server.
 pub struct CallbackServer {
-    /// Stops it.
-    pub handle: axum_server::Handle<SocketAddr>,
-    /// The server task.
-    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// The TLS config, reloadable on SIGHUP (None for plain HTTP).
-    pub tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    /// The server task; it ends once `stop` is cancelled and open requests finished.
+    pub task: tokio::task::JoinHandle<()>,
+    /// The TLS config, swapped on reload (None for plain HTTP).
+    pub tls: Option<TlsConfig>,
     /// Where it listens.
     pub addr: SocketAddr,
+}
+
+/// A rustls server config from a certificate chain and key in PEM.
+fn server_tls(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerConfig, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("certificate: no PEM CERTIFICATE block".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("key: {e}"))?;
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| e.to_string())
+}
+
+/// The HTTPS config from `https_cert_file`/`https_key_file`.
+fn tls_from_files(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, StartError> {
+    let (c, k) = (read(cert)?, read(key)?);
+    server_tls(&c, &k)
+        .map_err(|e| StartError::Tls(format!("{} / {}: {e}", cert.display(), key.display())))
 }
 
 async fn serve_callbacks(
     config: &StandaloneConfig,
     options: &Options,
     registry: Arc<Registry>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) -> Result<CallbackServer, StartError> {
     let addr = config.http.listen_addr;
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
-    listener
-        .set_nonblocking(true)
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
         .map_err(|source| StartError::Listen { addr, source })?;
     let addr = listener.local_addr().unwrap_or(addr);
-    let handle = axum_server::Handle::new();
-    let app = router(registry).into_make_service();
-    let (task, tls) = if options.insecure_no_tls {
+    let app = router(registry);
+    if options.insecure_no_tls {
         tracing::warn!(%addr, "callback server listening over plain HTTP (--insecure-no-tls); put a TLS-terminating proxy in front");
-        let server = axum_server::from_tcp(listener)
-            .map_err(|source| StartError::Listen { addr, source })?
-            .acceptor(NoDelayAcceptor::new())
-            .handle(handle.clone());
-        (tokio::spawn(server.serve(app)), None)
-    } else {
-        let tls = match (&config.http.https_cert_file, &config.http.https_key_file) {
-            (Some(cert), Some(key)) => {
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .map_err(|e| {
-                        StartError::Tls(format!("{} / {}: {e}", cert.display(), key.display()))
-                    })?
-            }
-            _ => {
-                let host = config
-                    .http
-                    .public_url
-                    .host_str()
-                    .unwrap_or("localhost")
-                    .to_string();
-                let cert = rcgen::generate_simple_self_signed(vec![host])
-                    .map_err(|e| StartError::Tls(e.to_string()))?;
-                tracing::warn!(
-                    "no https_cert_file/https_key_file configured: serving HTTPS with a self-signed certificate; Mattermost must be told to trust it, or use a proxy"
-                );
-                axum_server::tls_rustls::RustlsConfig::from_pem(
-                    cert.cert.pem().into_bytes(),
-                    cert.signing_key.serialize_pem().into_bytes(),
-                )
-                .await
-                .map_err(|e| StartError::Tls(e.to_string()))?
-            }
-        };
-        let server = axum_server::from_tcp(listener)
-            .map_err(|source| StartError::Listen { addr, source })?
-            .acceptor(RustlsAcceptor::new(tls.clone()).acceptor(NoDelayAcceptor::new()))
-            .handle(handle.clone());
-        tracing::info!(%addr, "HTTPS server listening");
-        (tokio::spawn(server.serve(app)), Some(tls))
+        let task = tokio::spawn(http_server::serve(listener, app, Limits::default(), stop));
+        return Ok(CallbackServer {
+            task,
+            tls: None,
+            addr,
+        });
+    }
+    let tls = match (&config.http.https_cert_file, &config.http.https_key_file) {
+        (Some(cert), Some(key)) => tls_from_files(cert, key)?,
+        _ => {
+            let host = config
+                .http
+                .public_url
+                .host_str()
+                .unwrap_or("localhost")
+                .to_string();
+            let cert = rcgen::generate_simple_self_signed(vec![host])
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            tracing::warn!(
+                "no https_cert_file/https_key_file configured: serving HTTPS with a self-signed certificate; Mattermost must be told to trust it, or use a proxy"
+            );
+            server_tls(
+                cert.cert.pem().as_bytes(),
+                cert.signing_key.serialize_pem().as_bytes(),
+            )
+            .map_err(StartError::Tls)?
+        }
     };
-    let stop = handle.clone();
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        stop.graceful_shutdown(Some(Duration::from_secs(10)));
-    });
+    let tls: TlsConfig = Arc::new(arc_swap::ArcSwap::from_pointee(tls));
+    tracing::info!(%addr, "HTTPS server listening");
+    let task = tokio::spawn(http_server::serve_tls(
+        listener,
+        app,
+        Limits::default(),
+        tls.clone(),
+        stop,
+    ));
     Ok(CallbackServer {
-        handle,
         task,
-        tls,
+        tls: Some(tls),
         addr,
     })
 }
@@ -267,7 +272,7 @@ async fn reload(
     config: &StandaloneConfig,
     options: &Options,
     instance: &Instance,
-    tls: Option<&axum_server::tls_rustls::RustlsConfig>,
+    tls: Option<&TlsConfig>,
 ) {
     let token = match &options.config_path {
         Some(path) => match config::load(path) {
@@ -296,8 +301,11 @@ async fn reload(
         &config.http.https_cert_file,
         &config.http.https_key_file,
     ) {
-        if let Err(e) = tls.reload_from_pem_file(cert, key).await {
-            tracing::error!(error = %e, "HTTPS certificate reload failed; keeping the current one");
+        match tls_from_files(cert, key) {
+            Ok(fresh) => tls.store(Arc::new(fresh)),
+            Err(e) => {
+                tracing::error!(error = %e, "HTTPS certificate reload failed; keeping the current one")
+            }
         }
     }
 }

@@ -2,12 +2,11 @@
 //! Mattermost doubles on loopback. The control-plane binaries come from
 //! `tests/control-plane/build.sh`; each test starts its own apiserver.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
-use teleport_mattermost_testkit::cluster::{Env, NS, Operator, WAIT, free_addr};
+use teleport_mattermost_testkit::cluster::{Env, NS, Operator, WAIT};
 use teleport_mattermost_testkit::stack::TEAM;
 use teleport_mattermost_testkit::teleport::NewRequest;
 
@@ -93,24 +92,7 @@ async fn valid_object_becomes_ready_posts_and_approves() {
     }
 
     let id = env.teleport.create_request(request());
-    env.wait_posted(&id).await;
-    // The post exists a moment before it is recorded in plugin data.
-    let recorded = || {
-        env.teleport
-            .decoded_plugin_data(&id)
-            .messages
-            .first()
-            .map(|m| m.post_id.clone())
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while recorded().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "post never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let post_id = recorded().unwrap();
+    let post_id = env.recorded_post(&id).await;
     let outcome = env
         .mattermost
         .press(&post_id, "Approve", "alice")
@@ -361,158 +343,5 @@ async fn fifty_objects_reconcile_to_ready() {
             .await;
     }
     assert!(env.teleport.active_watches() >= 50, "one watch per object");
-    operator.stop().await;
-}
-
-/// One operator process (the real binary), as a replica of a Deployment would run it.
-struct Replica {
-    child: std::process::Child,
-    probe: SocketAddr,
-}
-
-impl Replica {
-    fn spawn(env: &Env, name: &str, callback: SocketAddr) -> Replica {
-        let probe = free_addr();
-        let child = env
-            .operator_command(env!("CARGO_BIN_EXE_teleport-mattermost"), callback, probe)
-            .env("LEADER_ELECTION", "true")
-            .env("POD_NAME", name)
-            .spawn()
-            .expect("operator process");
-        Replica { child, probe }
-    }
-
-    async fn is_leader(&self) -> Option<bool> {
-        let body = reqwest::get(format!("http://{}/metrics", self.probe))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let line = body
-            .lines()
-            .find(|l| l.starts_with("teleport_mattermost_leader"))?;
-        let value: f64 = line.split_whitespace().last()?.parse().ok()?;
-        Some(value == 1.0)
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[tokio::test]
-async fn two_replicas_elect_one_leader_and_posting_survives_killing_it() {
-    let env = Env::start().await;
-    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
-        .await;
-    let callbacks = [free_addr(), free_addr()];
-    let mut replicas = vec![
-        Replica::spawn(&env, "replica-a", callbacks[0]),
-        Replica::spawn(&env, "replica-b", callbacks[1]),
-    ];
-    env.apply(&env.cr_yaml("platform", callbacks[0])).unwrap();
-    env.wait_condition("platform", "Ready", "True").await;
-
-    let leaders = async {
-        let mut out = Vec::new();
-        for r in &replicas {
-            out.push(r.is_leader().await);
-        }
-        out
-    };
-    let states = leaders.await;
-    assert_eq!(
-        states.iter().filter(|s| **s == Some(true)).count(),
-        1,
-        "exactly one leader: {states:?}"
-    );
-    assert_eq!(env.teleport.active_watches(), 1, "only the leader watches");
-    let first = env.teleport.create_request(request());
-    env.wait_posted(&first).await;
-
-    let leader = states.iter().position(|s| *s == Some(true)).unwrap();
-    let mut dead = replicas.remove(leader);
-    dead.child.kill().unwrap(); // SIGKILL: no graceful lease release
-    let _ = dead.child.wait();
-    let second = env.teleport.create_request(request());
-    env.wait_posted(&second).await; // after the lease expires, the standby takes over
-    assert_eq!(replicas[0].is_leader().await, Some(true));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        env.posts_for(&first),
-        1,
-        "the takeover resync does not repost"
-    );
-    assert_eq!(env.posts_for(&second), 1);
-}
-
-#[tokio::test]
-async fn the_charts_scoped_rbac_is_enough_to_reach_ready() {
-    let env = Env::start().await;
-    env.cp
-        .kubectl_run(&["create", "namespace", "tm-system"], None)
-        .unwrap();
-    // The chart's objects (without its CRD, installed already), scoped to NS, applied for real.
-    let rendered = teleport_mattermost_testkit::control_plane::run(
-        env.cp.helm().args([
-            "template",
-            "teleport-mattermost",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/teleport-mattermost"),
-            "--namespace",
-            "tm-system",
-            "--kube-version",
-            "1.37.2",
-            "--set",
-            "crds.install=false",
-            "--set",
-            &format!("watchNamespaces={{{NS}}}"),
-        ]),
-        None,
-    )
-    .unwrap();
-    env.apply(&rendered).unwrap();
-    let token = env
-        .cp
-        .kubectl_run(
-            &["create", "token", "teleport-mattermost", "-n", "tm-system"],
-            None,
-        )
-        .unwrap();
-    let kubeconfig = env
-        .cp
-        .kubeconfig_for_token("operator-sa", token.trim())
-        .unwrap();
-    let client = teleport_mattermost_testkit::control_plane::client_from(&kubeconfig)
-        .await
-        .unwrap();
-
-    let operator = Operator::start_as(client).await;
-    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
-        .await;
-    env.apply(&env.cr_yaml("platform", operator.callback))
-        .unwrap();
-    env.wait_condition("platform", "Ready", "True").await;
-    let id = env.teleport.create_request(request());
-    env.wait_posted(&id).await;
-
-    let can = |args: &[&str]| {
-        let mut all = vec!["auth", "can-i"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&[
-            "--as",
-            "system:serviceaccount:tm-system:teleport-mattermost",
-        ]);
-        env.cp.kubectl_run(&all, None).is_ok()
-    };
-    assert!(can(&["get", "secrets", "-n", NS]));
-    assert!(
-        !can(&["get", "secrets", "-n", "default"]),
-        "no Secrets outside its scope"
-    );
-    assert!(!can(&["list", "secrets", "--all-namespaces"]));
     operator.stop().await;
 }

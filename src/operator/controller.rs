@@ -45,6 +45,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Operator-wide settings.
     pub defaults: Defaults,
+    /// Told when each object has been reconciled once (part of `/readyz`).
+    pub readiness: Arc<super::readiness::Readiness>,
 }
 
 /// What the reconcile decided, for the status.
@@ -159,6 +161,7 @@ pub async fn reconcile(
                 .await?;
         }
     }
+    ctx.readiness.reconciled(&uid);
     Ok(match outcome {
         Outcome::Suspended => Action::await_change(),
         // Re-check periodically: certificates expire without any object changing.
@@ -170,8 +173,12 @@ pub async fn reconcile(
 pub fn error_policy(
     cr: Arc<MattermostAccessPlugin>,
     error: &ReconcileError,
-    _ctx: Arc<Context>,
+    ctx: Arc<Context>,
 ) -> Action {
+    // Tried once: the status (or this log) says what is wrong; readiness need not wait for it.
+    if let Some(uid) = cr.uid() {
+        ctx.readiness.reconciled(&uid);
+    }
     tracing::warn!(namespace = ?cr.namespace(), name = %cr.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
@@ -527,9 +534,20 @@ mod tests {
                 },
             ),
             defaults: Defaults::default(),
+            readiness: Arc::default(),
         });
 
-        let action = reconcile(Arc::new(object()), ctx).await.expect("reconcile");
+        let action = reconcile(Arc::new(object()), ctx.clone())
+            .await
+            .expect("reconcile");
+        assert_eq!(
+            ctx.readiness
+                .check([object().metadata.uid.as_deref().unwrap()]),
+            Err(crate::operator::readiness::NotReady::CallbackNotListening(
+                "not started".into()
+            )),
+            "the object counts as reconciled: only the callback server is missing"
+        );
         assert_eq!(action, Action::requeue(Duration::from_secs(300)));
         server.abort();
 

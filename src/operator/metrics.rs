@@ -1,8 +1,8 @@
 //! `/metrics` in the Prometheus text format, read at scrape time from the running instances,
 //! plus `/healthz` and `/readyz`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,16 +15,41 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use kube::ResourceExt as _;
+use kube::runtime::reflector::Store;
+
+use super::crd::MattermostAccessPlugin;
+use super::readiness::{NotReady, Readiness};
 use super::supervisor::Supervisor;
 use crate::callback::Registry;
 
 /// Shared state of the probe server.
 #[derive(Debug)]
 pub struct Probes {
-    /// The controller has listed the custom resources and is reconciling.
-    pub ready: AtomicBool,
+    /// What `/readyz` decides from.
+    pub readiness: Arc<Readiness>,
+    /// The object caches, once the watches are set up (their UIDs must all be reconciled).
+    pub(crate) stores: OnceLock<Vec<Store<MattermostAccessPlugin>>>,
     pub(crate) supervisor: Arc<Supervisor>,
     pub(crate) registry: Arc<Registry>,
+}
+
+impl Probes {
+    /// `/readyz`'s verdict now.
+    pub fn ready(&self) -> Result<(), NotReady> {
+        let cached: Vec<String> = self
+            .stores
+            .get()
+            .map(|stores| {
+                stores
+                    .iter()
+                    .flat_map(|s| s.state())
+                    .filter_map(|cr| cr.uid())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.readiness.check(cached.iter().map(String::as_str))
+    }
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -200,10 +225,9 @@ pub fn router(probes: Arc<Probes>) -> Router {
         .route(
             "/readyz",
             get(|State(p): State<Arc<Probes>>| async move {
-                if p.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                match p.ready() {
+                    Ok(()) => (StatusCode::OK, "ready".to_string()),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why.to_string()),
                 }
             }),
         )

@@ -11,17 +11,16 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod metrics;
+pub mod readiness;
 pub mod supervisor;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
@@ -32,11 +31,13 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::callback::{Registry, router};
+use crate::http_server::{self, Limits};
 use crate::settings::InstanceId;
 use build::Defaults;
 use controller::{Context, error_policy, reconcile};
 use crd::MattermostAccessPlugin;
 use metrics::Probes;
+use readiness::Readiness;
 use supervisor::Supervisor;
 
 /// How the operator runs.
@@ -58,9 +59,15 @@ pub struct OperatorOptions {
     pub identity: String,
     /// How long a Teleport watch may take to send INIT.
     pub init_timeout: Duration,
+    /// After SIGTERM, how long button presses are still served (unready meanwhile), so the
+    /// Service stops routing here before the server closes.
+    pub drain: Duration,
 }
 
-/// Runs the operator until `shutdown` is cancelled.
+/// Runs the operator until `shutdown` is cancelled (SIGTERM), then drains: `/readyz` turns
+/// unready at once, the bridges stop and the Lease is released so another replica takes over,
+/// and button presses are still served for `options.drain` while the Service's endpoints
+/// catch up.
 pub async fn run(
     options: OperatorOptions,
     client: kube::Client,
@@ -69,23 +76,34 @@ pub async fn run(
     let registry = Arc::new(Registry::default());
     let (status_tx, mut status_rx) = mpsc::unbounded_channel::<InstanceId>();
     let supervisor = Arc::new(Supervisor::new(registry.clone(), status_tx));
+    let readiness = Arc::new(Readiness::default());
     let probes = Arc::new(Probes {
-        ready: Default::default(),
+        readiness: readiness.clone(),
+        stores: Default::default(),
         supervisor: supervisor.clone(),
         registry: registry.clone(),
     });
+    // The servers outlive `shutdown` by the drain period.
+    let servers = CancellationToken::new();
 
-    let callback = serve(options.callback_addr, router(registry.clone()), &shutdown)
+    // Probes first, so liveness answers while the rest starts.
+    let listener = tokio::net::TcpListener::bind(options.probe_addr)
         .await
-        .context("starting the callback server")?;
-    let probe = serve(
-        options.probe_addr,
+        .with_context(|| format!("cannot listen on {} (--probe-addr)", options.probe_addr))?;
+    let probe = listener.local_addr()?;
+    let probe_server = tokio::spawn(http_server::serve(
+        listener,
         metrics::router(probes.clone()),
-        &shutdown,
-    )
-    .await
-    .context("starting the probe server")?;
-    tracing::info!(callback = %callback, probes = %probe, "listening");
+        Limits::default(),
+        servers.clone(),
+    ));
+    tracing::info!(probes = %probe, "probe server listening");
+    let callback_server = tokio::spawn(serve_callbacks(
+        options.callback_addr,
+        router(registry.clone()),
+        readiness.clone(),
+        servers.clone(),
+    ));
 
     // Reconcile triggers from instance status changes and leadership changes.
     let (trigger_tx, _) = broadcast::channel::<InstanceId>(4096);
@@ -112,6 +130,7 @@ pub async fn run(
             init_timeout: options.init_timeout,
             ..Defaults::default()
         },
+        readiness: readiness.clone(),
     });
 
     let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
@@ -130,20 +149,30 @@ pub async fn run(
                 ),
                 None => (Api::all(client.clone()), Api::all(client.clone())),
             };
+        let place = scope
+            .as_deref()
+            .map(|ns| format!("namespace {ns}"))
+            .unwrap_or_else(|| "all namespaces".into());
         // managedFields are never read here and are the bulk of each cached object.
         let (store, writer) = reflector::store();
         let objects = watcher(crs, watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(|cr| cr.managed_fields_mut().clear())
             .reflect(writer)
+            .inspect_ok(on_synced(
+                &readiness,
+                format!("MattermostAccessPlugins in {place}"),
+            ))
             .applied_objects();
         let controller = Controller::for_stream(objects, store.clone());
         stores.push(store.clone());
         let mapper_store = store.clone();
         // Metadata only: the operator is told a Secret changed without caching every
         // Secret's data; reconcile reads just the ones it references.
-        let secret_changes =
-            watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+        let secret_changes = watcher(secrets, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .inspect_ok(on_synced(&readiness, format!("Secrets in {place}")))
+            .touched_objects();
         let scope_filter = scope.clone();
         let triggers = tokio_stream::wrappers::BroadcastStream::new(trigger_tx.subscribe())
             .filter_map(move |id| {
@@ -177,17 +206,24 @@ pub async fn run(
                 }),
         ));
     }
+    let _ = probes.stores.set(stores.clone());
 
-    // Ready once every object has been listed.
+    // Say once when the replica turns ready, for whoever reads the log.
     {
-        let stores = stores.clone();
         let probes = probes.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
-            for store in &stores {
-                let _ = store.wait_until_ready().await;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if probes.ready().is_ok() {
+                    tracing::info!("controller ready");
+                    return;
+                }
             }
-            probes.ready.store(true, Ordering::Relaxed);
-            tracing::info!("controller ready");
         });
     }
 
@@ -235,15 +271,71 @@ pub async fn run(
     };
 
     shutdown.cancelled().await;
-    tracing::info!("shutting down");
-    supervisor.stop_all();
+    let draining_since = tokio::time::Instant::now();
+    readiness.stop();
+    tracing::info!(drain = ?options.drain, "shutting down: not ready; stopping the watchers, still serving button presses");
+    // Stop posting now (the election task also releases the Lease), but keep every instance
+    // registered so presses that are still routed here are answered.
+    supervisor.set_leader(false);
     for c in controllers {
         let _ = tokio::time::timeout(Duration::from_secs(10), c).await;
     }
     if let Some(task) = election {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
+    tokio::time::sleep_until(draining_since + options.drain).await;
+    servers.cancel();
+    supervisor.stop_all();
+    let _ = tokio::time::timeout(Duration::from_secs(10), callback_server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), probe_server).await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the callback address, retrying while it is taken (readiness says why meanwhile),
+/// then serves until `stop`.
+async fn serve_callbacks(
+    addr: SocketAddr,
+    app: axum::Router,
+    readiness: Arc<Readiness>,
+    stop: CancellationToken,
+) {
+    let mut delays = crate::bridge::backoff(Duration::from_secs(10));
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(e) => {
+                let why = format!("cannot listen on {addr} (--callback-addr): {e}");
+                tracing::error!("{why}; retrying");
+                readiness.set_callback(Err(why));
+                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    };
+    match listener.local_addr() {
+        Ok(bound) => {
+            tracing::info!(callback = %bound, "callback server listening");
+            readiness.set_callback(Ok(bound));
+        }
+        Err(e) => readiness.set_callback(Err(e.to_string())),
+    }
+    http_server::serve(listener, app, Limits::default(), stop).await;
+}
+
+/// Registers a watch with readiness and returns the hook that marks it synced on its first
+/// complete list.
+fn on_synced<K>(readiness: &Arc<Readiness>, name: String) -> impl Fn(&watcher::Event<K>) + use<K> {
+    let index = readiness.expect_watch(name);
+    let readiness = readiness.clone();
+    move |event| {
+        if matches!(event, watcher::Event::InitDone) {
+            readiness.watch_synced(index);
+        }
+    }
 }
 
 /// The objects in `namespace` that reference Secret `name`.
@@ -261,29 +353,6 @@ fn referencing(
         })
         .map(|cr| ObjectRef::from_obj(&*cr))
         .collect()
-}
-
-/// Binds and serves `app` on `addr` until `shutdown`; returns the bound address.
-async fn serve(
-    addr: SocketAddr,
-    app: axum::Router,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let bound = listener.local_addr()?;
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let listener = listener.tap_io(|tcp| {
-            // Nagle would hold small responses for the peer's delayed ACK.
-            let _ = tcp.set_nodelay(true);
-        });
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-    });
-    Ok(bound)
 }
 
 /// Holds a Lease: the supervisor runs bridges only while this replica is the holder.

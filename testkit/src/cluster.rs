@@ -254,6 +254,24 @@ spec:
     }
 }
 
+impl Env {
+    /// Waits until the request's first post is recorded in plugin data (a moment after it
+    /// exists in Mattermost); returns its post id.
+    pub async fn recorded_post(&self, id: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(m) = self.teleport.decoded_plugin_data(id).messages.first() {
+                return m.post_id.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "post of {id} never recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// A free loopback address.
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -288,6 +306,7 @@ impl Operator {
             lease_namespace: NS.into(),
             identity: "test".into(),
             init_timeout: Duration::from_secs(5),
+            drain: Duration::ZERO,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(options, client, stop.clone()));

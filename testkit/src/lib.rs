@@ -5,5 +5,6 @@ pub mod cluster;
 pub mod control_plane;
 pub mod mattermost;
 pub mod pki;
+pub mod pod;
 pub mod stack;
 pub mod teleport;

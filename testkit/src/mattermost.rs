@@ -472,6 +472,19 @@ impl MattermostDouble {
         action_name: &str,
         username: &str,
     ) -> anyhow::Result<PressOutcome> {
+        self.press_via(post_id, action_name, username, None).await
+    }
+
+    /// Like [`press`](Self::press), but sends the press to `server` (`host:port`) instead of
+    /// the host in `integration.url`, keeping its path: another replica behind the same
+    /// Service, say.
+    pub async fn press_via(
+        &self,
+        post_id: &str,
+        action_name: &str,
+        username: &str,
+        server: Option<&str>,
+    ) -> anyhow::Result<PressOutcome> {
         let (url, request) = {
             let state = self.state();
             let post = state
@@ -499,6 +512,16 @@ impl MattermostDouble {
                 .filter(|u| !u.is_empty())
                 .with_context(|| format!("action {action_name:?} has no integration.url"))?
                 .to_string();
+            let url = match server {
+                None => url,
+                Some(server) => {
+                    let mut u = url::Url::parse(&url).context("integration.url")?;
+                    let (host, port) = server.rsplit_once(':').context("server is host:port")?;
+                    u.set_host(Some(host))?;
+                    u.set_port(Some(port.parse()?)).ok();
+                    u.to_string()
+                }
+            };
             let channel = state.channels.iter().find(|c| c.id == post.channel_id);
             let team = channel.and_then(|c| state.teams.iter().find(|t| t.id == c.team_id));
             let mut request = json!({

@@ -65,13 +65,22 @@ build_kube() {
 }
 
 build_helm() {
-  local out="$BIN/helm-v$HELM_VERSION"
+  # Keyed by the Kubernetes version too: helm's release Makefile stamps the Kubernetes version
+  # it was built against, which `helm template` and `helm lint` use as the default
+  # `.Capabilities.KubeVersion` (without it they assume v1.20 and the chart's kubeVersion fails).
+  local out="$BIN/helm-v$HELM_VERSION-k$KUBE_VERSION"
   [ -x "$out" ] && return 0
   log "building helm v$HELM_VERSION"
   local w="$CACHE/work/helm"
   wrapper "$w" tm-peers/helm
+  local minor="${KUBE_VERSION#1.}"; minor="${minor%%.*}"
+  local ld="-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+  local pkg
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld="$ld -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
   (cd "$w" && go get "helm.sh/helm/v3@v$HELM_VERSION" >&2 \
-    && build_nice go build -trimpath -ldflags "-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" -o "$out.tmp" helm.sh/helm/v3/cmd/helm >&2)
+    && build_nice go build -trimpath -ldflags "$ld" -o "$out.tmp" helm.sh/helm/v3/cmd/helm >&2)
   mv "$out.tmp" "$out"
 }
 
@@ -83,5 +92,5 @@ done
 ln -sf "etcd-v$ETCD_VERSION" "$BIN/etcd"
 ln -sf "kube-apiserver-v$KUBE_VERSION" "$BIN/kube-apiserver"
 ln -sf "kubectl-v$KUBE_VERSION" "$BIN/kubectl"
-ln -sf "helm-v$HELM_VERSION" "$BIN/helm"
+ln -sf "helm-v$HELM_VERSION-k$KUBE_VERSION" "$BIN/helm"
 echo "$BIN"
