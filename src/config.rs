@@ -514,6 +514,7 @@ impl Checker {
                 callback: Some(CallbackSettings {
                     action_url,
                     signing_secret: secret,
+                    answer_within: crate::callback::DEFAULT_ANSWER_WITHIN,
                 }),
                 recipients,
                 role_to_recipients: role_map,

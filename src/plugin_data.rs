@@ -29,12 +29,19 @@ pub const KEY_INFLIGHT: &str = "mm_inflight";
 pub const KEY_REPLIED: &str = "mm_replied";
 /// Ours: who resolved the request through a button, e.g. `@alice`.
 pub const KEY_RESOLVED_BY: &str = "mm_resolved_by";
-/// Ours: the resolution every message has been edited to show.
+/// Ours: the state that button press set (`APPROVED` or `DENIED`), so a later revocation in
+/// Teleport is not shown as that person's.
+pub const KEY_RESOLVED_AS: &str = "mm_resolved_as";
+/// Ours: the resolution every message has been edited to show, and by whom:
+/// `APPROVED` or `APPROVED|@alice`.
 pub const KEY_EDITED: &str = "mm_edited";
+/// Ours: a button press deciding the request right now, `STATE|@user|unix_ms`. Taken by
+/// compare-and-swap before Teleport is written, so exactly one press acts, on any replica.
+pub const KEY_CLAIM: &str = "mm_claim";
 
 /// Every key this plugin writes; encoding always emits all of them so that clearing one
 /// deletes it in Teleport (an empty `Set` value deletes the key).
-pub const ALL_KEYS: [&str; 11] = [
+pub const ALL_KEYS: [&str; 13] = [
     KEY_USER,
     KEY_ROLES,
     KEY_REQUEST_REASON,
@@ -45,7 +52,9 @@ pub const ALL_KEYS: [&str; 11] = [
     KEY_INFLIGHT,
     KEY_REPLIED,
     KEY_RESOLVED_BY,
+    KEY_RESOLVED_AS,
     KEY_EDITED,
+    KEY_CLAIM,
 ];
 
 /// One post made for a request.
@@ -112,6 +121,51 @@ pub struct Intent {
     pub since_ms: i64,
 }
 
+/// A press that is deciding the request: who, to which state, since when.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Claim {
+    /// `Approved` or `Denied`.
+    pub state: RequestState,
+    /// Who pressed, e.g. `@alice`.
+    pub by: String,
+    /// When the claim was taken, in unix milliseconds.
+    pub at_ms: i64,
+}
+
+impl Claim {
+    fn encode(&self) -> String {
+        format!("{}|{}|{}", self.state.as_str(), self.by, self.at_ms)
+    }
+
+    fn decode(s: &str) -> Option<Claim> {
+        let mut parts = s.splitn(3, '|');
+        let state = RequestState::parse(parts.next()?)?;
+        let by = parts.next()?.to_string();
+        let at_ms = parts.next()?.parse().ok()?;
+        Some(Claim { state, by, at_ms })
+    }
+
+    /// True while the claim still holds: a replica that crashed mid-press leaves one behind,
+    /// and it must not block the request forever.
+    pub fn is_live(&self, now_ms: i64, ttl_ms: i64) -> bool {
+        now_ms - self.at_ms < ttl_ms
+    }
+}
+
+/// Why a press may not decide the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefused {
+    /// Another press (or a double click) is deciding it right now.
+    Deciding(Claim),
+    /// It is decided already; `by` is who pressed, when known.
+    Decided {
+        /// The state it was decided to.
+        state: RequestState,
+        /// Who decided it through a button, if anyone.
+        by: Option<String>,
+    },
+}
+
 /// Decoded plugin data of one access request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginData {
@@ -135,8 +189,14 @@ pub struct PluginData {
     pub replied: Vec<String>,
     /// Who resolved through a button (`@alice`), if anyone.
     pub resolved_by: String,
+    /// The state that press set.
+    pub resolved_as: Option<RequestState>,
     /// The resolution the messages were edited to show.
     pub edited: Option<RequestState>,
+    /// Who the edited messages name as having acted (empty: nobody).
+    pub edited_by: String,
+    /// A press deciding the request right now.
+    pub claim: Option<Claim>,
 }
 
 fn split_list(s: &str) -> impl Iterator<Item = &str> {
@@ -184,7 +244,13 @@ impl PluginData {
                 .collect(),
             replied: split_list(get(KEY_REPLIED)).map(str::to_string).collect(),
             resolved_by: get(KEY_RESOLVED_BY).to_string(),
-            edited: RequestState::parse(get(KEY_EDITED)),
+            resolved_as: RequestState::parse(get(KEY_RESOLVED_AS)),
+            edited: RequestState::parse(get(KEY_EDITED).split('|').next().unwrap_or("")),
+            edited_by: get(KEY_EDITED)
+                .split_once('|')
+                .map(|(_, by)| by.to_string())
+                .unwrap_or_default(),
+            claim: Claim::decode(get(KEY_CLAIM)),
         }
     }
 
@@ -225,7 +291,18 @@ impl PluginData {
             ),
             (KEY_REPLIED.into(), self.replied.join(",")),
             (KEY_RESOLVED_BY.into(), self.resolved_by.clone()),
-            (KEY_EDITED.into(), state(self.edited)),
+            (KEY_RESOLVED_AS.into(), state(self.resolved_as)),
+            (
+                KEY_EDITED.into(),
+                match (self.edited, self.edited_by.is_empty()) {
+                    (Some(s), false) => format!("{}|{}", s.as_str(), self.edited_by),
+                    (edited, _) => state(edited),
+                },
+            ),
+            (
+                KEY_CLAIM.into(),
+                self.claim.as_ref().map(Claim::encode).unwrap_or_default(),
+            ),
         ])
     }
 
@@ -293,20 +370,98 @@ impl PluginData {
         }
     }
 
-    /// Records the final state unless one is already recorded: a DELETE after APPROVED leaves APPROVED.
-    /// Returns true when the resolution changed.
+    /// Records the state Teleport reports. An approval, denial or promotion always wins, so
+    /// the posts follow Teleport even through a revocation (APPROVED → DENIED); an expiry
+    /// (the request deleted) is recorded only when nothing else was. Returns true when the
+    /// resolution changed.
     pub fn resolve(&mut self, state: RequestState, reason: &str) -> bool {
-        if self.resolution.is_some() || !state.is_resolved() {
-            return false;
+        let changed = match state {
+            RequestState::Expired => self.resolution.is_none(),
+            s if s.is_resolved() => self.resolution != Some(s),
+            _ => false,
+        };
+        if changed {
+            self.resolution = Some(state);
+            self.resolve_reason = reason.to_string();
         }
-        self.resolution = Some(state);
-        self.resolve_reason = reason.to_string();
-        true
+        changed
     }
 
-    /// True when messages still need editing to show the resolution.
+    /// Who produced the recorded resolution through a button: the press that set it, or the
+    /// live claim deciding it (the watch event can arrive before the press records itself).
+    /// None when it came from elsewhere (tctl, another tool, expiry, a revocation).
+    pub fn actor(&self) -> Option<&str> {
+        let resolution = self.resolution?;
+        if !self.resolved_by.is_empty() && self.resolved_as.is_none_or(|s| s == resolution) {
+            return Some(&self.resolved_by);
+        }
+        self.claim
+            .as_ref()
+            .filter(|c| c.state == resolution)
+            .map(|c| c.by.as_str())
+    }
+
+    /// True when messages still need editing to show the resolution and who acted.
     pub fn needs_edit(&self) -> bool {
-        self.resolution.is_some() && self.edited != self.resolution && !self.messages.is_empty()
+        self.resolution.is_some()
+            && (self.edited != self.resolution || self.edited_by != self.actor().unwrap_or(""))
+            && !self.messages.is_empty()
+    }
+
+    /// Records that every message now shows the resolution and its actor.
+    pub fn mark_edited(&mut self) {
+        self.edited = self.resolution;
+        self.edited_by = self.actor().unwrap_or("").to_string();
+    }
+
+    /// Takes the decision for a press by `by` to `state`, unless a live claim or an earlier
+    /// decision stands in the way.
+    pub fn claim(
+        &mut self,
+        state: RequestState,
+        by: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Claim, ClaimRefused> {
+        if let Some(resolution) = self.resolution {
+            return Err(ClaimRefused::Decided {
+                state: resolution,
+                by: self.actor().map(str::to_string),
+            });
+        }
+        if !self.resolved_by.is_empty() {
+            return Err(ClaimRefused::Decided {
+                state: self.resolved_as.unwrap_or(RequestState::Approved),
+                by: Some(self.resolved_by.clone()),
+            });
+        }
+        if let Some(claim) = self.claim.as_ref().filter(|c| c.is_live(now_ms, ttl_ms)) {
+            return Err(ClaimRefused::Deciding(claim.clone()));
+        }
+        let claim = Claim {
+            state,
+            by: by.to_string(),
+            at_ms: now_ms,
+        };
+        self.claim = Some(claim.clone());
+        Ok(claim)
+    }
+
+    /// Drops `claim` if it is still the one held (the press failed or found nothing to do).
+    pub fn release(&mut self, claim: &Claim) -> bool {
+        if self.claim.as_ref() == Some(claim) {
+            self.claim = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records that the press holding `claim` changed the request in Teleport.
+    pub fn record_decision(&mut self, claim: &Claim) {
+        self.release(claim);
+        self.resolved_by = claim.by.clone();
+        self.resolved_as = Some(claim.state);
     }
 
     /// A request rebuilt from the stored fields, for rendering edits after Teleport deleted it.
@@ -407,7 +562,9 @@ mod tests {
         assert!(!data.add_intents([&root], 5), "existing intent is kept");
         data.replied = vec!["c9".into()];
         data.edited = Some(RequestState::Expired);
+        data.edited_by = "@bob".into();
         data.resolved_by = "@alice".into();
+        data.resolved_as = Some(RequestState::Approved);
         let back = PluginData::decode(&data.encode());
         assert_eq!(back, data);
         assert_eq!(back.intent(&reply).unwrap().since_ms, 1_700_000_000_123);
@@ -454,16 +611,89 @@ mod tests {
     }
 
     #[test]
-    fn first_resolution_wins() {
+    fn teleports_state_wins_and_an_expiry_never_overwrites_a_decision() {
         let mut data = PluginData::default();
         assert!(data.resolve(RequestState::Approved, "lgtm"));
+        assert!(!data.resolve(RequestState::Approved, "lgtm"), "unchanged");
         assert!(!data.resolve(RequestState::Expired, ""));
         assert_eq!(data.resolution, Some(RequestState::Approved));
         assert!(
-            !PluginData::default()
-                .clone()
-                .resolve(RequestState::Pending, "")
+            data.resolve(RequestState::Denied, "revoked"),
+            "a revocation (APPROVED -> DENIED) is followed"
         );
+        assert_eq!(data.resolution, Some(RequestState::Denied));
+        assert_eq!(data.resolve_reason, "revoked");
+        assert!(!PluginData::default().resolve(RequestState::Pending, ""));
+        let mut expired = PluginData::default();
+        assert!(expired.resolve(RequestState::Expired, ""));
+    }
+
+    #[test]
+    fn one_claim_at_a_time_and_none_after_a_decision() {
+        let ttl = 60_000;
+        let mut data = PluginData::default();
+        let alice = data
+            .claim(RequestState::Approved, "@alice", 1_000, ttl)
+            .unwrap();
+        assert_eq!(
+            data.claim(RequestState::Denied, "@carol", 2_000, ttl),
+            Err(ClaimRefused::Deciding(alice.clone())),
+            "a concurrent press is told who is deciding"
+        );
+        assert_eq!(
+            data.claim(RequestState::Approved, "@alice", 2_000, ttl),
+            Err(ClaimRefused::Deciding(alice.clone())),
+            "a double click does not act twice"
+        );
+        let back = PluginData::decode(&data.encode());
+        assert_eq!(back.claim, Some(alice.clone()), "the claim round-trips");
+
+        data.record_decision(&alice);
+        assert_eq!(data.claim, None);
+        assert_eq!(
+            data.claim(RequestState::Denied, "@carol", 3_000, ttl),
+            Err(ClaimRefused::Decided {
+                state: RequestState::Approved,
+                by: Some("@alice".into())
+            })
+        );
+    }
+
+    #[test]
+    fn a_claim_left_by_a_crashed_replica_expires_and_a_stale_release_is_ignored() {
+        let ttl = 60_000;
+        let mut data = PluginData::default();
+        let old = data
+            .claim(RequestState::Approved, "@alice", 0, ttl)
+            .unwrap();
+        let new = data
+            .claim(RequestState::Denied, "@carol", ttl, ttl)
+            .expect("expired claims do not block");
+        assert!(
+            !data.release(&old),
+            "the old holder cannot release the new claim"
+        );
+        assert_eq!(data.claim, Some(new.clone()));
+        assert!(data.release(&new));
+        assert_eq!(data.claim, None);
+    }
+
+    #[test]
+    fn the_actor_is_who_produced_teleports_final_state() {
+        let mut data = PluginData::default();
+        let claim = data
+            .claim(RequestState::Approved, "@alice", 0, 60_000)
+            .unwrap();
+        data.resolve(RequestState::Approved, "");
+        assert_eq!(
+            data.actor(),
+            Some("@alice"),
+            "the live claim names the presser"
+        );
+        data.record_decision(&claim);
+        assert_eq!(data.actor(), Some("@alice"));
+        data.resolve(RequestState::Denied, "revoked with tctl");
+        assert_eq!(data.actor(), None, "a revocation is not alice's");
     }
 
     #[test]
@@ -476,8 +706,14 @@ mod tests {
             post_id: "p".into(),
         });
         assert!(data.needs_edit());
-        data.edited = data.resolution;
+        data.mark_edited();
         assert!(!data.needs_edit());
+        data.resolved_by = "@alice".into();
+        assert!(data.needs_edit(), "the posts must name who acted");
+        data.mark_edited();
+        assert_eq!(data.edited_by, "@alice");
+        assert!(!data.needs_edit());
+        assert_eq!(PluginData::decode(&data.encode()), data);
     }
 
     #[test]

@@ -166,6 +166,9 @@ pub struct CallbackSettings {
     pub action_url: Url,
     /// HMAC key for button contexts.
     pub signing_secret: Secret,
+    /// How long a press may take before it is answered "still being processed" (its outcome
+    /// then follows in the thread).
+    pub answer_within: Duration,
 }
 
 /// Teleport connection settings (the identity itself is delivered separately, since it rotates).

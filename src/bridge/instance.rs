@@ -75,6 +75,9 @@ pub struct InstanceStatus {
     pub pending_requests: usize,
     /// When the last watch event arrived.
     pub last_event_time: Option<DateTime<Utc>>,
+    /// The last button press that failed for a reason an admin must fix, with the detail the
+    /// clicker was spared.
+    pub press_problem: Option<String>,
 }
 
 /// Counters, read by metrics and benchmarks.

@@ -90,7 +90,7 @@ pub(crate) async fn put(instance: &Instance, request: &AccessRequest) -> Result<
                 return Ok(());
             };
             let data = ensure_replies(instance, &teleport, request, data).await?;
-            if data.resolution.is_none() || data.needs_edit() {
+            if data.resolution != Some(state) || data.needs_edit() {
                 resolve(
                     instance,
                     &teleport,
@@ -480,7 +480,8 @@ async fn ensure_replies(
     Ok(data)
 }
 
-/// Records the resolution (first one wins) and edits every message once to show it.
+/// Records the resolution (Teleport's decision wins; an expiry never overwrites one) and
+/// edits every message once to show it and who acted.
 pub(crate) async fn resolve(
     instance: &Instance,
     teleport: &TeleportClient,
@@ -502,8 +503,8 @@ pub(crate) async fn resolve(
     }
     let resolution = data.resolution.expect("needs_edit implies a resolution");
     let request = data.as_request(id);
-    let resolved_by = (!data.resolved_by.is_empty()).then_some(data.resolved_by.as_str());
-    let text = message::post_text(&request, resolution, resolved_by, &links(instance));
+    let actor = data.actor().map(str::to_string);
+    let text = message::post_text(&request, resolution, actor.as_deref(), &links(instance));
     let props: Map<String, Value> = message::post_props(id, None);
     let mm = instance.mattermost();
     for m in &data.messages {
@@ -528,9 +529,14 @@ pub(crate) async fn resolve(
             Err(e) => return Err(e.into()),
         }
     }
+    // Record what the posts now show. If the decision moved on meanwhile (a revocation, or
+    // the press recording itself), the recorded edit no longer matches and the next event or
+    // resync edits again.
     modify(teleport, id, |current| {
         let mut d = current?;
-        d.edited = d.resolution;
+        if d.resolution == Some(resolution) && d.actor() == actor.as_deref() {
+            d.mark_edited();
+        }
         Some(d)
     })
     .await?;

@@ -5,6 +5,8 @@
 //! Malformed input gets 400 and a bad signature 401; everything after that is a 200 with an
 //! ephemeral explanation, because the clicker (not Mattermost) is who needs to read it.
 
+pub mod decision;
+pub mod people;
 pub mod signature;
 
 use std::collections::HashMap;
@@ -27,8 +29,10 @@ use tower_http::timeout::TimeoutLayer;
 use crate::bridge::Instance;
 use crate::message;
 use crate::plugin_data::PluginData;
-use crate::request::{AccessRequest, RequestState};
+use crate::request::RequestState;
 use crate::settings::InstanceId;
+use decision::{Decided, Press};
+use people::{Clicker, is_approver, is_requester, self_check_is_blind};
 use signature::{Action, ActionContext, SignatureError};
 
 /// Largest press body accepted; real ones are well under 2 KiB.
@@ -245,22 +249,7 @@ impl IntoResponse for Outcome {
     }
 }
 
-/// True when `approvers` is empty or lists the user by username (with or without `@`) or email.
-pub fn is_approver(approvers: &[String], username: &str, email: &str) -> bool {
-    approvers.is_empty()
-        || approvers.iter().any(|a| {
-            let a = a.trim().trim_start_matches('@');
-            a.eq_ignore_ascii_case(username) || (!email.is_empty() && a.eq_ignore_ascii_case(email))
-        })
-}
-
-/// True when the Mattermost user is the requester: same email, or same username.
-pub fn is_requester(requester: &str, username: &str, email: &str) -> bool {
-    requester.eq_ignore_ascii_case(username)
-        || (!email.is_empty() && requester.eq_ignore_ascii_case(email))
-}
-
-async fn act(instance: &Instance, payload: &PressPayload, context: &ActionContext) -> Outcome {
+async fn act(instance: &Arc<Instance>, payload: &PressPayload, context: &ActionContext) -> Outcome {
     let settings = instance.settings();
     let user = match instance.mattermost().user_by_id(&payload.user_id).await {
         Ok(u) => u,
@@ -271,7 +260,11 @@ async fn act(instance: &Instance, payload: &PressPayload, context: &ActionContex
             );
         }
     };
-    if !is_approver(&settings.approvers, &user.username, &user.email) {
+    let clicker = Clicker {
+        username: &user.username,
+        email: &user.email,
+    };
+    if !is_approver(&settings.approvers, clicker) {
         return Outcome::Refused(format!(
             "@{} is not allowed to review access requests here; nothing was changed.",
             user.username
@@ -288,12 +281,7 @@ async fn act(instance: &Instance, payload: &PressPayload, context: &ActionContex
     };
     let request = match teleport.get_access_request(&context.request_id).await {
         Ok(Some(r)) => r,
-        Ok(None) => {
-            return Outcome::Refused(format!(
-                "Request {} has expired or no longer exists; nothing was changed.",
-                context.request_id
-            ));
-        }
+        Ok(None) => return Outcome::Refused(gone(&context.request_id)),
         Err(e) => {
             tracing::warn!(error = %e, "could not read the access request");
             return Outcome::Refused(
@@ -302,136 +290,236 @@ async fn act(instance: &Instance, payload: &PressPayload, context: &ActionContex
             );
         }
     };
-    if is_requester(&request.user, &user.username, &user.email) {
+    if is_requester(&request.user, clicker) {
         return Outcome::Refused(
             "You cannot review your own access request; nothing was changed.".into(),
         );
     }
-    if request.state != RequestState::Pending {
-        return Outcome::Refused(format!(
-            "Request {} is already {}; nothing was changed.",
-            request.id,
-            request.state.as_str()
-        ));
+    if self_check_is_blind(&settings.approvers, clicker) {
+        let problem = format!(
+            "a press by @{} was refused: Mattermost hides users' emails from the bot, so with no approvers listed the plugin cannot tell a requester from a reviewer; let the bot see emails (PrivacySettings.ShowEmailAddress, or the system_admin role) or list approvers",
+            user.username
+        );
+        tracing::warn!(request = %request.id, "{problem}");
+        instance.update_status(|s| s.press_problem = Some(problem));
+        return Outcome::Refused(
+            "Your email address is hidden from the plugin's bot, so it cannot check that you are not the requester; nothing was changed. Ask an admin to let the bot see emails or to list approvers.".into(),
+        );
     }
+    if request.state != RequestState::Pending {
+        let by = teleport
+            .plugin_data(&request.id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| PluginData::decode(&d).actor().map(str::to_string));
+        return Outcome::Refused(already(&request.id, request.state, by.as_deref()));
+    }
+
     let state = match context.action {
         Action::Approve => RequestState::Approved,
         Action::Deny => RequestState::Denied,
     };
-    let by = format!("@{}", user.username);
-    // Record who is acting before the state change, so the edit made on the resulting watch
-    // event names them too.
-    if let Err(e) = set_resolved_by(&teleport, &request.id, &by).await {
-        tracing::warn!(error = %e, "could not record who resolved the request");
-    }
-    let delegator = format!(
-        "mattermost:{}",
-        if user.email.is_empty() {
-            &user.username
-        } else {
-            &user.email
-        }
-    );
-    let reason = format!(
-        "{} by Mattermost user @{}{} via the Mattermost plugin",
-        if state == RequestState::Approved {
-            "Approved"
-        } else {
-            "Denied"
-        },
-        user.username,
-        if user.email.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", user.email)
-        }
-    );
-    if let Err(e) = teleport
-        .set_access_request_state(&request.id, state, &delegator, &reason)
-        .await
-    {
-        let _ = set_resolved_by(&teleport, &request.id, "").await;
-        if e.is_already_resolved() {
-            return Outcome::Refused(format!(
-                "Request {} was already resolved; nothing was changed.",
-                request.id
-            ));
-        }
-        tracing::warn!(error = %e, "SetAccessRequestState failed");
-        return Outcome::Refused(format!("Teleport refused the change: {e}"));
-    }
-    let resolved = AccessRequest {
-        state,
-        resolve_reason: reason,
-        ..request
+    let with_email = if user.email.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", user.email)
     };
-    let text = message::post_text(
-        &resolved,
+    let press = Press {
+        request_id: request.id.clone(),
         state,
-        Some(&by),
-        &crate::bridge::links_for(instance),
-    );
-    Outcome::Done {
-        update: json!({
-            "message": text,
-            "props": message::post_props(&resolved.id, None),
-        }),
-        text: format!(
-            "You {} request {}.",
-            if state == RequestState::Approved {
-                "approved"
+        by: format!("@{}", user.username),
+        delegator: format!(
+            "mattermost:{}",
+            if user.email.is_empty() {
+                &user.username
             } else {
-                "denied"
-            },
-            resolved.id
+                &user.email
+            }
+        ),
+        reason: format!(
+            "{} by Mattermost user @{}{with_email} via the Mattermost plugin",
+            verb(state, Tense::Past, Case::Title),
+            user.username,
+        ),
+    };
+    // The decision runs in its own task: once claimed, it completes even if this answer is
+    // given up on.
+    let mut task = tokio::spawn(decision::decide(instance.clone(), request, press.clone()));
+    let answer_within = settings
+        .callback
+        .as_ref()
+        .map(|c| c.answer_within)
+        .unwrap_or(DEFAULT_ANSWER_WITHIN);
+    match tokio::time::timeout(answer_within, &mut task).await {
+        Ok(Ok(decided)) => outcome(instance, &press, decided),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the press's task failed");
+            Outcome::Refused("Something went wrong; nothing was changed. Try again.".into())
+        }
+        Err(_) => {
+            let (instance, press, channel_id, post_id) = (
+                instance.clone(),
+                press.clone(),
+                payload.channel_id.clone(),
+                payload.post_id.clone(),
+            );
+            tokio::spawn(async move {
+                let decided = task.await.unwrap_or_else(|e| Decided::Failed {
+                    short: "the press's task failed",
+                    detail: e.to_string(),
+                });
+                tell_late(&instance, &press, &channel_id, &post_id, decided).await;
+            });
+            Outcome::Refused(format!(
+                "Teleport is slow to answer; your {} of request {} is still being processed. This thread will say how it ended.",
+                verb(state, Tense::Noun, Case::Lower),
+                context.request_id
+            ))
+        }
+    }
+}
+
+/// Mattermost waits about 30 s for an integration; a press taking longer than this is
+/// answered "still being processed" and its outcome posted in the thread when known.
+pub const DEFAULT_ANSWER_WITHIN: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Copy)]
+enum Tense {
+    Past,
+    Noun,
+}
+
+#[derive(Clone, Copy)]
+enum Case {
+    Lower,
+    Title,
+}
+
+/// "approved", "Denied", "approval", …
+fn verb(state: RequestState, tense: Tense, case: Case) -> &'static str {
+    match (state == RequestState::Approved, tense, case) {
+        (true, Tense::Past, Case::Lower) => "approved",
+        (true, Tense::Past, Case::Title) => "Approved",
+        (true, Tense::Noun, Case::Lower) => "approval",
+        (true, Tense::Noun, Case::Title) => "Approval",
+        (false, Tense::Past, Case::Lower) => "denied",
+        (false, Tense::Past, Case::Title) => "Denied",
+        (false, Tense::Noun, Case::Lower) => "denial",
+        (false, Tense::Noun, Case::Title) => "Denial",
+    }
+}
+
+fn gone(id: &str) -> String {
+    format!("Request {id} has expired or no longer exists; nothing was changed.")
+}
+
+fn already(id: &str, state: RequestState, by: Option<&str>) -> String {
+    match by {
+        Some(by) => format!(
+            "Request {id} is already {} by {by}; nothing was changed.",
+            state.as_str()
+        ),
+        None => format!(
+            "Request {id} is already {}; nothing was changed.",
+            state.as_str()
         ),
     }
 }
 
-async fn set_resolved_by(
-    teleport: &crate::teleport::client::TeleportClient,
-    id: &str,
-    by: &str,
-) -> Result<(), crate::teleport::client::TeleportError> {
-    teleport
-        .modify_plugin_data(id, |current| {
-            let mut data = PluginData::decode(current?);
-            if data.resolution.is_some() || data.resolved_by == by {
-                return None;
+/// What the clicker is told, and the post update, for a press that finished in time.
+fn outcome(instance: &Instance, press: &Press, decided: Decided) -> Outcome {
+    match decided {
+        Decided::Done(resolved) => {
+            let text = message::post_text(
+                &resolved,
+                press.state,
+                Some(&press.by),
+                &crate::bridge::links_for(instance),
+            );
+            Outcome::Done {
+                update: json!({
+                    "message": text,
+                    "props": message::post_props(&resolved.id, None),
+                }),
+                text: format!(
+                    "You {} request {}.",
+                    verb(press.state, Tense::Past, Case::Lower),
+                    resolved.id
+                ),
             }
-            data.resolved_by = by.to_string();
-            Some((data.encode(), ()))
-        })
-        .await
-        .map(|_| ())
+        }
+        other => Outcome::Refused(refusal(instance, press, other)),
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_allow_list_lets_anyone_in() {
-        assert!(is_approver(&[], "bob", "bob@example.com"));
+/// The words for a press that changed nothing.
+fn refusal(instance: &Instance, press: &Press, decided: Decided) -> String {
+    let id = &press.request_id;
+    match decided {
+        Decided::Done(_) => unreachable!("a decision that changed the request is no refusal"),
+        Decided::Deciding(claim) if claim.by == press.by => format!(
+            "Your {} of request {id} is already being processed; nothing more was done.",
+            verb(claim.state, Tense::Noun, Case::Lower)
+        ),
+        Decided::Deciding(claim) => format!(
+            "{} is already deciding request {id} ({} it); nothing was changed.",
+            claim.by,
+            if claim.state == RequestState::Approved {
+                "approving"
+            } else {
+                "denying"
+            }
+        ),
+        Decided::Already { state, by } => already(id, state, by.as_deref()),
+        Decided::Gone => gone(id),
+        Decided::Failed { short, detail } => {
+            // The clicker gets the gist; the detail (gRPC code, missing Teleport permission)
+            // is for the admin.
+            tracing::warn!(request = %id, error = %detail, "button press failed");
+            instance.update_status(|s| {
+                s.press_problem = Some(format!(
+                    "a {} of request {id} by {} failed: {detail}",
+                    verb(press.state, Tense::Noun, Case::Lower),
+                    press.by
+                ))
+            });
+            format!(
+                "{short}; nothing was changed. Try again shortly; if it keeps failing, the plugin's status and logs tell an admin why."
+            )
+        }
     }
+}
 
-    #[test]
-    fn allow_list_matches_username_or_email_case_insensitively() {
-        let list = vec!["@Alice".to_string(), "carol@example.com".to_string()];
-        assert!(is_approver(&list, "alice", ""));
-        assert!(is_approver(&list, "c", "Carol@Example.com"));
-        assert!(!is_approver(&list, "mallory", "mallory@example.com"));
-        assert!(!is_approver(&list, "mallory", ""));
-    }
-
-    #[test]
-    fn requester_is_matched_by_email_or_username() {
-        assert!(is_requester("bob@example.com", "bobby", "bob@example.com"));
-        assert!(is_requester("bob", "bob", "x@example.com"));
-        assert!(!is_requester("bob", "alice", "alice@example.com"));
-        assert!(
-            !is_requester("", "alice", ""),
-            "an empty email never matches"
-        );
+/// Posts how a press that outlived its answer ended, as a reply in the pressed post's thread.
+async fn tell_late(
+    instance: &Instance,
+    press: &Press,
+    channel_id: &str,
+    post_id: &str,
+    decided: Decided,
+) {
+    let who = &press.by;
+    let noun = verb(press.state, Tense::Noun, Case::Lower);
+    let text = match decided {
+        Decided::Done(_) => format!(
+            "{who}'s {noun} of request {} went through: it is {} now.",
+            press.request_id,
+            press.state.as_str()
+        ),
+        other => format!(
+            "{who}, your {noun} of request {} did not go through. {}",
+            press.request_id,
+            refusal(instance, press, other)
+        ),
+    };
+    let reply = crate::mattermost::NewPost {
+        channel_id: channel_id.to_string(),
+        message: text,
+        root_id: Some(post_id.to_string()),
+        props: Default::default(),
+    };
+    if let Err(e) = instance.mattermost().create_post(&reply).await {
+        tracing::warn!(request = %press.request_id, error = %e, "could not post the late outcome of a press");
     }
 }

@@ -251,6 +251,7 @@ pub fn build(
                 (Some(s), Ok(action_url)) => Some(CallbackSettings {
                     action_url,
                     signing_secret: Secret::new(s),
+                    answer_within: crate::callback::DEFAULT_ANSWER_WITHIN,
                 }),
                 (_, Err(e)) => {
                     reader.problems.push(Problem::Invalid {

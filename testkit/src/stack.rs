@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
 use teleport_mattermost::bridge::{Bridge, Credentials, Instance, InstanceStatus};
 use teleport_mattermost::callback::{Registry, router};
+use teleport_mattermost::http_server;
 use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost::settings::{
     CallbackSettings, InstanceId, MattermostSettings, PluginSettings, RateLimit, RetryPolicy,
@@ -45,6 +45,8 @@ pub struct StackOptions {
     pub init_timeout: Duration,
     /// Mattermost retries; short delays by default so tests run quickly.
     pub retry: RetryPolicy,
+    /// How long a press may take before it is answered "still being processed".
+    pub answer_within: Duration,
 }
 
 impl Default for StackOptions {
@@ -65,6 +67,7 @@ impl Default for StackOptions {
                 base_delay: Duration::from_millis(20),
                 max_delay: Duration::from_secs(2),
             },
+            answer_within: teleport_mattermost::callback::DEFAULT_ANSWER_WITHIN,
         }
     }
 }
@@ -110,9 +113,12 @@ impl Plugin {
             .expect("bind callback server");
         let addr = listener.local_addr().expect("callback addr");
         let app = router(registry.clone());
-        let callback = tokio::spawn(async move {
-            let _ = axum::serve(listener.tap_io(crate::mattermost::no_delay), app).await;
-        });
+        let callback = tokio::spawn(http_server::serve(
+            listener,
+            app,
+            http_server::Limits::default(),
+            CancellationToken::new(),
+        ));
 
         let instance_id = InstanceId::new("test", "team-a");
         let settings = PluginSettings {
@@ -135,7 +141,8 @@ impl Plugin {
                 )
                 .parse()
                 .expect("callback url"),
-                signing_secret: Secret::new("test-signing-secret"),
+                signing_secret: Secret::new("test-signing-secret-0123456789abcdef"),
+                answer_within: options.answer_within,
             }),
             instance: instance_id,
             recipients: options.recipients.clone(),

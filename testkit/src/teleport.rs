@@ -118,6 +118,7 @@ struct State {
     init_delay: Duration,
     fail_compare: usize,
     faults: HashMap<Rpc, (usize, Code)>,
+    holds: HashMap<Rpc, Arc<Hold>>,
     calls: HashMap<Rpc, usize>,
     shut_down: bool,
 }
@@ -166,6 +167,55 @@ impl State {
     }
 }
 
+/// Calls of one RPC held at their start until the test releases them.
+#[derive(Debug)]
+struct Hold {
+    released: tokio::sync::watch::Sender<bool>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// The handle of [`TeleportDouble::hold`].
+#[derive(Clone)]
+pub struct HeldCalls {
+    hold: Arc<Hold>,
+    inner: Arc<Inner>,
+    rpc: Rpc,
+}
+
+impl std::fmt::Debug for HeldCalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldCalls")
+            .field("rpc", &self.rpc)
+            .field("waiting", &self.waiting())
+            .finish()
+    }
+}
+
+impl HeldCalls {
+    /// How many calls are waiting right now.
+    pub fn waiting(&self) -> usize {
+        self.hold.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` calls are held; false after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.waiting() < n {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Lets every held call (and later ones) proceed.
+    pub fn release(&self) {
+        self.inner.lock().holds.remove(&self.rpc);
+        self.hold.released.send_replace(true);
+    }
+}
+
 struct Inner {
     state: Mutex<State>,
     addr: SocketAddr,
@@ -176,6 +226,19 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking test thread must not hide the double's state from the others.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits while calls of `rpc` are held by the test.
+    async fn gate(&self, rpc: Rpc) {
+        let hold = self.lock().holds.get(&rpc).cloned();
+        if let Some(hold) = hold {
+            let mut released = hold.released.subscribe();
+            hold.waiting
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = released.wait_for(|r| *r).await;
+            hold.waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Records the caller's certificate serial and applies injected faults.
@@ -489,6 +552,22 @@ impl TeleportDouble {
         self.inner.lock().fail_compare = n;
     }
 
+    /// Holds every call of `rpc` from now on at its start, before it reads or changes
+    /// anything, until [`HeldCalls::release`]: a slow link, or a server stuck on a lock.
+    pub fn hold(&self, rpc: Rpc) -> HeldCalls {
+        let (released, _) = tokio::sync::watch::channel(false);
+        let hold = Arc::new(Hold {
+            released,
+            waiting: Default::default(),
+        });
+        self.inner.lock().holds.insert(rpc, hold.clone());
+        HeldCalls {
+            hold,
+            inner: self.inner.clone(),
+            rpc,
+        }
+    }
+
     /// The next `n` calls of `rpc` fail with `code`.
     pub fn fail_next(&self, rpc: Rpc, n: usize, code: Code) {
         self.inner.lock().faults.insert(rpc, (n, code));
@@ -608,6 +687,7 @@ impl AuthService for Service {
         &self,
         request: Request<types::AccessRequestFilter>,
     ) -> Result<Response<Self::GetAccessRequestsV2Stream>, Status> {
+        self.0.gate(Rpc::GetAccessRequests).await;
         let matching = {
             let state = self.0.begin(Rpc::GetAccessRequests, &request)?;
             let filter = request.get_ref();
@@ -628,6 +708,7 @@ impl AuthService for Service {
         &self,
         request: Request<types::PluginDataFilter>,
     ) -> Result<Response<proto::PluginDataSeq>, Status> {
+        self.0.gate(Rpc::GetPluginData).await;
         let state = self.0.begin(Rpc::GetPluginData, &request)?;
         let filter = request.get_ref();
         if filter.kind != KIND_ACCESS_REQUEST {
@@ -670,6 +751,7 @@ impl AuthService for Service {
         &self,
         request: Request<types::PluginDataUpdateParams>,
     ) -> Result<Response<()>, Status> {
+        self.0.gate(Rpc::UpdatePluginData).await;
         let mut state = self.0.begin(Rpc::UpdatePluginData, &request)?;
         let params = request.get_ref();
         if params.kind != KIND_ACCESS_REQUEST {
@@ -718,6 +800,7 @@ impl AuthService for Service {
         &self,
         request: Request<proto::RequestStateSetter>,
     ) -> Result<Response<()>, Status> {
+        self.0.gate(Rpc::SetAccessRequestState).await;
         let mut state = self.0.begin(Rpc::SetAccessRequestState, &request)?;
         let setter = request.get_ref();
         if setter.id.is_empty() {

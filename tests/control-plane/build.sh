@@ -38,10 +38,9 @@ build_etcd() {
   mv "$out.tmp" "$out"
 }
 
-build_kube() {
-  local out="$BIN/kube-apiserver-v$KUBE_VERSION"
-  [ -x "$out" ] && [ -x "$BIN/kubectl-v$KUBE_VERSION" ] && return 0
-  log "building kube-apiserver and kubectl v$KUBE_VERSION (takes a while the first time)"
+# The wrapper module for every k8s.io/kubernetes command, shared by build_kube and build_node so
+# they share the Go build cache.
+kube_wrapper() {
   local w="$CACHE/work/kube"
   wrapper "$w" tm-peers/kube
   # k8s.io/kubernetes points its staging modules at ./staging; go refuses that outside its own
@@ -55,13 +54,50 @@ build_kube() {
     echo
     grep -E '^\s*k8s.io/[a-z0-9-]+ => ./staging/' "$gomod" | awk -v v="v0.$minor" '{print "replace " $1 " => " $1 " " v}'
   } >> "$w/go.mod"
-  # The main module's own replace directives (other than staging) must be copied too.
+}
+
+# The version stamps every Kubernetes binary reports (`--version`, the discovery /version).
+kube_ldflags() {
+  local minor="${KUBE_VERSION#1.}"
   local ver="-X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*} -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z -X k8s.io/component-base/version.gitTreeState=clean"
   ver="$ver -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=${minor%%.*}"
+  echo "$ver"
+}
+
+build_kube() {
+  local out="$BIN/kube-apiserver-v$KUBE_VERSION"
+  [ -x "$out" ] && [ -x "$BIN/kubectl-v$KUBE_VERSION" ] && return 0
+  log "building kube-apiserver and kubectl v$KUBE_VERSION (takes a while the first time)"
+  local w="$CACHE/work/kube"
+  kube_wrapper
+  # The main module's own replace directives (other than staging) must be copied too.
+  local ver
+  ver=$(kube_ldflags)
   (cd "$w" && build_nice go build -trimpath -ldflags "$ver" -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver >&2)
   mv "$out.tmp" "$out"
   (cd "$w" && build_nice go build -trimpath -ldflags "$ver" -o "$BIN/kubectl-v$KUBE_VERSION.tmp" k8s.io/kubernetes/cmd/kubectl >&2)
   mv "$BIN/kubectl-v$KUBE_VERSION.tmp" "$BIN/kubectl-v$KUBE_VERSION"
+}
+
+# The node peers of the single-node tier (tests/node/): not built by default, only by
+# `tests/control-plane/build.sh node`. Same wrapper module and ldflags as build_kube, so the
+# build is incremental once kube-apiserver is built.
+NODE_CMDS="kubelet kube-controller-manager kube-scheduler kube-proxy"
+build_node() {
+  local cmd missing=""
+  for cmd in $NODE_CMDS; do
+    [ -x "$BIN/$cmd-v$KUBE_VERSION" ] || missing="$missing $cmd"
+  done
+  [ -n "$missing" ] || return 0
+  log "building$missing v$KUBE_VERSION"
+  local w="$CACHE/work/kube"
+  kube_wrapper
+  local ver
+  ver=$(kube_ldflags)
+  for cmd in $missing; do
+    (cd "$w" && build_nice go build -trimpath -ldflags "$ver" -o "$BIN/$cmd-v$KUBE_VERSION.tmp" "k8s.io/kubernetes/cmd/$cmd" >&2)
+    mv "$BIN/$cmd-v$KUBE_VERSION.tmp" "$BIN/$cmd-v$KUBE_VERSION"
+  done
 }
 
 build_helm() {
@@ -93,4 +129,8 @@ ln -sf "etcd-v$ETCD_VERSION" "$BIN/etcd"
 ln -sf "kube-apiserver-v$KUBE_VERSION" "$BIN/kube-apiserver"
 ln -sf "kubectl-v$KUBE_VERSION" "$BIN/kubectl"
 ln -sf "helm-v$HELM_VERSION-k$KUBE_VERSION" "$BIN/helm"
+for cmd in $NODE_CMDS; do
+  # Only when built: the default run does not build the node peers.
+  if [ -x "$BIN/$cmd-v$KUBE_VERSION" ]; then ln -sf "$cmd-v$KUBE_VERSION" "$BIN/$cmd"; fi
+done
 echo "$BIN"

@@ -1,0 +1,3 @@
+module tm-node/testapp
+
+go 1.24

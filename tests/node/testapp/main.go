@@ -1,0 +1,84 @@
+// tm-testapp: the workload of the test node's smoke test (tests/node/smoke.sh). A static
+// binary with nothing but the Go standard library, so its image is this one file.
+//
+//	GET /healthz  200 "ok" (the readiness and liveness probes)
+//	GET /         what the pod sees: hostname, uid/gid, whether the ServiceAccount token and
+//	              CA are mounted, the pod's resolv.conf, and whether the root fs is writable
+//
+// Listens on $PORT (default 8080); exits cleanly on SIGTERM/SIGINT.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const saDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+func report(w http.ResponseWriter, _ *http.Request) {
+	host, _ := os.Hostname()
+	fmt.Fprintf(w, "hostname=%s\n", host)
+	fmt.Fprintf(w, "uid=%d gid=%d\n", os.Getuid(), os.Getgid())
+	for _, f := range []string{"token", "ca.crt", "namespace"} {
+		st, err := os.Stat(saDir + "/" + f)
+		if err != nil {
+			fmt.Fprintf(w, "sa.%s=missing\n", f)
+			continue
+		}
+		fmt.Fprintf(w, "sa.%s=present bytes=%d\n", f, st.Size())
+	}
+	if ns, err := os.ReadFile(saDir + "/namespace"); err == nil {
+		fmt.Fprintf(w, "sa.namespace.value=%s\n", strings.TrimSpace(string(ns)))
+	}
+	// A readOnlyRootFilesystem container must fail here.
+	if err := os.WriteFile("/probe-write", []byte("x"), 0o600); err != nil {
+		fmt.Fprintf(w, "rootfs.writable=false (%v)\n", err)
+	} else {
+		fmt.Fprintf(w, "rootfs.writable=true\n")
+		_ = os.Remove("/probe-write")
+	}
+	resolv, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		fmt.Fprintf(w, "resolv.conf: %v\n", err)
+	} else {
+		fmt.Fprintf(w, "resolv.conf (%d bytes):\n%s", len(resolv), resolv)
+	}
+	fmt.Fprintf(w, "env.KUBERNETES_SERVICE_HOST=%s\n", os.Getenv("KUBERNETES_SERVICE_HOST"))
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-v" {
+		fmt.Println("tm-testapp 1")
+		return
+	}
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/", report)
+	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	log.Printf("tm-testapp listening on :%s", port)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Fatal(err)
+	}
+	log.Printf("tm-testapp stopped")
+}
