@@ -34,12 +34,8 @@ const DEFAULT_AUTH_SERVER: &str = "localhost:3025";
 const DEFAULT_LISTEN_ADDR: &str = ":8081";
 /// How long the watch waits for INIT before reconnecting (CONTRACTS.md §1).
 const INIT_TIMEOUT: Duration = Duration::from_secs(15);
-/// The example secret of [`TEMPLATE`]; flagged by [`StandaloneConfig::warnings`].
-const EXAMPLE_SECRET: &str = "signing-secret-value";
 /// The example token of [`TEMPLATE`]; flagged by [`StandaloneConfig::warnings`].
 const EXAMPLE_TOKEN: &str = "api-token";
-/// A shorter signing secret is accepted but warned about.
-const MIN_SECRET_LEN: usize = 32;
 
 /// What `teleport-mattermost configure` prints: every key, commented. It is a valid config
 /// as is (with example values), so `configure > file` followed by edits always parses.
@@ -243,18 +239,6 @@ impl StandaloneConfig {
     /// Things that are allowed but probably unintended; `start` logs them at WARN.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(cb) = &self.settings.callback {
-            let secret = cb.signing_secret.expose();
-            if secret == EXAMPLE_SECRET {
-                out.push(
-                    "mattermost.secret is the example value from `configure`; set a random one (openssl rand -hex 32)".to_owned(),
-                );
-            } else if secret.chars().count() < MIN_SECRET_LEN {
-                out.push(format!(
-                    "mattermost.secret is shorter than {MIN_SECRET_LEN} characters; a longer random secret (openssl rand -hex 32) makes button signatures harder to forge"
-                ));
-            }
-        }
         if self.settings.mattermost.token == TokenSource::Literal(Secret::new(EXAMPLE_TOKEN)) {
             out.push(
                 "mattermost.token is the example value from `configure`; set the bot's access token".to_owned(),
@@ -669,6 +653,15 @@ impl Checker {
             });
         let secret = self
             .required(&s, "secret", "output of openssl rand -hex 32")
+            .filter(
+                |secret| match crate::callback::signature::weak_secret(secret) {
+                    Some(why) => {
+                        self.problem("mattermost.secret", why);
+                        false
+                    }
+                    None => true,
+                },
+            )
             .map(Secret::new);
         let recipients = self.string_list(
             "mattermost.recipients",

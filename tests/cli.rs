@@ -44,7 +44,19 @@ fn configure_prints_a_config_that_parses() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert_eq!(text, config::TEMPLATE);
-    config::parse(&text).unwrap_or_else(|e| panic!("configure output does not parse: {e}"));
+    // Its example signing secret is refused (anyone could forge presses with it); with a real
+    // one the file is complete.
+    let err = config::parse(&text).unwrap_err().to_string();
+    assert!(err.contains("1 problem"), "{err}");
+    assert!(
+        err.contains("mattermost.secret") && err.contains("openssl rand -hex 32"),
+        "{err}"
+    );
+    let fixed = text.replace(
+        "secret = \"signing-secret-value\"",
+        "secret = \"3f1c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b\"",
+    );
+    config::parse(&fixed).unwrap_or_else(|e| panic!("configure output does not parse: {e}"));
 }
 
 #[test]

@@ -43,19 +43,47 @@ fn has_problem(problems: &[String], key: &str) -> bool {
     problems.iter().any(|p| p.starts_with(&format!("{key}:")))
 }
 
+/// The template with a real signing secret in place of its example.
+fn template_with_a_secret() -> String {
+    TEMPLATE.replace(
+        "secret = \"signing-secret-value\"",
+        "secret = \"3f1c0a9b8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b\"",
+    )
+}
+
 #[test]
-fn template_parses_as_is() {
-    let c = config::parse(TEMPLATE).unwrap_or_else(|e| panic!("{e}"));
+fn template_parses_once_its_example_secret_is_replaced() {
+    let c = config::parse(&template_with_a_secret()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.settings.teleport.address, "example.com:3025");
     assert_eq!(c.http.public_url.as_str(), "https://example.com/");
     assert_eq!(
         c.http.listen_addr,
         "0.0.0.0:8081".parse::<SocketAddr>().unwrap()
     );
-    // The template's example secret and token are flagged at startup.
+    // The template's example token is flagged at startup.
     let warnings = c.warnings().join("\n");
-    assert!(warnings.contains("mattermost.secret"), "{warnings}");
     assert!(warnings.contains("mattermost.token"), "{warnings}");
+}
+
+#[test]
+fn weak_signing_secrets_are_refused_with_how_to_make_one() {
+    for weak in [
+        "signing-secret-value",
+        "x",
+        "0123456789abcdef0123456789abcde",
+    ] {
+        let text = SEED.replace("0123456789abcdef0123456789abcdef", weak);
+        let found = problems(&text);
+        assert!(
+            has_problem(&found, "mattermost.secret"),
+            "{weak}: {found:?}"
+        );
+        assert!(
+            found.iter().any(|p| p.contains("openssl rand -hex 32")),
+            "{weak}: {found:?}"
+        );
+    }
+    config::parse(SEED).expect("32 characters are enough");
 }
 
 #[test]
@@ -212,7 +240,7 @@ url = "http://localhost:8065"
 team = "t"
 channel = "c"
 token = "x"
-secret = "s"
+secret = "0123456789abcdef0123456789abcdef"
 [http]
 public_addr = "http://localhost:8081/prefix"
 "#;

@@ -526,3 +526,86 @@ async fn posting_to_an_unknown_channel_is_a_permission_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_huge_answer_is_refused_with_the_endpoint_named_and_not_read_whole() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use teleport_mattermost_testkit::mattermost::AnswerBody;
+    let (mm, client, _) = setup().await;
+    let id = mm.add_user("carol", "carol@example.com");
+    let sent = Arc::new(AtomicUsize::new(0));
+    let path = format!("/api/v4/users/{id}");
+    mm.inject_answer(
+        "GET",
+        &path,
+        1,
+        200,
+        AnswerBody::HugeUser {
+            size: 100 * 1024 * 1024,
+            sent: sent.clone(),
+        },
+        false,
+    );
+    let err = client.user_by_id(&id).await.unwrap_err();
+    assert!(matches!(err, MattermostError::TooLarge { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("GET {path}")), "{text}");
+    assert!(text.contains("1048576 bytes"), "{text}");
+    // The client stopped reading: what crossed the wire is the cap plus what the socket
+    // buffers hold, nowhere near 100 MiB.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pulled = sent.load(Ordering::SeqCst);
+    assert!(pulled < 16 * 1024 * 1024, "{pulled} bytes were pulled");
+    // Nothing was cached: the next lookup asks again and gets the real user.
+    assert_eq!(client.user_by_id(&id).await.unwrap().username, "carol");
+}
+
+#[tokio::test]
+async fn a_huge_error_body_is_cut_not_buffered() {
+    use teleport_mattermost_testkit::mattermost::AnswerBody;
+    let (mm, client, _) = setup().await;
+    mm.inject_answer(
+        "GET",
+        "/api/v4/users/me",
+        1,
+        403,
+        AnswerBody::Bytes(bytes::Bytes::from(vec![b'x'; 8 * 1024 * 1024])),
+        false,
+    );
+    let err = client.me().await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_created_post_answered_without_an_id_is_not_taken_as_confirmed() {
+    use teleport_mattermost_testkit::mattermost::AnswerBody;
+    let (mm, client, channel_id) = setup().await;
+    mm.inject_answer(
+        "POST",
+        "/api/v4/posts",
+        1,
+        201,
+        AnswerBody::Bytes(bytes::Bytes::from_static(b"{}")),
+        true,
+    );
+    let err = client
+        .create_post(&NewPost {
+            channel_id: channel_id.clone(),
+            message: "hello".into(),
+            root_id: None,
+            props: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.outcome_unknown(),
+        "the post may exist: the caller must look for it, not record an empty id: {err:?}"
+    );
+    assert!(err.to_string().contains("POST /api/v4/posts"), "{err}");
+    assert_eq!(
+        mm.posts_in(&channel_id).len(),
+        1,
+        "the server did create it"
+    );
+}

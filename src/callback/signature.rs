@@ -21,6 +21,29 @@ pub enum Action {
     Deny,
 }
 
+/// The shortest signing secret accepted: with it, a button signature cannot be guessed.
+pub const MIN_SECRET_CHARS: usize = 32;
+/// The placeholder `teleport-mattermost configure` prints; never a real secret.
+pub const EXAMPLE_SECRET: &str = "signing-secret-value";
+
+/// Why `secret` cannot sign buttons, if it cannot: anyone who guesses it can forge an
+/// approval in anyone's name.
+pub fn weak_secret(secret: &str) -> Option<String> {
+    let how = "make one with: openssl rand -hex 32";
+    if secret.trim() == EXAMPLE_SECRET {
+        Some(format!(
+            "is the example value printed by `configure`; {how}"
+        ))
+    } else if secret.chars().count() < MIN_SECRET_CHARS {
+        Some(format!(
+            "is {} characters long; use at least {MIN_SECRET_CHARS} random characters ({how})",
+            secret.chars().count()
+        ))
+    } else {
+        None
+    }
+}
+
 impl Action {
     /// The lowercase name used in contexts and signatures.
     pub fn as_str(self) -> &'static str {

@@ -20,9 +20,17 @@ use crate::settings::{MattermostSettings, RetryPolicy};
 /// How long a looked-up team, channel or user is trusted. Renames and deactivations are rare;
 /// five minutes bounds how long a stale answer can live.
 const CACHE_TTL: Duration = Duration::from_secs(5 * 60);
-/// Upper bound of cached lookups, so a flood of distinct reviewers cannot grow memory without
-/// limit.
-const CACHE_CAPACITY: u64 = 10_000;
+/// Upper bound of the lookup cache, in (estimated) bytes: entries are weighed by size, so
+/// neither a flood of distinct reviewers nor a few huge answers can grow memory without limit.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+/// The largest answer read from Mattermost for one call. A user, team, channel or post is a
+/// few KiB; the cap keeps a hostile or broken server from making the plugin buffer gigabytes.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// The largest page of posts (`channels/{id}/posts`): up to 1000 posts of up to 16383
+/// characters of message plus props.
+const MAX_POST_LIST_BYTES: usize = 64 * 1024 * 1024;
+/// Error bodies only improve the message: read at most this much of them.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -93,11 +101,14 @@ struct Call<'a> {
     idempotent: bool,
     /// For lookups: what a 404 means, e.g. `team "ops"`.
     what: Option<&'a str>,
+    /// The largest answer accepted.
+    max_answer: usize,
 }
 
 /// Why one attempt failed.
 enum Failure {
     Transport(reqwest::Error),
+    TooLarge,
     Status {
         status: StatusCode,
         headers: reqwest::header::HeaderMap,
@@ -146,7 +157,8 @@ impl MattermostClient {
                 retry: settings.retry,
                 limiter: limiter::for_server(&limiter_key, settings.rate_limit),
                 cache: moka::future::Cache::builder()
-                    .max_capacity(CACHE_CAPACITY)
+                    .max_capacity(CACHE_BYTES)
+                    .weigher(|key: &CacheKey, value: &Cached| weight(key, value))
                     .time_to_live(CACHE_TTL)
                     .build(),
                 counters: Counters::default(),
@@ -265,6 +277,7 @@ impl MattermostClient {
                     // Mattermost answers with the existing channel when it already exists.
                     idempotent: true,
                     what: None,
+                    max_answer: MAX_ANSWER_BYTES,
                 })
                 .await
                 .map(Cached::Channel)
@@ -281,14 +294,31 @@ impl MattermostClient {
     /// it (e.g. with [`MattermostClient::channel_posts_since`]) instead of posting again.
     pub async fn create_post(&self, post: &NewPost) -> Result<Post, MattermostError> {
         let body = serde_json::to_vec(post).expect("a post serializes");
-        self.call(Call {
-            method: Method::POST,
-            url: self.url(&["posts"]),
-            body: Some(body),
-            idempotent: false,
-            what: None,
-        })
-        .await
+        let url = self.url(&["posts"]);
+        let endpoint = endpoint(&Method::POST, &url);
+        let created: Post = self
+            .call(Call {
+                method: Method::POST,
+                url,
+                body: Some(body),
+                idempotent: false,
+                what: None,
+                max_answer: MAX_ANSWER_BYTES,
+            })
+            .await?;
+        // A success without the post's id confirms nothing: recording it would leave the real
+        // post (if any) with live buttons forever. The caller looks for it by its marker.
+        if created.id.is_empty() || created.channel_id != post.channel_id {
+            return Err(MattermostError::Decode {
+                endpoint,
+                reason: format!(
+                    "the answer does not describe the post that was sent (id {:?}, channel {:?})",
+                    created.id, created.channel_id
+                ),
+                outcome_unknown: true,
+            });
+        }
+        Ok(created)
     }
 
     /// Replaces a post's message and props (`PUT /api/v4/posts/{id}`). Props not sent are
@@ -301,6 +331,7 @@ impl MattermostClient {
             body: Some(body),
             idempotent: true,
             what: None,
+            max_answer: MAX_ANSWER_BYTES,
         })
         .await
     }
@@ -325,6 +356,7 @@ impl MattermostClient {
                 body: None,
                 idempotent: true,
                 what: None,
+                max_answer: MAX_POST_LIST_BYTES,
             })
             .await?;
         list.into_ordered().map_err(|e| MattermostError::Decode {
@@ -383,6 +415,7 @@ impl MattermostClient {
             body: None,
             idempotent: true,
             what,
+            max_answer: MAX_ANSWER_BYTES,
         })
         .await
     }
@@ -420,6 +453,13 @@ impl MattermostClient {
             };
 
             let (wait, reason) = match failure {
+                Failure::TooLarge => {
+                    return Err(MattermostError::TooLarge {
+                        endpoint,
+                        limit: call.max_answer,
+                        outcome_unknown: !call.idempotent,
+                    });
+                }
                 Failure::Transport(err) => {
                     let gone_out = !err.is_connect();
                     if !retry::transport_retryable(&err, call.idempotent) || attempt >= max_attempts
@@ -500,21 +540,23 @@ impl MattermostClient {
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
-        let response = request.send().await.map_err(Failure::Transport)?;
+        let mut response = request.send().await.map_err(Failure::Transport)?;
         let status = response.status();
         let headers = response.headers().clone();
         tracing::debug!(method = %call.method, path = call.url.path(), status = status.as_u16(), "Mattermost call");
         if status.is_success() {
-            let body = response.bytes().await.map_err(Failure::Transport)?;
-            Ok((status.as_u16(), body.to_vec()))
+            match read_capped(&mut response, call.max_answer).await {
+                Ok(Some(body)) => Ok((status.as_u16(), body)),
+                Ok(None) => Err(Failure::TooLarge),
+                Err(e) => Err(Failure::Transport(e)),
+            }
         } else {
-            // The error body only improves the message; losing it is no reason to fail
-            // differently.
-            let body = response
-                .bytes()
-                .await
-                .map(|b| b.to_vec())
-                .unwrap_or_default();
+            // The error body only improves the message: read a bounded prefix, and losing it
+            // is no reason to fail differently.
+            let body = match read_capped(&mut response, MAX_ERROR_BODY_BYTES).await {
+                Ok(Some(body)) => body,
+                _ => Vec::new(),
+            };
             Err(Failure::Status {
                 status,
                 headers,
@@ -522,6 +564,50 @@ impl MattermostClient {
             })
         }
     }
+}
+
+/// Reads at most `limit` bytes of the body; `None` when it is longer. A declared length over
+/// the limit is refused before reading anything.
+async fn read_capped(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// Roughly the bytes a cached lookup holds, for the cache's byte bound.
+fn weight(key: &CacheKey, value: &Cached) -> u32 {
+    let key_len = match key {
+        CacheKey::Team(a)
+        | CacheKey::UserByEmail(a)
+        | CacheKey::UserByUsername(a)
+        | CacheKey::UserById(a) => a.len(),
+        CacheKey::Channel(a, b) | CacheKey::Direct(a, b) => a.len() + b.len(),
+    };
+    let value_len = match value {
+        Cached::Team(t) => t.id.len() + t.name.len() + t.display_name.len(),
+        Cached::Channel(c) => c.id.len() + c.name.len() + c.display_name.len() + c.team_id.len(),
+        Cached::User(u) => {
+            u.id.len()
+                + u.username.len()
+                + u.email.len()
+                + u.first_name.len()
+                + u.last_name.len()
+                + u.nickname.len()
+        }
+    };
+    // Per-entry overhead of the cache, the key and the value structs.
+    u32::try_from(key_len + value_len + 256).unwrap_or(u32::MAX)
 }
 
 fn endpoint(method: &Method, url: &Url) -> String {

@@ -150,6 +150,21 @@ pub enum MattermostError {
         outcome_unknown: bool,
     },
 
+    /// The answer was larger than any Mattermost answer to that call can be: not Mattermost
+    /// (a proxy's page, a hostile server), or a misconfigured URL.
+    #[error(
+        "{endpoint} answered with more than {limit} bytes; no Mattermost answer to it is that large. Check that the Mattermost URL points at Mattermost itself{}",
+        if *outcome_unknown { ". The server may have carried it out." } else { "" }
+    )]
+    TooLarge {
+        /// Method and path.
+        endpoint: Endpoint,
+        /// The cap that was exceeded.
+        limit: usize,
+        /// The request was a create that may have been carried out.
+        outcome_unknown: bool,
+    },
+
     /// A success response whose body is not what the API documents.
     #[error("unexpected answer to {endpoint}: {reason}")]
     Decode {
@@ -206,6 +221,9 @@ impl MattermostError {
                 outcome_unknown, ..
             }
             | Self::Decode {
+                outcome_unknown, ..
+            }
+            | Self::TooLarge {
                 outcome_unknown, ..
             } => *outcome_unknown,
             _ => false,

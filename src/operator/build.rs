@@ -237,14 +237,14 @@ pub fn build(
                 "{}/v1/actions/{namespace}/{name}",
                 cb.public_url.trim_end_matches('/')
             );
+            let weak = secret
+                .as_deref()
+                .and_then(crate::callback::signature::weak_secret);
             match (secret, url::Url::parse(&url)) {
-                (Some(s), _) if s.len() < 16 => {
+                (Some(_), _) if weak.is_some() => {
                     reader.problems.push(Problem::Invalid {
                         field: "callback.signingSecretRef".into(),
-                        message: format!(
-                            "the signing secret is {} characters; use at least 16 (e.g. openssl rand -hex 32)",
-                            s.len()
-                        ),
+                        message: format!("the signing secret {}", weak.unwrap_or_default()),
                     });
                     None
                 }
@@ -354,7 +354,7 @@ approvers: [alice]
             "signing".into(),
             Some(BTreeMap::from([(
                 "signingSecret".into(),
-                b"0123456789abcdef0123".to_vec(),
+                b"0123456789abcdef0123456789abcdef".to_vec(),
             )])),
         );
         out

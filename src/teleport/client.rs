@@ -696,18 +696,20 @@ fn cas_params(
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let expect = match current {
-        Some(current) => {
-            for key in current.keys() {
-                if !new.contains_key(key) {
-                    set.insert(key.clone(), String::new());
-                }
+    // Expect every key either side knows: its current value, or "" (absent) for a key the
+    // entry does not have yet. Expecting only the keys present would let a write through
+    // after another writer added a key and took it away again in between (A-B-A), e.g. two
+    // presses that both saw "no claim, nobody decided".
+    let mut expect: HashMap<String, String> =
+        new.keys().map(|k| (k.clone(), String::new())).collect();
+    if let Some(current) = current {
+        for (key, value) in current {
+            if !new.contains_key(key) {
+                set.insert(key.clone(), String::new());
             }
-            current.clone()
+            expect.insert(key.clone(), value.clone());
         }
-        // No entry: every key we write must still be absent, which Teleport spells "".
-        None => new.keys().map(|k| (k.clone(), String::new())).collect(),
-    };
+    }
     (set, expect)
 }
 
@@ -763,6 +765,24 @@ mod tests {
         let (set, expect) = cas_params(Some(&current), &new);
         assert_eq!(set, map(&[("messages", ""), ("resolution", "APPROVED")]));
         assert_eq!(expect, current);
+    }
+
+    #[test]
+    fn cas_expects_keys_the_entry_lacks_to_still_be_absent() {
+        // Read with no claim; meanwhile another press claims, decides and clears its claim.
+        // Our write must fail on the key it did not see, not only on the keys it saw.
+        let current = map(&[("user", "bob")]);
+        let new = map(&[
+            ("user", "bob"),
+            ("mm_claim", "APPROVED|@a|1"),
+            ("mm_resolved_by", ""),
+        ]);
+        let (set, expect) = cas_params(Some(&current), &new);
+        assert_eq!(set, map(&[("mm_claim", "APPROVED|@a|1")]));
+        assert_eq!(
+            expect,
+            map(&[("user", "bob"), ("mm_claim", ""), ("mm_resolved_by", "")])
+        );
     }
 
     #[test]

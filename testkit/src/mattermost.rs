@@ -184,7 +184,64 @@ struct Server {
     /// Injected failures for one path only, answered in order.
     inject_on_path: HashMap<String, VecDeque<u16>>,
     lost_post_responses: usize,
+    /// Answers that replace the server's own, for a hostile or broken server.
+    answers: Vec<InjectedAnswer>,
     bucket: Option<Bucket>,
+}
+
+/// A made-up answer to calls of one method and path.
+struct InjectedAnswer {
+    method: String,
+    path: String,
+    left: usize,
+    status: u16,
+    body: AnswerBody,
+    /// Let the server carry out the call first, then answer this instead.
+    act: bool,
+}
+
+/// The body of an injected answer.
+#[derive(Clone)]
+pub enum AnswerBody {
+    /// These bytes.
+    Bytes(bytes::Bytes),
+    /// `size` bytes of a JSON user object with a huge username, streamed in 64 KiB chunks;
+    /// `sent` counts what the client actually pulled.
+    HugeUser {
+        /// Total size.
+        size: usize,
+        /// Bytes handed to the connection so far.
+        sent: Arc<std::sync::atomic::AtomicUsize>,
+    },
+}
+
+impl AnswerBody {
+    fn into_body(self) -> Body {
+        match self {
+            AnswerBody::Bytes(b) => Body::from(b),
+            AnswerBody::HugeUser { size, sent } => {
+                const CHUNK: usize = 64 * 1024;
+                let head = br#"{"id":"huge","username":""#.to_vec();
+                let chunks = (size / CHUNK).max(1);
+                let stream = futures::stream::iter((0..chunks).map(move |i| {
+                    let chunk = if i == 0 {
+                        let mut c = head.clone();
+                        c.resize(CHUNK, b'a');
+                        c
+                    } else if i + 1 == chunks {
+                        let mut c = vec![b'a'; CHUNK - 2];
+                        c.extend_from_slice(br#""}"#);
+                        c
+                    } else {
+                        vec![b'a'; CHUNK]
+                    };
+                    sent.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(chunk))
+                }));
+                Body::from_stream(stream)
+            }
+        }
+    }
 }
 
 impl Server {
@@ -452,6 +509,28 @@ impl MattermostDouble {
     /// or proxy that crashed after the write.
     pub fn inject_lost_post_responses(&self, count: usize) {
         self.state().lost_post_responses = count;
+    }
+
+    /// The next `count` `method` calls to `path` get `status` with `body` instead of the
+    /// server's answer; with `act`, the server carries out the call first (a proxy or a
+    /// broken server mangling a real answer).
+    pub fn inject_answer(
+        &self,
+        method: &str,
+        path: &str,
+        count: usize,
+        status: u16,
+        body: AnswerBody,
+        act: bool,
+    ) {
+        self.state().answers.push(InjectedAnswer {
+            method: method.to_string(),
+            path: path.to_string(),
+            left: count,
+            status,
+            body,
+            act,
+        });
     }
 
     /// Rate-limits API calls like Mattermost's `RateLimitSettings` (GCRA, `per_second` with
@@ -787,6 +866,32 @@ async fn api_layer(State(shared): State<Arc<Shared>>, request: Request, next: Ne
         .await
         .unwrap_or_default();
     let json_body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+
+    let injected = {
+        let mut state = shared.state();
+        state
+            .answers
+            .iter_mut()
+            .find(|a| a.left > 0 && a.method == method.as_str() && a.path == path)
+            .map(|a| {
+                a.left -= 1;
+                (a.status, a.body.clone(), a.act)
+            })
+    };
+    if let Some((status, body, act)) = injected {
+        if act {
+            let _ = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+        }
+        let mut response = Response::new(body.into_body());
+        *response.status_mut() = StatusCode::from_u16(status).expect("a valid status");
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return response;
+    }
 
     let (early, limit_headers) = {
         let mut state = shared.state();

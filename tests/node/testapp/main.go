@@ -4,15 +4,23 @@
 //	GET /healthz  200 "ok" (the readiness and liveness probes)
 //	GET /         what the pod sees: hostname, uid/gid, whether the ServiceAccount token and
 //	              CA are mounted, the pod's resolv.conf, and whether the root fs is writable
+//	GET /whoami   asks the apiserver, through the kubernetes Service (KUBERNETES_SERVICE_HOST,
+//	              an IP: there is no DNS), who the mounted token is: a SelfSubjectReview,
+//	              which every authenticated identity may create. Prints the status and body.
 //
-// Listens on $PORT (default 8080); exits cleanly on SIGTERM/SIGINT.
+// Usage: testapp [serve] | testapp -v. Listens on $PORT (default 8080); exits cleanly on
+// SIGTERM/SIGINT. Any other argument is an error, so an image's ENTRYPOINT + CMD is checked.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -52,12 +60,53 @@ func report(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "resolv.conf (%d bytes):\n%s", len(resolv), resolv)
 	}
 	fmt.Fprintf(w, "env.KUBERNETES_SERVICE_HOST=%s\n", os.Getenv("KUBERNETES_SERVICE_HOST"))
+	fmt.Fprintf(w, "args=%q\n", os.Args)
+}
+
+func whoami(w http.ResponseWriter, _ *http.Request) {
+	token, err := os.ReadFile(saDir + "/token")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	caPEM, err := os.ReadFile(saDir + "/ca.crt")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+	}
+	url := "https://" + net.JoinHostPort(os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")) +
+		"/apis/authentication.k8s.io/v1/selfsubjectreviews"
+	body := `{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}`
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		http.Error(w, "request to "+url+" failed: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	fmt.Fprintf(w, "status=%d\n%s\n", resp.StatusCode, out)
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "-v" {
-		fmt.Println("tm-testapp 1")
-		return
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "-v":
+			fmt.Println("tm-testapp 1")
+			return
+		case "serve":
+		default:
+			fmt.Fprintf(os.Stderr, "usage: %s [serve] | -v\n", os.Args[0])
+			os.Exit(2)
+		}
 	}
 	port := os.Getenv("PORT")
 	if port == "" {
@@ -65,6 +114,7 @@ func main() {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/whoami", whoami)
 	mux.HandleFunc("/", report)
 	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
