@@ -77,6 +77,10 @@ token = "api-token"
 # random characters, e.g. the output of `openssl rand -hex 32`, and keep it private.
 secret = "signing-secret-value"
 
+# Extra certificate authorities (a PEM file) to trust for the Mattermost URL, for a server
+# behind an internal CA. They are added to the system's trusted roots; read at start.
+# ca_file = "/etc/ssl/certs/corp-ca.pem"
+
 # Who may press Approve/Deny: Mattermost usernames or emails. Empty (the default) lets
 # anyone in the channel decide, as in Teleport's plugin. Requesters can never approve
 # their own requests.
@@ -119,6 +123,8 @@ pub struct StandaloneConfig {
     pub settings: PluginSettings,
     /// Where the Teleport identity is read from.
     pub identity: IdentityPaths,
+    /// `mattermost.ca_file`: extra CAs (PEM) to trust for the Mattermost URL.
+    pub mattermost_ca_file: Option<PathBuf>,
     /// The callback server.
     pub http: HttpSettings,
     /// Logging.
@@ -285,6 +291,8 @@ pub fn parse(text: &str) -> Result<StandaloneConfig, ConfigError> {
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
+    /// `mattermost.ca_file`, carried from its section to the result.
+    ca_file: Option<PathBuf>,
 }
 
 /// A section of the file and the keys read from it, so leftovers can be reported.
@@ -506,6 +514,7 @@ impl Checker {
                 concurrency: DEFAULT_CONCURRENCY,
             },
             identity,
+            mattermost_ca_file: self.ca_file.take(),
             http,
             log,
         })
@@ -621,6 +630,7 @@ impl Checker {
             "approvers",
             "rate_limit_per_second",
             "rate_limit_burst",
+            "ca_file",
         ];
         let s = self.section(root, "mattermost", KEYS);
         let url = self
@@ -684,6 +694,9 @@ impl Checker {
             burst: burst.map_or(default.burst, |v| v as u32),
         };
 
+        // Read at start (like the identity files), so `parse` stays a pure function of the text.
+        self.ca_file = self.string(&s, "ca_file").map(PathBuf::from);
+
         Some((
             MattermostSettings {
                 url: url?,
@@ -692,6 +705,7 @@ impl Checker {
                 token: token?,
                 rate_limit,
                 retry: RetryPolicy::default(),
+                ca_bundle: None,
             },
             secret?,
             recipients,

@@ -16,3 +16,17 @@ pub mod settings;
 pub mod standalone;
 pub mod telemetry;
 pub mod teleport;
+
+/// An error and its sources, each said once: "error sending request: invalid peer
+/// certificate: UnknownIssuer", not just the outermost layer, which often names no cause.
+pub(crate) fn error_chain(mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = err.source();
+    }
+    parts.join(": ")
+}

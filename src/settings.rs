@@ -157,6 +157,56 @@ pub struct MattermostSettings {
     pub rate_limit: RateLimit,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Extra CAs to trust for `url`, for a server behind an internal CA.
+    pub ca_bundle: Option<CaBundle>,
+}
+
+/// Extra CA certificates (PEM) to trust for one server, on top of the system's roots.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    pem: std::sync::Arc<[u8]>,
+    count: usize,
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CaBundle({} certificates)", self.count)
+    }
+}
+
+impl CaBundle {
+    /// Checks that `pem` holds at least one certificate; `label` names where it came from.
+    pub fn from_pem(label: &str, pem: &[u8]) -> Result<Self, String> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject as _;
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{label} is not a PEM certificate bundle: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "{label} holds no PEM CERTIFICATE block; it should hold the CA certificate(s) that signed the server's certificate"
+            ));
+        }
+        Ok(Self {
+            count: certs.len(),
+            pem: pem.into(),
+        })
+    }
+
+    /// The PEM text.
+    pub fn pem(&self) -> &[u8] {
+        &self.pem
+    }
+
+    /// How many certificates it holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Never true: a bundle holds at least one certificate.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 /// Settings for the Approve/Deny buttons.

@@ -105,9 +105,21 @@ pub async fn run(config: StandaloneConfig, options: Options) -> Result<(), Start
         "Starting Teleport Access Mattermost plugin"
     );
     let identity = load_identity(&config.identity)?;
+    let mut settings = config.settings.clone();
+    if let Some(path) = &config.mattermost_ca_file {
+        let pem = read(path)?;
+        let bundle = crate::settings::CaBundle::from_pem(&path.display().to_string(), &pem)
+            .map_err(|e| {
+                StartError::Mattermost(crate::mattermost::MattermostError::Config(format!(
+                    "mattermost.ca_file: {e}"
+                )))
+            })?;
+        tracing::info!(file = %path.display(), certificates = bundle.len(), "trusting extra CAs for Mattermost");
+        settings.mattermost.ca_bundle = Some(bundle);
+    }
     tracing::info!(subject = %identity.subject, not_after = %identity.not_after.to_rfc3339(), "loaded Teleport identity");
     let instance = Instance::new(
-        config.settings.clone(),
+        settings,
         Credentials {
             identity,
             token: config.settings.mattermost.token.clone(),

@@ -717,7 +717,10 @@ async fn helm_install_upgrade_uninstall_against_a_real_apiserver() {
         "mattermostaccessplugins.accessplugins.dev",
         Some("team-a")
     ));
-    assert!(!sa_can(&plane, &sa, "list", "configmaps", Some("team-a")));
+    // ConfigMaps are read for a Mattermost CA bundle; nothing is written to them.
+    assert!(sa_can(&plane, &sa, "list", "configmaps", Some("team-a")));
+    assert!(!sa_can(&plane, &sa, "update", "configmaps", Some("team-a")));
+    assert!(!sa_can(&plane, &sa, "list", "pods", Some("team-a")));
     assert!(!sa_can(
         &plane,
         &sa,
@@ -745,7 +748,7 @@ async fn helm_install_upgrade_uninstall_against_a_real_apiserver() {
             .success()
     );
     assert!(as_sa(&["get", "secrets", "-n", "team-b"]).status.success());
-    let denied = as_sa(&["get", "configmaps", "-n", "team-b"]);
+    let denied = as_sa(&["get", "pods", "-n", "team-b"]);
     assert!(!denied.status.success());
     assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
 

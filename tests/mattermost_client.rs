@@ -38,6 +38,7 @@ fn settings(mm: &MattermostDouble, token: TokenSource) -> MattermostSettings {
             burst: 0,
         },
         retry: fast_retry(),
+        ca_bundle: None,
     }
 }
 
@@ -414,6 +415,7 @@ async fn create_post_is_retried_when_the_server_cannot_be_reached() {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
         },
+        ca_bundle: None,
     };
     let client = MattermostClient::new(&s).unwrap();
     let err = client
@@ -607,5 +609,49 @@ async fn a_created_post_answered_without_an_id_is_not_taken_as_confirmed() {
         mm.posts_in(&channel_id).len(),
         1,
         "the server did create it"
+    );
+}
+
+#[tokio::test]
+async fn an_internal_ca_is_refused_at_once_with_a_hint_and_trusted_with_its_bundle() {
+    use teleport_mattermost::settings::CaBundle;
+    use teleport_mattermost_testkit::pki::TestPki;
+    install_crypto();
+    let corp = TestPki::new();
+    let (cert, key) = corp.server_cert();
+    let mm = MattermostDouble::start_https(&cert, &key).await;
+    let token = TokenSource::Literal(Secret::new(mm.bot_token()));
+    let untrusted = MattermostClient::new(&MattermostSettings {
+        retry: RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(1),
+        },
+        ..settings(&mm, token.clone())
+    })
+    .unwrap();
+    let started = Instant::now();
+    let err = untrusted.me().await.unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "not retried: {:?}: {err}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
+    assert!(err.contains("mattermost.caBundleRef"), "{err}");
+
+    let trusted = MattermostClient::new(&MattermostSettings {
+        ca_bundle: Some(CaBundle::from_pem("corp CA", corp.ca_pem().as_bytes()).unwrap()),
+        ..settings(&mm, token)
+    })
+    .unwrap();
+    assert_eq!(trusted.me().await.unwrap().id, mm.bot_user_id());
+    assert!(
+        CaBundle::from_pem("x", b"hello")
+            .unwrap_err()
+            .contains("no PEM CERTIFICATE")
     );
 }

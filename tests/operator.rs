@@ -345,3 +345,103 @@ async fn fifty_objects_reconcile_to_ready() {
     assert!(env.teleport.active_watches() >= 50, "one watch per object");
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn a_mattermost_behind_an_internal_ca_is_trusted_through_a_ca_bundle_configmap() {
+    use teleport_mattermost_testkit::mattermost::MattermostDouble;
+    use teleport_mattermost_testkit::pki::TestPki;
+    use teleport_mattermost_testkit::stack::CHANNEL;
+    let env = Env::start().await;
+    let operator = Operator::start(&env).await;
+    let corp = TestPki::new();
+    let (cert, key) = corp.server_cert();
+    let internal = MattermostDouble::start_https(&cert, &key).await;
+    internal.add_team(TEAM);
+    let channel = internal.add_channel(TEAM, CHANNEL);
+    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
+        .await;
+    env.put_secret("mm-bot-token", &[("token", &internal.bot_token())])
+        .await;
+    let url = internal.url().as_str().trim_end_matches('/').to_string();
+    let yaml = env
+        .cr_yaml("platform", operator.callback)
+        .replace(env.mattermost.url().as_str().trim_end_matches('/'), &url);
+    assert!(yaml.contains("https://127.0.0.1:"), "{yaml}");
+
+    // Not trusted yet: the condition says why.
+    env.apply(&yaml).unwrap();
+    let cr = env
+        .wait_condition("platform", "MattermostReachable", "False")
+        .await;
+    let message = cr
+        .status
+        .unwrap()
+        .condition("MattermostReachable")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.to_lowercase().contains("certificate") || message.contains("UnknownIssuer"),
+        "{message}"
+    );
+
+    // The CA bundle in a ConfigMap, referenced from the object: Ready, and posting.
+    env.cp
+        .kubectl_run(
+            &[
+                "-n",
+                NS,
+                "create",
+                "configmap",
+                "corp-ca",
+                "--from-file=ca.crt=/dev/stdin",
+            ],
+            Some(&corp.ca_pem()),
+        )
+        .unwrap();
+    let with_ca = yaml.replace(
+        "    rateLimit:",
+        "    caBundleRef:\n      name: corp-ca\n    rateLimit:",
+    );
+    env.apply(&with_ca).unwrap();
+    env.wait_condition("platform", "Ready", "True").await;
+    let id = env.teleport.create_request(request());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while internal.posts_in(&channel).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never posted over HTTPS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A ConfigMap holding no certificate is named in the status.
+    env.cp
+        .kubectl_run(
+            &[
+                "-n",
+                NS,
+                "create",
+                "configmap",
+                "not-a-ca",
+                "--from-literal=ca.crt=hello",
+            ],
+            None,
+        )
+        .unwrap();
+    env.apply(&with_ca.replace("name: corp-ca", "name: not-a-ca"))
+        .unwrap();
+    let cr = env.wait_condition("platform", "Ready", "False").await;
+    let ready = cr
+        .status
+        .unwrap()
+        .condition("Ready")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        ready.contains("ConfigMap team-a/not-a-ca key ca.crt"),
+        "{ready}"
+    );
+    operator.stop().await;
+}

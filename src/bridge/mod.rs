@@ -81,9 +81,10 @@ impl Bridge {
         let mut delays = backoff(Duration::from_secs(30));
         loop {
             credentials.mark_unchanged();
+            let mut healthy = false;
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                outcome = self.session(&shutdown) => outcome,
+                outcome = self.session(&shutdown, &mut healthy) => outcome,
                 _ = credentials.changed() => {
                     tracing::info!(instance = %self.instance.settings().instance, "credentials changed; reconnecting with the new identity");
                     self.instance.forget_teleport().await;
@@ -94,14 +95,16 @@ impl Bridge {
             if shutdown.is_cancelled() {
                 break;
             }
+            // A session that got its INIT and finished its resync was healthy: whatever ended
+            // it (a dropped stream, a GOAWAY), the next one starts from the shortest delay.
+            // Only sessions that fail before that back off further and further.
+            if healthy {
+                delays = backoff(Duration::from_secs(30));
+            }
             let delay = match outcome {
-                // The stream ended after a healthy session: reconnect quickly.
-                Ok(()) => {
-                    delays = backoff(Duration::from_secs(30));
-                    Duration::from_millis(100)
-                }
+                Ok(()) => Duration::from_millis(100),
                 Err(e) => {
-                    tracing::warn!(instance = %self.instance.settings().instance, error = %e, "bridge session failed; retrying");
+                    tracing::warn!(instance = %self.instance.settings().instance, error = %e, healthy, "bridge session failed; retrying");
                     delays.next().unwrap_or(Duration::from_secs(30))
                 }
             };
@@ -118,7 +121,12 @@ impl Bridge {
     }
 
     /// One connection: health checks, watch, resync, then events until the stream ends.
-    async fn session(&self, shutdown: &CancellationToken) -> Result<(), BridgeError> {
+    /// Sets `healthy` once the watch is up and the resync is queued.
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        healthy: &mut bool,
+    ) -> Result<(), BridgeError> {
         let instance = &self.instance;
         let settings = instance.settings();
         let teleport = match instance.teleport().await {
@@ -168,6 +176,7 @@ impl Bridge {
         });
 
         self.resync(shutdown).await?;
+        *healthy = true;
 
         while let Some(event) = watch.next().await? {
             instance.update_status(|s| s.last_event_time = Some(Utc::now()));

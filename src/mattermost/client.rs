@@ -1,6 +1,7 @@
 //! The HTTP client: one call path that authenticates, rate-limits, retries and types errors,
 //! and the endpoints on top of it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::limiter::{self, Limiter};
 use super::model::{Channel, NewPost, Post, PostList, Team, User};
 use super::retry;
 use super::token::TokenProvider;
-use crate::settings::{MattermostSettings, RetryPolicy};
+use crate::settings::{CaBundle, MattermostSettings, RetryPolicy};
 
 /// How long a looked-up team, channel or user is trusted. Renames and deactivations are rare;
 /// five minutes bounds how long a stale answer can live.
@@ -116,21 +117,33 @@ enum Failure {
     },
 }
 
-/// One HTTP client for the whole process: each reqwest client carries its own TLS verifier
-/// and root store (hundreds of KiB), and one shared pool serves every instance that talks to
-/// the same Mattermost server.
-fn shared_http() -> Result<reqwest::Client, MattermostError> {
-    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    if let Some(client) = HTTP.get() {
+/// One HTTP client per set of trusted roots for the whole process: each reqwest client
+/// carries its own TLS verifier and root store (hundreds of KiB), and one shared pool serves
+/// every instance that talks to the same Mattermost server. Instances without a CA bundle
+/// (nearly all) share one; each distinct bundle gets its own.
+fn shared_http(ca: Option<&CaBundle>) -> Result<reqwest::Client, MattermostError> {
+    static HTTP: std::sync::LazyLock<std::sync::Mutex<HashMap<Vec<u8>, reqwest::Client>>> =
+        std::sync::LazyLock::new(Default::default);
+    let key = ca.map(|c| c.pem().to_vec()).unwrap_or_default();
+    let mut clients = HTTP.lock().expect("http client lock");
+    if let Some(client) = clients.get(&key) {
         return Ok(client.clone());
     }
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("teleport-mattermost/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("teleport-mattermost/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = ca {
+        let certs = reqwest::Certificate::from_pem_bundle(ca.pem()).map_err(|e| {
+            MattermostError::Config(format!("the Mattermost CA bundle cannot be used: {e}"))
+        })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    let client = builder
         .build()
         .map_err(|e| MattermostError::Config(format!("cannot build the HTTP client: {e}")))?;
-    Ok(HTTP.get_or_init(|| client).clone())
+    clients.insert(key, client.clone());
+    Ok(client)
 }
 
 impl MattermostClient {
@@ -148,7 +161,7 @@ impl MattermostClient {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let http = shared_http()?;
+        let http = shared_http(settings.ca_bundle.as_ref())?;
         let limiter_key = base.as_str().trim_end_matches('/').to_string();
         Ok(Self {
             inner: Arc::new(Inner {

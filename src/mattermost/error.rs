@@ -139,7 +139,7 @@ pub enum MattermostError {
     },
 
     /// The request did not complete: connect error, timeout, connection lost.
-    #[error("could not complete {endpoint}: {source}{}", if *outcome_unknown { ". The server may have carried it out." } else { "" })]
+    #[error("could not complete {endpoint}: {}{}{}", crate::error_chain(Some(source.as_ref())), transport_hint(source), if *outcome_unknown { ". The server may have carried it out." } else { "" })]
     Transport {
         /// Method and path.
         endpoint: Endpoint,
@@ -175,6 +175,18 @@ pub enum MattermostError {
         /// The request was a create that succeeded, but we could not read what it created.
         outcome_unknown: bool,
     },
+}
+
+/// What to check for a transport failure an admin can fix.
+fn transport_hint(err: &reqwest::Error) -> &'static str {
+    let text = crate::error_chain(Some(err)).to_ascii_lowercase();
+    if super::retry::is_certificate_error(err) {
+        ". The server's certificate is not trusted: if Mattermost uses an internal CA, give its certificate in mattermost.caBundleRef (operator) or mattermost.ca_file (standalone)"
+    } else if text.contains("connection refused") || text.contains("dns error") {
+        ". Check the Mattermost URL and that the plugin can reach it"
+    } else {
+        ""
+    }
 }
 
 fn trim_dot(message: &str) -> &str {

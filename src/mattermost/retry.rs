@@ -36,7 +36,32 @@ pub(crate) fn server_wait(headers: &HeaderMap, max: Duration) -> Option<Duration
 /// reading the answer) means the server may have acted on it, which only an idempotent
 /// request may ignore.
 pub(crate) fn transport_retryable(err: &reqwest::Error, idempotent: bool) -> bool {
-    err.is_connect() || idempotent
+    // An untrusted certificate stays untrusted: retrying only delays telling the admin.
+    !is_certificate_error(err) && (err.is_connect() || idempotent)
+}
+
+/// True when the TLS handshake failed because the server's certificate was not accepted.
+pub(crate) fn is_certificate_error(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        // The connector wraps rustls's error in io::Errors, whose `source()` skips the
+        // wrapped error itself: descend through `get_ref()` instead.
+        let mut inner: &(dyn std::error::Error + 'static) = e;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            inner = wrapped;
+        }
+        if matches!(
+            inner.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Whether a request answered with `status` may be sent again.

@@ -6,16 +6,26 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::crd::MattermostAccessPluginSpec;
+use super::crd::{CaBundleKind, MattermostAccessPluginSpec};
 use crate::bridge::Credentials;
 use crate::settings::{
-    CallbackSettings, DEFAULT_CONCURRENCY, InstanceId, MattermostSettings, PluginSettings,
-    RateLimit, RetryPolicy, Secret, TeleportSettings, TokenSource,
+    CaBundle, CallbackSettings, DEFAULT_CONCURRENCY, InstanceId, MattermostSettings,
+    PluginSettings, RateLimit, RetryPolicy, Secret, TeleportSettings, TokenSource,
 };
 use crate::teleport::identity::{Identity, IdentityError, PemSource};
 
-/// The data of the Secrets a spec references, by name; `None` for a Secret that does not exist.
+/// The data of the Secrets (or ConfigMaps) a spec references, by name; `None` for one that
+/// does not exist.
 pub type SecretData = BTreeMap<String, Option<BTreeMap<String, Vec<u8>>>>;
+
+/// Everything a spec references, as read from the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Referenced Secrets.
+    pub secrets: SecretData,
+    /// Referenced ConfigMaps.
+    pub config_maps: SecretData,
+}
 
 /// One thing wrong with an object or its Secrets, phrased for `kubectl describe`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,9 +40,19 @@ pub enum Problem {
         /// Secret name.
         name: String,
     },
-    /// A referenced Secret lacks a key.
-    #[error("Secret {namespace}/{name} has no key {key}{hint}")]
+    /// A referenced ConfigMap does not exist.
+    #[error("ConfigMap {namespace}/{name} does not exist; create it or fix the reference")]
+    ConfigMapMissing {
+        /// Namespace.
+        namespace: String,
+        /// ConfigMap name.
+        name: String,
+    },
+    /// A referenced Secret or ConfigMap lacks a key.
+    #[error("{kind} {namespace}/{name} has no key {key}{hint}")]
     KeyMissing {
+        /// `Secret` or `ConfigMap`.
+        kind: &'static str,
         /// Namespace.
         namespace: String,
         /// Secret name.
@@ -60,6 +80,7 @@ impl Problem {
     pub fn reason(&self) -> &'static str {
         match self {
             Problem::SecretMissing { .. } => "SecretMissing",
+            Problem::ConfigMapMissing { .. } => "ConfigMapMissing",
             Problem::KeyMissing { .. } => "SecretKeyMissing",
             Problem::Identity(IdentityError::Expired { .. }) => "CertificateExpired",
             Problem::Identity(IdentityError::NotYetValid { .. }) => "CertificateNotYetValid",
@@ -111,17 +132,28 @@ impl Default for Defaults {
 
 struct Reader<'a> {
     namespace: &'a str,
-    secrets: &'a SecretData,
+    sources: &'a Sources,
     problems: Vec<Problem>,
 }
 
 impl Reader<'_> {
+    /// A key of a referenced Secret.
     fn key(&mut self, name: &str, key: &str, hint: &str) -> Option<Vec<u8>> {
-        match self.secrets.get(name) {
+        self.key_of(CaBundleKind::Secret, name, key, hint)
+    }
+
+    /// A key of a referenced Secret or ConfigMap.
+    fn key_of(&mut self, kind: CaBundleKind, name: &str, key: &str, hint: &str) -> Option<Vec<u8>> {
+        let (objects, kind_name) = match kind {
+            CaBundleKind::Secret => (&self.sources.secrets, "Secret"),
+            CaBundleKind::ConfigMap => (&self.sources.config_maps, "ConfigMap"),
+        };
+        match objects.get(name) {
             Some(Some(data)) => match data.get(key) {
                 Some(v) => Some(v.clone()),
                 None => {
                     self.problems.push(Problem::KeyMissing {
+                        kind: kind_name,
                         namespace: self.namespace.to_string(),
                         name: name.to_string(),
                         key: key.to_string(),
@@ -131,9 +163,10 @@ impl Reader<'_> {
                 }
             },
             _ => {
-                let missing = Problem::SecretMissing {
-                    namespace: self.namespace.to_string(),
-                    name: name.to_string(),
+                let (namespace, name) = (self.namespace.to_string(), name.to_string());
+                let missing = match kind {
+                    CaBundleKind::Secret => Problem::SecretMissing { namespace, name },
+                    CaBundleKind::ConfigMap => Problem::ConfigMapMissing { namespace, name },
                 };
                 if !self.problems.contains(&missing) {
                     self.problems.push(missing);
@@ -193,13 +226,13 @@ pub fn build(
     namespace: &str,
     name: &str,
     spec: &MattermostAccessPluginSpec,
-    secrets: &SecretData,
+    sources: &Sources,
     defaults: &Defaults,
     now: DateTime<Utc>,
 ) -> Result<Built, Rejected> {
     let mut reader = Reader {
         namespace,
-        secrets,
+        sources,
         problems: Vec::new(),
     };
     let identity = identity(&mut reader, spec, now);
@@ -264,6 +297,22 @@ pub fn build(
             }
         }
     };
+    let ca_bundle = spec.mattermost.ca_bundle_ref.as_ref().and_then(|r| {
+        let bytes = reader.key_of(r.kind, &r.name, &r.key, " (PEM CA certificates)")?;
+        let kind = match r.kind {
+            CaBundleKind::Secret => "Secret",
+            CaBundleKind::ConfigMap => "ConfigMap",
+        };
+        let label = format!("{kind} {namespace}/{} key {}", r.name, r.key);
+        CaBundle::from_pem(&label, &bytes)
+            .map_err(|message| {
+                reader.problems.push(Problem::Invalid {
+                    field: "mattermost.caBundleRef".into(),
+                    message,
+                })
+            })
+            .ok()
+    });
     let url = match url::Url::parse(&spec.mattermost.url) {
         Ok(u) => Some(u),
         Err(e) => {
@@ -299,6 +348,7 @@ pub fn build(
                             burst: rate.burst,
                         },
                         retry: RetryPolicy::default(),
+                        ca_bundle,
                     },
                     callback,
                     recipients: spec.recipients.clone(),
@@ -336,7 +386,7 @@ callback:
 approvers: [alice]
 "#;
 
-    fn secrets(identity: Option<&[(&str, &[u8])]>) -> SecretData {
+    fn secrets(identity: Option<&[(&str, &[u8])]>) -> Sources {
         let mut out = SecretData::new();
         out.insert(
             "identity".into(),
@@ -357,7 +407,10 @@ approvers: [alice]
                 b"0123456789abcdef0123456789abcdef".to_vec(),
             )])),
         );
-        out
+        Sources {
+            secrets: out,
+            config_maps: SecretData::new(),
+        }
     }
 
     #[test]
@@ -431,7 +484,7 @@ approvers: [alice]
     #[test]
     fn a_short_signing_secret_is_refused() {
         let mut data = secrets(None);
-        data.insert(
+        data.secrets.insert(
             "signing".into(),
             Some(BTreeMap::from([(
                 "signingSecret".into(),

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 
-use super::build::{Defaults, Problem, SecretData, build};
+use super::build::{Defaults, Problem, Sources, build};
 use super::crd::{
     MattermostAccessPlugin, MattermostAccessPluginSpec, MattermostAccessPluginStatus,
     condition_type,
@@ -64,14 +64,31 @@ pub enum Outcome {
     },
 }
 
-/// Reads every referenced Secret (a missing one maps to `None`).
+/// Reads every referenced Secret and ConfigMap (a missing one maps to `None`).
 async fn fetch(
     client: &kube::Client,
     namespace: &str,
     spec: &MattermostAccessPluginSpec,
-) -> Result<SecretData, kube::Error> {
+) -> Result<Sources, kube::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let mut out = SecretData::new();
+    let mut out = Sources::default();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    for name in spec.referenced_config_maps() {
+        let data = config_maps.get_opt(&name).await?.map(|cm| {
+            cm.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .chain(
+                    cm.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                )
+                .collect::<BTreeMap<_, _>>()
+        });
+        out.config_maps.insert(name, data);
+    }
     for name in spec.referenced_secrets() {
         let data = api.get_opt(&name).await?.map(|s| {
             s.data
@@ -86,7 +103,7 @@ async fn fetch(
                 )
                 .collect::<BTreeMap<_, _>>()
         });
-        out.insert(name, data);
+        out.secrets.insert(name, data);
     }
     Ok(out)
 }
@@ -399,6 +416,7 @@ pub fn desired_status(
             status.identity_expires_at = s.identity_expires_at.and_then(time);
             status.pending_requests = Some(s.pending_requests as i64);
             status.last_event_time = s.last_event_time.and_then(time);
+            status.last_press_problem = s.press_problem;
         }
     }
     status

@@ -209,6 +209,38 @@ pub struct MattermostSpec {
     /// Mattermost's own server defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    /// Extra certificate authorities to trust for the Mattermost URL (PEM), for a server
+    /// behind an internal CA, e.g. {kind: ConfigMap, name: corp-ca, key: ca.crt}. They are
+    /// added to the system's trusted roots. Changing the referenced object restarts the
+    /// plugin with the new bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<CaBundleRef>,
+}
+
+/// Where a CA bundle is kept.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum CaBundleKind {
+    /// A ConfigMap (the usual home of public CA bundles, e.g. from trust-manager).
+    #[default]
+    ConfigMap,
+    /// A Secret.
+    Secret,
+}
+
+/// A key of a ConfigMap or Secret holding PEM CA certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleRef {
+    /// ConfigMap (default) or Secret.
+    #[serde(default)]
+    pub kind: CaBundleKind,
+    /// Name of the ConfigMap or Secret, in the same namespace as this object.
+    #[schemars(regex(pattern = SECRET_NAME_PATTERN), length(max = 253))]
+    pub name: String,
+    /// Key holding the PEM certificates. Default "ca.crt".
+    #[serde(default = "default_ca_key")]
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN), length(max = 253))]
+    pub key: String,
 }
 
 /// A Secret holding the Mattermost bot token.
@@ -312,6 +344,11 @@ pub struct MattermostAccessPluginStatus {
     /// Who may press Approve and Deny, in words, e.g. "anyone in the channel may approve".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_policy: Option<String>,
+    /// The last button press that failed for a reason an admin must fix (Teleport refusing
+    /// the change, users' emails hidden from the bot), with the detail the reviewer was
+    /// spared. Written by the leader for presses it served; other replicas log theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_press_problem: Option<String>,
 }
 
 impl MattermostAccessPluginStatus {
@@ -331,7 +368,22 @@ impl MattermostAccessPluginSpec {
         if let Some(callback) = &self.callback {
             names.insert(callback.signing_secret_ref.name.clone());
         }
+        if let Some(ca) = self.mattermost.ca_bundle_ref.as_ref() {
+            if ca.kind == CaBundleKind::Secret {
+                names.insert(ca.name.clone());
+            }
+        }
         names
+    }
+
+    /// Names of every ConfigMap this spec references (the CA bundle, when it lives in one).
+    pub fn referenced_config_maps(&self) -> BTreeSet<String> {
+        self.mattermost
+            .ca_bundle_ref
+            .iter()
+            .filter(|ca| ca.kind == CaBundleKind::ConfigMap)
+            .map(|ca| ca.name.clone())
+            .collect()
     }
 
     /// Who may press the buttons, in the words `status.approvalPolicy` shows an admin.
@@ -418,6 +470,10 @@ fn default_key_key() -> String {
 
 fn default_cas_key() -> String {
     "auth.cas".into()
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
 }
 
 fn default_token_key() -> String {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -141,14 +141,22 @@ pub async fn run(
     let mut stores = Vec::new();
     let mut controllers = Vec::new();
     for scope in scopes {
-        let (crs, secrets): (Api<MattermostAccessPlugin>, Api<PartialObjectMeta<Secret>>) =
-            match &scope {
-                Some(ns) => (
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                ),
-                None => (Api::all(client.clone()), Api::all(client.clone())),
-            };
+        let (crs, secrets, config_maps): (
+            Api<MattermostAccessPlugin>,
+            Api<PartialObjectMeta<Secret>>,
+            Api<PartialObjectMeta<ConfigMap>>,
+        ) = match &scope {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
         let place = scope
             .as_deref()
             .map(|ns| format!("namespace {ns}"))
@@ -173,6 +181,11 @@ pub async fn run(
             .default_backoff()
             .inspect_ok(on_synced(&readiness, format!("Secrets in {place}")))
             .touched_objects();
+        let config_map_changes = watcher(config_maps, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .inspect_ok(on_synced(&readiness, format!("ConfigMaps in {place}")))
+            .touched_objects();
+        let config_map_store = store.clone();
         let scope_filter = scope.clone();
         let triggers = tokio_stream::wrappers::BroadcastStream::new(trigger_tx.subscribe())
             .filter_map(move |id| {
@@ -190,11 +203,12 @@ pub async fn run(
         controllers.push(tokio::spawn(
             controller
                 .watches_stream(secret_changes, move |secret| {
-                    referencing(
-                        &mapper_store,
-                        &secret.namespace().unwrap_or_default(),
-                        &secret.name_any(),
-                    )
+                    referencing(&mapper_store, &secret, |spec| spec.referenced_secrets())
+                })
+                .watches_stream(config_map_changes, move |config_map| {
+                    referencing(&config_map_store, &config_map, |spec| {
+                        spec.referenced_config_maps()
+                    })
                 })
                 .reconcile_on(triggers)
                 .graceful_shutdown_on(async move { stop.cancelled().await })
@@ -338,18 +352,21 @@ fn on_synced<K>(readiness: &Arc<Readiness>, name: String) -> impl Fn(&watcher::E
     }
 }
 
-/// The objects in `namespace` that reference Secret `name`.
-fn referencing(
+/// The objects in the namespace of `changed` (a Secret or ConfigMap) whose spec names it
+/// among `referenced`.
+fn referencing<K: kube::Resource>(
     store: &Store<MattermostAccessPlugin>,
-    namespace: &str,
-    name: &str,
+    changed: &K,
+    referenced: impl Fn(&crd::MattermostAccessPluginSpec) -> std::collections::BTreeSet<String>,
 ) -> Vec<ObjectRef<MattermostAccessPlugin>> {
+    let namespace = changed.namespace().unwrap_or_default();
+    let name = changed.name_any();
     store
         .state()
         .into_iter()
         .filter(|cr| {
-            cr.namespace().as_deref() == Some(namespace)
-                && cr.spec.referenced_secrets().contains(name)
+            cr.namespace().as_deref() == Some(namespace.as_str())
+                && referenced(&cr.spec).contains(&name)
         })
         .map(|cr| ObjectRef::from_obj(&*cr))
         .collect()

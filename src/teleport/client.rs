@@ -11,6 +11,7 @@ use crate::settings::RetryPolicy;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use crate::error_chain;
 use crate::request::{AccessRequest, RequestState};
 use crate::teleport::identity::{Identity, IdentityError};
 use crate::teleport::wire::proto::auth_service_client::AuthServiceClient;
@@ -236,18 +237,6 @@ fn describe_status(status: &tonic::Status) -> String {
     } else {
         format!("{:?}: {message} ({chain})", status.code())
     }
-}
-
-fn error_chain(mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    while let Some(err) = source {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = err.source();
-    }
-    parts.join(": ")
 }
 
 fn rpc_hint(status: &tonic::Status) -> &'static str {

@@ -143,6 +143,8 @@ pub struct MattermostDouble {
 
 struct Shared {
     addr: SocketAddr,
+    /// Served over TLS.
+    https: bool,
     /// Every post created, as it is stored, for tests and benches that wait on posts.
     created: tokio::sync::broadcast::Sender<CreatedPost>,
     state: Mutex<Server>,
@@ -267,6 +269,16 @@ impl Server {
 impl MattermostDouble {
     /// Starts the double on 127.0.0.1 with a bot user (`teleport-bot`) and its token.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Like [`start`](Self::start), over HTTPS with this certificate chain and key (PEM): a
+    /// server behind an internal CA.
+    pub async fn start_https(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with(Some((cert_pem.to_string(), key_pem.to_string()))).await
+    }
+
+    async fn start_with(tls: Option<(String, String)>) -> Self {
         // Button presses may go to an HTTPS callback; reqwest needs a crypto provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -290,6 +302,7 @@ impl MattermostDouble {
         };
         let shared = Arc::new(Shared {
             addr,
+            https: tls.is_some(),
             created: tokio::sync::broadcast::channel(65_536).0,
             state: Mutex::new(state),
             http: reqwest::Client::builder()
@@ -300,13 +313,42 @@ impl MattermostDouble {
         });
         let (tx, rx) = oneshot::channel();
         let app = router(shared.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener.tap_io(no_delay), app)
-                .with_graceful_shutdown(async {
+        match tls {
+            None => {
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener.tap_io(no_delay), app)
+                        .with_graceful_shutdown(async {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+            }
+            Some((cert, key)) => {
+                use rustls::pki_types::pem::PemObject as _;
+                let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("certificate PEM");
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+                    .expect("key PEM");
+                let config = rustls::ServerConfig::builder()
+                    .with_no_client_auth()
+                    .with_single_cert(chain, key)
+                    .expect("server TLS config");
+                let stop = tokio_util::sync::CancellationToken::new();
+                let stopper = stop.clone();
+                tokio::spawn(async move {
                     let _ = rx.await;
-                })
-                .await;
-        });
+                    stopper.cancel();
+                });
+                tokio::spawn(teleport_mattermost::http_server::serve_tls(
+                    listener,
+                    app,
+                    teleport_mattermost::http_server::Limits::default(),
+                    Arc::new(arc_swap::ArcSwap::from_pointee(config)),
+                    stop,
+                ));
+            }
+        }
         Self {
             shared,
             guard: Arc::new(StopGuard(Mutex::new(Some(tx)))),
@@ -323,9 +365,10 @@ impl MattermostDouble {
         self.shared.created.subscribe()
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when started with TLS.
     pub fn url(&self) -> url::Url {
-        url::Url::parse(&format!("http://{}", self.shared.addr)).expect("valid URL")
+        let scheme = if self.shared.https { "https" } else { "http" };
+        url::Url::parse(&format!("{scheme}://{}", self.shared.addr)).expect("valid URL")
     }
 
     /// The bot's current token.

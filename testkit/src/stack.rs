@@ -47,6 +47,10 @@ pub struct StackOptions {
     pub retry: RetryPolicy,
     /// How long a press may take before it is answered "still being processed".
     pub answer_within: Duration,
+    /// The callback server's connection limits.
+    pub server_limits: http_server::Limits,
+    /// Extra CAs the plugin trusts for Mattermost.
+    pub mattermost_ca: Option<teleport_mattermost::settings::CaBundle>,
 }
 
 impl Default for StackOptions {
@@ -68,6 +72,8 @@ impl Default for StackOptions {
                 max_delay: Duration::from_secs(2),
             },
             answer_within: teleport_mattermost::callback::DEFAULT_ANSWER_WITHIN,
+            server_limits: http_server::Limits::default(),
+            mattermost_ca: None,
         }
     }
 }
@@ -116,7 +122,7 @@ impl Plugin {
         let callback = tokio::spawn(http_server::serve(
             listener,
             app,
-            http_server::Limits::default(),
+            options.server_limits,
             CancellationToken::new(),
         ));
 
@@ -133,6 +139,7 @@ impl Plugin {
                 token: TokenSource::Literal(Secret::new(mattermost.token)),
                 rate_limit: options.rate_limit,
                 retry: options.retry,
+                ca_bundle: options.mattermost_ca.clone(),
             },
             callback: options.buttons.then(|| CallbackSettings {
                 action_url: format!(

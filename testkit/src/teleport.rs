@@ -542,6 +542,18 @@ impl TeleportDouble {
         }
     }
 
+    /// Ends every open watch with an error status, as a server going away mid-stream does
+    /// (`GOAWAY`, a broken pipe): the client sees a failed stream, not a clean end.
+    pub fn break_watches(&self, code: Code) {
+        let mut state = self.inner.lock();
+        for tx in state.watchers.drain(..) {
+            let _ = tx.send(Err(Status::new(
+                code,
+                "stream closed because of a broken pipe",
+            )));
+        }
+    }
+
     /// Delays INIT on watches opened from now on.
     pub fn set_init_delay(&self, d: Duration) {
         self.inner.lock().init_delay = d;

@@ -12,7 +12,7 @@
 # run costs nothing. Import one with `ctr -n k8s.io images import FILE` (up.sh does that for
 # the pause image; import-image.sh for the others).
 set -euo pipefail
-# shellcheck source=tests/node/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 mkdir -p "$IMAGE_CACHE"
@@ -21,7 +21,8 @@ mkdir -p "$IMAGE_CACHE"
 src_hash() { cat "$@" "$HERE/build-images.sh" "$HERE/mkimage.py" "$HERE/rootfs.sh" | sha256sum | cut -c1-16; }
 
 build_pause() {
-  local out="$IMAGE_CACHE/tm-pause-$(src_hash "$HERE/pause.c").tar"
+  local out
+  out="$IMAGE_CACHE/tm-pause-$(src_hash "$HERE/pause.c").tar"
   if [ ! -f "$out" ]; then
     log "building the pause image"
     local w; w="$(mktemp -d)"
@@ -41,7 +42,8 @@ build_testapp_bin() { # out-file cgo(0|1)
 }
 
 build_testapp() {
-  local out="$IMAGE_CACHE/tm-testapp-$(src_hash "$HERE"/testapp/*).tar"
+  local out
+  out="$IMAGE_CACHE/tm-testapp-$(src_hash "$HERE"/testapp/*).tar"
   if [ ! -f "$out" ]; then
     log "building the static test app image"
     local w; w="$(mktemp -d)"
@@ -58,7 +60,8 @@ build_testapp() {
 # the operator will be: the binary, its `ldd` closure, CA certificates, a passwd entry for
 # 65532, ENTRYPOINT + CMD.
 build_testapp-dyn() {
-  local out="$IMAGE_CACHE/tm-testapp-dyn-$(src_hash "$HERE"/testapp/*).tar"
+  local out
+  out="$IMAGE_CACHE/tm-testapp-dyn-$(src_hash "$HERE"/testapp/*).tar"
   if [ ! -f "$out" ]; then
     log "building the dynamically linked test app image"
     local w; w="$(mktemp -d)"

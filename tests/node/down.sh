@@ -6,7 +6,7 @@
 #
 #   tests/node/down.sh STATE
 set -euo pipefail
-# shellcheck source=tests/node/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 [ $# -eq 1 ] || { echo "usage: $0 STATE" >&2; exit 2; }

@@ -7,7 +7,7 @@
 #   tests/node/exec.sh "$STATE" kubectl get pods -A
 #   tests/node/exec.sh "$STATE" curl -s http://10.96.12.34:8080/
 set -euo pipefail
-# shellcheck source=tests/node/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 [ $# -ge 2 ] || { echo "usage: $0 STATE CMD [ARGS...]" >&2; exit 2; }

@@ -5,7 +5,7 @@
 #
 #   tests/node/import-image.sh STATE IMAGE.tar...
 set -euo pipefail
-# shellcheck source=tests/node/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 [ $# -ge 2 ] || { echo "usage: $0 STATE IMAGE.tar..." >&2; exit 2; }

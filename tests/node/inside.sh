@@ -64,7 +64,8 @@ stop() {
   # Clients first, then the runtime and the apiserver, etcd last.
   for name in kube-proxy kubelet kube-scheduler kube-controller-manager containerd kube-apiserver etcd; do
     pid="${PIDS[$name]:-}"
-    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+    [ -n "$pid" ] || continue
+    kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   done
   # Returning from PID 1 kills the rest (shims, pods) with SIGKILL.
@@ -73,10 +74,10 @@ stop() {
 trap stop TERM INT
 
 start etcd "$BIN/etcd" \
-  --name default --data-dir "$STATE/etcd" \
+  --name "$NODE_NAME" --data-dir "$STATE/etcd" \
   --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-  --initial-cluster default=http://127.0.0.1:2380 \
+  --initial-cluster "$NODE_NAME=http://127.0.0.1:2380" \
   --unsafe-no-fsync --log-level warn
 
 # Listens on every address of this namespace: 127.0.0.1 for us, the node IP for the pods (the
@@ -96,6 +97,13 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --kubelet-client-key="$P/apiserver-kubelet-client.key" \
   --kubelet-certificate-authority="$P/ca.crt" \
   --kubelet-preferred-address-types=InternalIP \
+  --requestheader-client-ca-file="$P/front-proxy-ca.crt" \
+  --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User \
+  --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="$P/front-proxy-client.crt" \
+  --proxy-client-key-file="$P/front-proxy-client.key" \
   --profiling=false \
   --v=1
 
@@ -112,6 +120,8 @@ for _ in $(seq 1 600); do
 done
 mark apiserver-ready
 
+# --flex-volume-plugin-dir: as the kubelet's --volume-plugin-dir, else it creates
+# /usr/libexec/kubernetes/kubelet-plugins/volume/exec on the host.
 start kube-controller-manager "$BIN/kube-controller-manager" \
   --kubeconfig="$P/controller-manager.kubeconfig" \
   --authentication-kubeconfig="$P/controller-manager.kubeconfig" \
@@ -124,6 +134,7 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
   --cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" \
   --allocate-node-cidrs=true --cluster-cidr="$POD_CIDR" --node-cidr-mask-size=24 \
   --service-cluster-ip-range="$SVC_CIDR" \
+  --flex-volume-plugin-dir=/var/lib/kube-controller-manager/volume-plugins \
   --profiling=false \
   --v=1
 
@@ -141,11 +152,14 @@ for _ in $(seq 1 300); do [ -S /run/containerd/containerd.sock ] && break; sleep
 ctr --address /run/containerd/containerd.sock -n k8s.io images import "$PAUSE_TAR" >>"$L/images.log" 2>&1
 mark containerd-ready
 
+# --volume-plugin-dir (a flag, not in KubeletConfiguration): the FlexVolume directory, else the
+# kubelet creates /usr/libexec/kubernetes/kubelet-plugins/volume/exec on the host.
 start kubelet "$BIN/kubelet" \
   --config="$STATE/kubelet.yaml" \
   --kubeconfig="$P/kubelet.kubeconfig" \
   --hostname-override="$NODE_NAME" \
   --node-ip="$NODE_IP" \
+  --volume-plugin-dir=/var/lib/kubelet/volume-plugins \
   --v=1
 
 start kube-proxy "$BIN/kube-proxy" --config="$STATE/kube-proxy.yaml" --v=1

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the variables are used by the scripts
 # Shared settings and helpers of the single-node Kubernetes scripts (tests/node/*.sh).
 # Sourced, not run. Everything here is overridable from the environment.
 

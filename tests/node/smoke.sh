@@ -17,9 +17,9 @@
 #   5. `kubectl logs` works (apiserver -> kubelet, verified serving certificate);
 #   6. a deleted pod is recreated by its ReplicaSet and turns Ready again;
 #   7. `helm install --wait` of a small chart succeeds.
-# Prints timings and each component's memory at the end.
+# Prints timings, and each process's memory and CPU time (stats.sh) at the end.
 set -euo pipefail
-# shellcheck source=tests/node/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 : "${TM_NODE_STATE:?run me through tests/node/exec.sh or tests/node/run.sh}"
@@ -90,6 +90,7 @@ wait_ready() {
   local pod=""
   for _ in $(seq 1 600); do
     # Pods being deleted do not count.
+    # shellcheck disable=SC2016  # a Go template, not shell
     pod=$(k -n "$NS" get pods -l "app=$1" -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{$n := .metadata.name}}{{range .status.conditions}}{{if and (eq .type "Ready") (eq .status "True")}}{{$n}}{{"\n"}}{{end}}{{end}}{{end}}{{end}}' \
       | head -n1)
     [ -n "$pod" ] && { echo "$pod"; return 0; }
@@ -127,15 +128,17 @@ for app in tm-testapp:localhost/tm-testapp:1 tm-testapp-dyn:localhost/tm-testapp
   done
   [ -n "$body" ] || { echo "FAIL no answer from ClusterIP $cip:8080" >&2; exit 1; }
   ok "$name: http://$cip:8080/ answered through kube-proxy:"
-  sed 's/^/       /' <<<"$body"
+  while IFS= read -r line; do echo "       $line"; done <<<"$body"
   grep -q '^uid=65532 gid=65532' <<<"$body" || { echo "FAIL not running as 65532" >&2; exit 1; }
   grep -q '^rootfs.writable=false' <<<"$body" || { echo "FAIL root filesystem is writable" >&2; exit 1; }
   grep -q '^sa.token=present' <<<"$body" || { echo "FAIL no ServiceAccount token" >&2; exit 1; }
 
   # 4. The token, used from inside the pod against the apiserver via the kubernetes Service.
   who=$(curl -sf --max-time 10 "http://$cip:8080/whoami")
-  grep -q '^status=201' <<<"$who" && grep -q "\"username\":\"system:serviceaccount:$NS:default\"" <<<"$who" \
-    || { echo "FAIL SelfSubjectReview from the pod: $who" >&2; exit 1; }
+  if ! grep -q '^status=201' <<<"$who" \
+    || ! grep -q "\"username\":\"system:serviceaccount:$NS:default\"" <<<"$who"; then
+    echo "FAIL SelfSubjectReview from the pod: $who" >&2; exit 1
+  fi
   ok "$name: the pod's token authenticates to the apiserver as system:serviceaccount:$NS:default"
 done
 
@@ -179,17 +182,5 @@ ok "helm install --wait done in $(secs "$t" "$(now)")s"
 helm uninstall -n "$NS" smoke-release --wait >/dev/null
 ok "helm uninstall --wait done"
 
-# Memory of the node's processes (host view: every process in the node's cgroup).
-echo "memory (RSS) of the node's processes:"
-. "$TM_NODE_STATE/env"
-total=0
-mem_cg=/sys/fs/cgroup/memory/$TM_NODE_CGROUP
-[ -d "$mem_cg" ] || mem_cg=/sys/fs/cgroup/$TM_NODE_CGROUP
-while read -r pid; do
-  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
-  rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-  [ -n "$rss" ] || rss=0
-  total=$((total + rss))
-  printf '  %-26s %7d KiB\n' "$comm" "$rss"
-done < <(find "$mem_cg" -name cgroup.procs -exec cat {} + | sort -n)
-printf '  %-26s %7d KiB\n' TOTAL "$total"
+# Memory and CPU of the node's processes.
+"$HERE/stats.sh" "$TM_NODE_STATE"

@@ -26,7 +26,7 @@
 #
 # Environment: TM_NODE_KEEP=1 keeps STATE (logs) after down.sh; the network settings of lib.sh.
 set -euo pipefail
-# shellcheck source=tests/node/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 T0=$(date +%s.%N)
 
@@ -41,6 +41,7 @@ STATE="$(mktemp -d "${TMPDIR:-/tmp}/tm-node.XXXXXX")"
 chmod 755 "$STATE"
 ID="$(basename "$STATE" | tr '.' '-')"      # tm-node-XXXXXX: the cgroup name
 CG="$ID"
+export KUBECACHEDIR="$STATE/kube-cache"   # see the env file below
 
 UP_OK=0
 fail() {
@@ -59,7 +60,8 @@ fail() {
 trap 'rc=$?; [ "$UP_OK" = 1 ] || fail "$rc"' EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$STATE"/{pki,logs,etcd,cni/net.d,containerd,root/var/lib/{kubelet,cni,containerd},root/var/log,root/run,sysctl}
+mkdir -p "$STATE"/{pki,logs,cni/net.d,containerd,root/var/lib/{kubelet,cni,containerd},root/var/log,root/run,sysctl}
+mkdir -m 700 "$STATE/etcd"   # etcd wants its data directory private
 
 # ---------------------------------------------------------------------------------------------
 # PKI: one CA signs everything; EC P-256 keys (fast to make). Each component gets a client
@@ -69,9 +71,9 @@ openssl ecparam -name prime256v1 -genkey -noout -out "$P/ca.key" 2>/dev/null
 openssl req -x509 -new -key "$P/ca.key" -subj "/CN=tm-node test CA" -days 7 -out "$P/ca.crt" \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 
-# cert NAME SUBJECT EXTENDED-KEY-USAGE [SUBJECT-ALT-NAMES]
+# [CA=NAME] cert NAME SUBJECT EXTENDED-KEY-USAGE [SUBJECT-ALT-NAMES]: signed by CA (default ca).
 cert() {
-  local name="$1" subj="$2" eku="$3" san="${4:-}"
+  local name="$1" subj="$2" eku="$3" san="${4:-}" ca="${CA:-ca}"
   openssl ecparam -name prime256v1 -genkey -noout -out "$P/$name.key.ec" 2>/dev/null
   # PKCS#8, which every consumer reads.
   openssl pkcs8 -topk8 -nocrypt -in "$P/$name.key.ec" -out "$P/$name.key"
@@ -83,7 +85,7 @@ cert() {
     if [ -n "$san" ]; then echo "subjectAltName=$san"; fi
   } > "$P/$name.ext"
   openssl req -new -key "$P/$name.key" -subj "$subj" 2>/dev/null |
-    openssl x509 -req -CA "$P/ca.crt" -CAkey "$P/ca.key" -set_serial "0x$(openssl rand -hex 12)" \
+    openssl x509 -req -CA "$P/$ca.crt" -CAkey "$P/$ca.key" -set_serial "0x$(openssl rand -hex 12)" \
       -days 7 -extfile "$P/$name.ext" -out "$P/$name.crt" 2>/dev/null
   rm -f "$P/$name.ext"
 }
@@ -98,6 +100,14 @@ cert kube-proxy "/CN=system:kube-proxy" clientAuth
 # the apiserver verifies when it proxies logs/exec.
 cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" clientAuth
 cert kubelet-serving "/CN=$NODE_NAME" serverAuth "DNS:$NODE_NAME,IP:$NODE_IP"
+# The aggregation layer's front proxy (kubeadm's front-proxy CA): KCM and the scheduler read
+# the requestheader CA from kube-system/extension-apiserver-authentication and log errors every
+# second without it; aggregated APIs (metrics-server and the like) need it to work at all.
+openssl ecparam -name prime256v1 -genkey -noout -out "$P/front-proxy-ca.key" 2>/dev/null
+openssl req -x509 -new -key "$P/front-proxy-ca.key" -subj "/CN=tm-node front-proxy CA" -days 7 \
+  -out "$P/front-proxy-ca.crt" -addext "basicConstraints=critical,CA:TRUE" \
+  -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+CA=front-proxy-ca cert front-proxy-client "/CN=front-proxy-client" clientAuth
 # ServiceAccount tokens: the apiserver signs (and verifies) with this pair, KCM too.
 openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$P/sa.key"
 openssl pkey -in "$P/sa.key" -pubout -out "$P/sa.pub"
@@ -159,6 +169,34 @@ cat > "$STATE/cni/net.d/10-tm-pods.conflist" <<EOF
 }
 EOF
 
+# TM_NODE_RUNC_DEBUG=1: runc through a wrapper that runs it with --debug and keeps the bundle's
+# config.json and runc's log of every failed call in STATE/logs/runc/.
+RUNC="$(command -v runc)"
+if [ "${TM_NODE_RUNC_DEBUG:-0}" = 1 ]; then
+  mkdir -p "$STATE/logs/runc"
+  cat > "$STATE/runc-debug" <<EOF
+#!/bin/sh
+# Written by tests/node/up.sh (TM_NODE_RUNC_DEBUG=1).
+bundle=""; log=""; prev=""
+for a in "\$@"; do
+  case "\$prev" in --bundle|-b) bundle="\$a";; --log) log="\$a";; esac
+  prev="\$a"
+done
+$RUNC --debug "\$@"
+rc=\$?
+if [ \$rc -ne 0 ]; then
+  d="$STATE/logs/runc/\$(date +%s%N)"
+  mkdir -p "\$d"
+  echo "runc \$* -> \$rc" > "\$d/args"
+  [ -n "\$bundle" ] && cp "\$bundle/config.json" "\$d/" 2>/dev/null
+  [ -n "\$log" ] && cp "\$log" "\$d/log.json" 2>/dev/null
+fi
+exit \$rc
+EOF
+  chmod +x "$STATE/runc-debug"
+  RUNC="$STATE/runc-debug"
+fi
+
 # containerd 1.6 (Debian bookworm): its own root, state and socket; runc with cgroupfs (the host
 # is cgroup v1 and there is no systemd); our pause image as the sandbox; the Debian CNI plugins.
 cat > "$STATE/containerd/config.toml" <<EOF
@@ -184,6 +222,11 @@ disabled_plugins = [
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  # The kubelet asks for oom_score_adj -998 for every pod sandbox; lowering it needs
+  # CAP_SYS_RESOURCE, which a CI sandbox may not grant (this machine does not: runc then fails
+  # with "failed to update /proc/self/oom_score_adj: Permission denied"). Clamp to containerd's
+  # own value instead; raising (every container's own score) still works.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -191,6 +234,7 @@ disabled_plugins = [
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        BinaryName = "$RUNC"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
@@ -253,6 +297,8 @@ clientConnection:
 hostnameOverride: $NODE_NAME
 clusterCIDR: $POD_CIDR
 healthzBindAddress: 127.0.0.1:10256
+# NodePorts on the node IP only (kube-proxy warns about "all local IPs" otherwise).
+nodePortAddresses: ["primary"]
 metricsBindAddress: 127.0.0.1:10249
 # nf_conntrack_max is a host-wide setting, read-only outside the initial network namespace:
 # leave it alone (0 = do not touch). The TCP timeouts are per namespace and stay as kube-proxy
@@ -316,7 +362,7 @@ echo "$UNSHARE_PID" > "$STATE/unshare.pid"
 # namespaces through it (nsenter -t PID -n).
 NODE_PID=""
 for _ in $(seq 1 100); do
-  NODE_PID="$(cat "/proc/$UNSHARE_PID/task/$UNSHARE_PID/children" 2>/dev/null | awk '{print $1}')" || true
+  NODE_PID="$(awk '{print $1}' "/proc/$UNSHARE_PID/task/$UNSHARE_PID/children" 2>/dev/null)" || true
   [ -n "$NODE_PID" ] && break
   kill -0 "$UNSHARE_PID" 2>/dev/null || die "unshare exited at once: $(cat "$STATE/logs/inside.log")"
   sleep 0.05
@@ -337,6 +383,12 @@ TM_NODE_SVC_CIDR=$SVC_CIDR
 TM_NODE_BIN=$BIN
 TM_NODE_CONTAINERD_SOCK=$STATE/root/run/containerd/containerd.sock
 KUBECONFIG=$P/admin.kubeconfig
+# Every node's apiserver is https://127.0.0.1:6443: keep kubectl's discovery cache and helm's
+# state per node, or one run would see another's (stale) API resources.
+KUBECACHEDIR=$STATE/kube-cache
+HELM_CACHE_HOME=$STATE/helm/cache
+HELM_CONFIG_HOME=$STATE/helm/config
+HELM_DATA_HOME=$STATE/helm/data
 EOF
 
 # in_node CMD...: run a command in the node's network namespace.

@@ -72,6 +72,10 @@ Secrets, write their status, and record Events about them. Nothing else.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+# Only for spec.mattermost.caBundleRef of kind ConfigMap (a CA bundle for Mattermost).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
