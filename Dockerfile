@@ -14,15 +14,17 @@ WORKDIR /src
 
 # Dependencies first, in their own layer: only the manifests, the lock file, build.rs and the
 # protos it compiles, with empty targets, so editing our sources does not rebuild the
-# dependency tree.
+# dependency tree. The benches are copied as they are: every [[bench]] in Cargo.toml must
+# exist for cargo to read the manifest, and copying them all means a new one cannot be
+# forgotten here (tests/dockerfile.rs replays this stage).
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY testkit/Cargo.toml testkit/Cargo.toml
 COPY proto proto
-RUN mkdir -p src benches testkit/src/bin \
+COPY benches benches
+RUN mkdir -p src testkit/src/bin \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs testkit/src/lib.rs \
     && echo 'fn main() {}' > testkit/src/bin/sandbox.rs \
-    && echo 'fn main() {}' > benches/engine.rs \
     && cargo build --release --locked --bin teleport-mattermost \
     && rm -rf src target/release/teleport-mattermost* target/release/deps/teleport_mattermost* \
         target/release/.fingerprint/teleport-mattermost-*

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod control_plane;
+pub mod dockerfile;
 pub mod mattermost;
 pub mod pki;
 pub mod pod;
