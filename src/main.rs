@@ -30,6 +30,15 @@ enum Command {
     Crd,
     /// Runs the Kubernetes operator: one plugin instance per MattermostAccessPlugin object.
     Operator(OperatorArgs),
+    /// GETs an HTTP(S) URL and succeeds on 200: the chart's `helm test`, which runs this
+    /// image against the operator's /readyz.
+    Probe {
+        /// The URL, e.g. http://teleport-mattermost:9090/readyz.
+        url: String,
+        /// Seconds to wait for an answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Runs the plugin standalone from a TOML configuration file.
     Start {
         /// TOML config file path.
@@ -120,6 +129,40 @@ fn main() -> ExitCode {
             insecure_no_tls,
         } => start(config, debug, insecure_no_tls),
         Command::Operator(args) => operator(args),
+        Command::Probe { url, timeout } => probe(&url, std::time::Duration::from_secs(timeout)),
+    }
+}
+
+fn probe(url: &str, timeout: std::time::Duration) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let response = client.get(url).send().await?;
+        let status = response.status();
+        Ok::<_, reqwest::Error>((status, response.text().await.unwrap_or_default()))
+    });
+    match answer {
+        Ok((status, body)) if status.is_success() => {
+            println!("{url}: {status} {}", body.trim());
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("{url}: {status} {}", body.trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -361,10 +361,11 @@ fn example_cr_deserializes_with_defaults_applied() {
             "mm-teleport-identity"
         ]
     );
-    assert_eq!(
-        spec.approval_policy(),
-        "only the 2 listed approvers may approve"
+    assert!(
+        spec.approvers.is_empty(),
+        "the example leaves approvers commented out, so a copied example does not refuse every real reviewer"
     );
+    assert_eq!(spec.approval_policy(), "anyone in the channel may approve");
 }
 
 #[test]
@@ -392,13 +393,19 @@ fn schema_rejects_typical_mistakes() {
         ),
         ("/spec/recipients/0", json!(""), "minLength"),
         ("/spec/roleToRecipients/*/0", json!(""), "minLength"),
-        ("/spec/approvers/0", json!(""), "minLength"),
+        ("/spec/mattermost/team", json!("Platform Team"), "pattern"),
         (
             "/spec/callback/publicUrl",
             json!("https://x"),
             "unknown field",
         ),
     ];
+    let mut example = example;
+    example["spec"]["approvers"] = json!(["alice"]);
+    let cases: Vec<_> = cases
+        .into_iter()
+        .chain([("/spec/approvers/0", json!(""), "minLength")])
+        .collect();
     for (pointer, value, expected) in cases {
         let mut broken = example.clone();
         let (parent, key) = pointer.rsplit_once('/').unwrap();

@@ -148,8 +148,15 @@ start kube-scheduler "$BIN/kube-scheduler" \
   --v=1
 
 # The sandbox image must be in containerd before the first pod: nothing can be pulled here.
-for _ in $(seq 1 300); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.1; done
-ctr --address /run/containerd/containerd.sock -n k8s.io images import "$PAUSE_TAR" >>"$L/images.log" 2>&1
+# The socket can appear a moment before containerd serves on it: retry.
+for i in $(seq 1 100); do
+  if [ -S /run/containerd/containerd.sock ] &&
+     ctr --address /run/containerd/containerd.sock -n k8s.io images import "$PAUSE_TAR" >>"$L/images.log" 2>&1; then
+    break
+  fi
+  [ "$i" -lt 100 ] || { say "could not import the pause image"; echo containerd > "$STATE/failed"; stop; }
+  sleep 0.1
+done
 mark containerd-ready
 
 # --volume-plugin-dir (a flag, not in KubeletConfiguration): the FlexVolume directory, else the

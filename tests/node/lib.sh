@@ -22,7 +22,9 @@ CLUSTER_DOMAIN="cluster.local"
 PAUSE_IMAGE="localhost/tm-pause:1"
 
 # Debian packages the node needs, and a command each provides (to test for).
-NODE_PACKAGES="containerd:containerd runc:runc containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables conntrack:conntrack gcc:gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a"
+NODE_PACKAGES="containerd:containerd runc:runc containernetworking-plugins:/usr/lib/cni/bridge
+  iptables:iptables conntrack:conntrack gcc:gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a
+  python3:python3 openssl:openssl curl:curl iproute2:ip ca-certificates:/etc/ssl/certs/ca-certificates.crt"
 
 log() { echo "[node] $*" >&2; }
 die() { echo "[node] error: $*" >&2; exit 1; }

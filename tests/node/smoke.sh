@@ -11,7 +11,7 @@
 #      ENTRYPOINT + CMD (the operator's recipe);
 #   2. httpGet readiness/liveness probes pass; the pod turns Ready;
 #   3. the ClusterIP Service's EndpointSlice lists the pod as ready, and the ClusterIP answers
-#      through kube-proxy's iptables rules;
+#      through kube-proxy's iptables rules, from the node and from a pod (also to itself);
 #   4. the ServiceAccount token is mounted (projected volume) and the apiserver accepts it
 #      through the kubernetes Service (a SelfSubjectReview from inside the pod);
 #   5. `kubectl logs` works (apiserver -> kubelet, verified serving certificate);
@@ -141,6 +141,17 @@ for app in tm-testapp:localhost/tm-testapp:1 tm-testapp-dyn:localhost/tm-testapp
   fi
   ok "$name: the pod's token authenticates to the apiserver as system:serviceaccount:$NS:default"
 done
+
+# Pod -> Service -> pod: from the static app's pod to the other app's ClusterIP, and to its own
+# (hairpin: back through the bridge to the same pod, which needs bridge-nf-call-iptables and
+# the bridge's hairpin mode).
+a_ip=$(k -n "$NS" get service tm-testapp -o jsonpath='{.spec.clusterIP}')
+b_ip=$(k -n "$NS" get service tm-testapp-dyn -o jsonpath='{.spec.clusterIP}')
+for target in "$b_ip" "$a_ip"; do
+  out=$(curl -sf --max-time 10 "http://$a_ip:8080/fetch?url=http://$target:8080/healthz") || out="(no answer)"
+  grep -q '^status=200' <<<"$out" || { echo "FAIL pod -> http://$target:8080: $out" >&2; exit 1; }
+done
+ok "pod -> ClusterIP -> pod works, to another pod ($b_ip) and back to itself ($a_ip, hairpin)"
 
 vol=$(k -n "$NS" get pod "$pod" -o jsonpath='{range .spec.volumes[*]}{.name}{" "}{.projected.sources[0].serviceAccountToken.path}{"\n"}{end}')
 ok "projected token volume: $vol"

@@ -33,14 +33,13 @@ T0=$(date +%s.%N)
 [ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces, cgroups, mounts)"
 ensure_packages
 ensure_peers
-for c in python3 openssl curl unshare nsenter ip; do
-  command -v "$c" >/dev/null || die "$c is required"
+for c in unshare nsenter setsid; do
+  command -v "$c" >/dev/null || die "$c (util-linux) is required"
 done
 
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/tm-node.XXXXXX")"
 chmod 755 "$STATE"
-ID="$(basename "$STATE" | tr '.' '-')"      # tm-node-XXXXXX: the cgroup name
-CG="$ID"
+CG="$(basename "$STATE" | tr '.' '-')"      # tm-node-XXXXXX: the node's cgroup
 export KUBECACHEDIR="$STATE/kube-cache"   # see the env file below
 
 UP_OK=0
@@ -271,8 +270,9 @@ authorization:
 clusterDomain: $CLUSTER_DOMAIN
 resolvConf: ""
 staticPodPath: ""
-# The host's disk may be fuller than the kubelet's defaults like (85% image GC, 10% eviction):
-# never garbage-collect our imported images, never evict for disk on a test node.
+# The host's disk may be fuller than the kubelet's defaults like (image GC above 85% use,
+# eviction below 10% free): a CI disk could get our imported images deleted (they cannot be
+# pulled back) or the node tainted with DiskPressure. Never GC images; evict only near 100%.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard:
@@ -280,7 +280,8 @@ evictionHard:
   nodefs.available: "1%"
   nodefs.inodesFree: "1%"
   imagefs.available: "1%"
-# No systemd-logind on this host: graceful node shutdown would need its inhibitor locks.
+# Graceful node shutdown stays off (the default, spelt out): it takes systemd-logind
+# inhibitor locks over D-Bus, and there is no systemd here.
 shutdownGracePeriod: 0s
 shutdownGracePeriodCriticalPods: 0s
 # Faster status for tests (defaults 10s / 5m).

@@ -7,6 +7,8 @@
 //	GET /whoami   asks the apiserver, through the kubernetes Service (KUBERNETES_SERVICE_HOST,
 //	              an IP: there is no DNS), who the mounted token is: a SelfSubjectReview,
 //	              which every authenticated identity may create. Prints the status and body.
+//	GET /fetch?url=U  GETs U from inside the pod (pod -> Service -> pod paths); prints the
+//	              status and body.
 //
 // Usage: testapp [serve] | testapp -v. Listens on $PORT (default 8080); exits cleanly on
 // SIGTERM/SIGINT. Any other argument is an error, so an image's ENTRYPOINT + CMD is checked.
@@ -96,6 +98,19 @@ func whoami(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, "status=%d\n%s\n", resp.StatusCode, out)
 }
 
+func fetch(w http.ResponseWriter, r *http.Request) {
+	url := r.URL.Query().Get("url")
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		http.Error(w, "GET "+url+" failed: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	fmt.Fprintf(w, "status=%d\n%s", resp.StatusCode, out)
+}
+
 func main() {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
@@ -115,6 +130,7 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/whoami", whoami)
+	mux.HandleFunc("/fetch", fetch)
 	mux.HandleFunc("/", report)
 	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
