@@ -244,6 +244,41 @@ impl ControlPlane {
         cmd
     }
 
+    /// A directory holding `kubectl` and `helm` commands bound to this control plane (the
+    /// admin kubeconfig, helm's homes in the throwaway directory), for running documented
+    /// commands exactly as written with it first on `PATH`.
+    pub fn user_path(&self) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = self.dir.path().join("user-bin");
+        std::fs::create_dir_all(&dir)?;
+        let home = self.dir.path().join("helm-home");
+        let wrappers = [
+            (
+                "kubectl",
+                format!(
+                    "exec {} --kubeconfig {} \"$@\"\n",
+                    self.bin_dir.join("kubectl").display(),
+                    self.kubeconfig.display()
+                ),
+            ),
+            (
+                "helm",
+                format!(
+                    "export HELM_CACHE_HOME={h}/cache HELM_CONFIG_HOME={h}/config HELM_DATA_HOME={h}/data\nexec {} --kubeconfig {} \"$@\"\n",
+                    self.bin_dir.join("helm").display(),
+                    self.kubeconfig.display(),
+                    h = home.display(),
+                ),
+            ),
+        ];
+        for (name, body) in wrappers {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/usr/bin/env bash\n{body}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(dir)
+    }
+
     /// Runs kubectl with `args`, feeding `stdin`; returns stdout or an error with stderr.
     pub fn kubectl_run(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
         run(self.kubectl().args(args), stdin)
