@@ -11,6 +11,7 @@ set -euo pipefail
 KUBE_VERSION="${KUBE_VERSION:-1.37.2}"     # matches the k8s-openapi feature v1_37
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
 HELM_VERSION="${HELM_VERSION:-3.21.4}"
+ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-1.7.12}"
 
 CACHE="${TM_PEERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/teleport-mattermost/peers}"
 BIN="$CACHE/bin"
@@ -120,7 +121,20 @@ build_helm() {
   mv "$out.tmp" "$out"
 }
 
-want="${*:-etcd kube helm}"
+# actionlint checks .github/workflows offline (it is a lint tool, not a cluster peer, but is
+# built and cached the same way).
+build_actionlint() {
+  local out="$BIN/actionlint-v$ACTIONLINT_VERSION"
+  [ -x "$out" ] && return 0
+  log "building actionlint v$ACTIONLINT_VERSION"
+  local w="$CACHE/work/actionlint"
+  wrapper "$w" tm-peers/actionlint
+  (cd "$w" && go get "github.com/rhysd/actionlint@v$ACTIONLINT_VERSION" >&2 \
+    && build_nice go build -trimpath -ldflags "-X github.com/rhysd/actionlint.version=v$ACTIONLINT_VERSION" -o "$out.tmp" github.com/rhysd/actionlint/cmd/actionlint >&2)
+  mv "$out.tmp" "$out"
+}
+
+want="${*:-etcd kube helm actionlint}"
 for peer in $want; do
   "build_$peer"
 done
@@ -129,6 +143,7 @@ ln -sf "etcd-v$ETCD_VERSION" "$BIN/etcd"
 ln -sf "kube-apiserver-v$KUBE_VERSION" "$BIN/kube-apiserver"
 ln -sf "kubectl-v$KUBE_VERSION" "$BIN/kubectl"
 ln -sf "helm-v$HELM_VERSION-k$KUBE_VERSION" "$BIN/helm"
+[ ! -x "$BIN/actionlint-v$ACTIONLINT_VERSION" ] || ln -sf "actionlint-v$ACTIONLINT_VERSION" "$BIN/actionlint"
 for cmd in $NODE_CMDS; do
   # Only when built: the default run does not build the node peers.
   if [ -x "$BIN/$cmd-v$KUBE_VERSION" ]; then ln -sf "$cmd-v$KUBE_VERSION" "$BIN/$cmd"; fi

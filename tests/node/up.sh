@@ -351,8 +351,11 @@ fi
 # Launch inside.sh as PID 1 of new network, mount and PID namespaces, in its own session (so a
 # Ctrl-C aimed at a later command does not reach it), in the node cgroup. --kill-child: if
 # unshare is killed, the node's PID 1 gets SIGTERM and shuts everything down.
+# The subshell must not fork before the exec (no command substitution in it): until unshare
+# runs, its children would be mistaken for the node's PID 1 below.
+HIERARCHIES="$(cgroup_hierarchies)"
 (
-  for h in $(cgroup_hierarchies); do echo "$BASHPID" > "$h/$CG/node/cgroup.procs"; done
+  for h in $HIERARCHIES; do echo "$BASHPID" > "$h/$CG/node/cgroup.procs"; done
   exec setsid unshare --net --mount --pid --fork --mount-proc --propagation slave \
     --kill-child=SIGTERM -- bash "$HERE/inside.sh" "$STATE/node.conf"
 ) </dev/null >"$STATE/logs/inside.log" 2>&1 &
@@ -363,8 +366,10 @@ echo "$UNSHARE_PID" > "$STATE/unshare.pid"
 # namespaces through it (nsenter -t PID -n).
 NODE_PID=""
 for _ in $(seq 1 100); do
-  NODE_PID="$(awk '{print $1}' "/proc/$UNSHARE_PID/task/$UNSHARE_PID/children" 2>/dev/null)" || true
-  [ -n "$NODE_PID" ] && break
+  if [ "$(cat "/proc/$UNSHARE_PID/comm" 2>/dev/null)" = unshare ]; then
+    NODE_PID="$(awk '{print $1}' "/proc/$UNSHARE_PID/task/$UNSHARE_PID/children" 2>/dev/null)" || true
+    [ -n "$NODE_PID" ] && break
+  fi
   kill -0 "$UNSHARE_PID" 2>/dev/null || die "unshare exited at once: $(cat "$STATE/logs/inside.log")"
   sleep 0.05
 done
