@@ -15,56 +15,15 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use teleport_mattermost::message::{self, Links};
 use teleport_mattermost::request::RequestState;
 use teleport_mattermost::settings::RetryPolicy;
 use teleport_mattermost_testkit::stack::{CHANNEL, MattermostTarget, Plugin, StackOptions, TEAM};
+use teleport_mattermost_testkit::real_mattermost::{Api, Env, Events, env};
 use teleport_mattermost_testkit::teleport::NewRequest;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Where the provisioned server is, from `tests/mattermost/run.sh`.
-#[derive(Clone)]
-struct Env {
-    url: String,
-    admin_token: String,
-    bot_token: String,
-    password: String,
-}
-
-/// The server's connection, or `None` after printing why the test is skipped.
-fn env() -> Option<Env> {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    if let (Some(url), Some(admin_token), Some(bot_token), Some(password)) = (
-        var("TM_REAL_MATTERMOST_URL"),
-        var("TM_REAL_MATTERMOST_ADMIN_TOKEN"),
-        var("TM_REAL_MATTERMOST_BOT_TOKEN"),
-        var("TM_REAL_MATTERMOST_PASSWORD"),
-    ) {
-        return Some(Env {
-            url,
-            admin_token,
-            bot_token,
-            password,
-        });
-    }
-    let cache = std::env::var("TM_PEERS_CACHE").unwrap_or_else(|_| {
-        let base = std::env::var("XDG_CACHE_HOME")
-            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
-        format!("{base}/teleport-mattermost/peers")
-    });
-    let line = if std::path::Path::new(&format!("{cache}/mattermost/bin/mattermost")).exists() {
-        "skipped: real Mattermost not running here; run tests/mattermost/run-tier4.sh"
-    } else {
-        "skipped: real Mattermost not built; run tests/mattermost/build.sh"
-    };
-    // Straight to the process's stderr: the test harness captures `eprintln!`.
-    let _ = writeln!(std::io::stderr(), "{line}");
-    None
-}
 
 macro_rules! real_env {
     () => {
@@ -73,255 +32,6 @@ macro_rules! real_env {
             None => return,
         }
     };
-}
-
-/// A small client for what the tests themselves ask the server, honouring its 429s.
-#[derive(Clone)]
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(base: &str) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Self {
-            base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("http client"),
-        }
-    }
-
-    /// Sends a call; returns the status, the headers and the JSON body (`Null` if none).
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, reqwest::header::HeaderMap, Value) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let mut req = self
-                .http
-                .request(method.clone(), format!("{}/api/v4{path}", self.base));
-            if let Some(t) = token {
-                req = req.bearer_auth(t);
-            }
-            if let Some(b) = &body {
-                req = req.json(b);
-            }
-            let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let text = resp.text().await.unwrap_or_default();
-            if status == 429 && Instant::now() < deadline {
-                let secs = headers
-                    .get("retry-after")
-                    .or_else(|| headers.get("x-ratelimit-reset"))
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(1);
-                tokio::time::sleep(Duration::from_millis(secs.clamp(1, 5) * 1000)).await;
-                continue;
-            }
-            let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            return (status, headers, value);
-        }
-    }
-
-    async fn get(&self, path: &str, token: &str) -> Value {
-        let (status, _, body) = self
-            .call(reqwest::Method::GET, path, Some(token), None)
-            .await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    /// Logs a user in with a password; returns the session token.
-    async fn login(&self, username: &str, password: &str) -> String {
-        let (status, headers, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/users/login",
-                None,
-                Some(json!({"login_id": username, "password": password})),
-            )
-            .await;
-        assert_eq!(status, 200, "login {username}: {body}");
-        headers
-            .get("token")
-            .and_then(|v| v.to_str().ok())
-            .expect("login answers with a Token header")
-            .to_string()
-    }
-
-    async fn user_id(&self, username: &str, token: &str) -> String {
-        self.get(&format!("/users/username/{username}"), token)
-            .await["id"]
-            .as_str()
-            .expect("user id")
-            .to_string()
-    }
-
-    async fn post(&self, id: &str, token: &str) -> Value {
-        self.get(&format!("/posts/{id}"), token).await
-    }
-
-    /// Every post of a channel, newest first, page by page.
-    async fn channel_posts(&self, channel_id: &str, token: &str) -> Vec<Value> {
-        let mut all = Vec::new();
-        for page in 0.. {
-            let list = self
-                .get(
-                    &format!("/channels/{channel_id}/posts?page={page}&per_page=200"),
-                    token,
-                )
-                .await;
-            let order: Vec<String> = list["order"]
-                .as_array()
-                .map(|o| {
-                    o.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if order.is_empty() {
-                break;
-            }
-            for id in order {
-                all.push(list["posts"][&id].clone());
-            }
-        }
-        all
-    }
-}
-
-/// Reads a user's websocket events (only text frames matter here).
-struct Events {
-    rx: tokio::sync::mpsc::UnboundedReceiver<Value>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Events {
-    /// Opens `/api/v4/websocket` as the holder of `token` and waits for its `hello`.
-    async fn connect(base: &str, token: &str) -> Events {
-        let addr = base.trim_start_matches("http://").trim_end_matches('/');
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connect websocket");
-        let request = format!(
-            "GET /api/v4/websocket HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.expect("upgrade");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).await.expect("upgrade answer");
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(
-            head.starts_with("HTTP/1.1 101"),
-            "websocket refused: {head}"
-        );
-        let (mut read, _write) = stream.into_split();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            let _keep = _write;
-            let mut message = Vec::new();
-            loop {
-                let mut h = [0u8; 2];
-                if read.read_exact(&mut h).await.is_err() {
-                    return;
-                }
-                let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0f);
-                let mut len = u64::from(h[1] & 0x7f);
-                if len == 126 {
-                    len = u64::from(read.read_u16().await.unwrap_or(0));
-                } else if len == 127 {
-                    len = read.read_u64().await.unwrap_or(0);
-                }
-                let mut mask = [0u8; 4];
-                if h[1] & 0x80 != 0 && read.read_exact(&mut mask).await.is_err() {
-                    return;
-                }
-                let mut payload = vec![0u8; len as usize];
-                if read.read_exact(&mut payload).await.is_err() {
-                    return;
-                }
-                if h[1] & 0x80 != 0 {
-                    for (i, b) in payload.iter_mut().enumerate() {
-                        *b ^= mask[i % 4];
-                    }
-                }
-                match opcode {
-                    0x8 => return,
-                    0x1 | 0x0 => {
-                        message.extend_from_slice(&payload);
-                        if fin {
-                            if let Ok(v) = serde_json::from_slice::<Value>(&message) {
-                                let _ = tx.send(v);
-                            }
-                            message.clear();
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        });
-        let mut events = Events { rx, task };
-        let hello = events
-            .next_matching(Duration::from_secs(10), |e| e["event"] == "hello")
-            .await;
-        assert!(hello.is_some(), "no websocket hello");
-        events
-    }
-
-    async fn next_matching(
-        &mut self,
-        timeout: Duration,
-        mut f: impl FnMut(&Value) -> bool,
-    ) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(e)) if f(&e) => return Some(e),
-                Ok(Some(_)) => continue,
-                _ => return None,
-            }
-        }
-    }
-
-    /// The message of the next ephemeral post sent to this user about `post_id`.
-    ///
-    /// Mattermost sends an action's ephemeral answer to every session of the user, and
-    /// the tests share one server and run in parallel, so answers to other tests' presses
-    /// arrive here too; Mattermost threads the answer under the pressed post, which tells
-    /// them apart.
-    async fn ephemeral_on(&mut self, post_id: &str) -> Option<String> {
-        let event = self
-            .next_matching(WAIT, |e| {
-                e["event"] == "ephemeral_message"
-                    && e["data"]["post"]
-                        .as_str()
-                        .and_then(|p| serde_json::from_str::<Value>(p).ok())
-                        .is_some_and(|p| p["root_id"] == post_id)
-            })
-            .await?;
-        let post: Value = serde_json::from_str(event["data"]["post"].as_str()?).ok()?;
-        post["message"].as_str().map(str::to_string)
-    }
 }
 
 /// Log lines of the bridge, captured for the current thread's tasks.
@@ -480,22 +190,11 @@ impl Real {
 
     /// Presses a button as `username`, through Mattermost; returns its answer.
     async fn press(&self, post_id: &str, action_id: &str, session: &str) -> (u16, Value) {
-        let (status, _, body) = self
-            .api
-            .call(
-                reqwest::Method::POST,
-                &format!("/posts/{post_id}/actions/{action_id}"),
-                Some(session),
-                Some(json!({})),
-            )
-            .await;
-        (status, body)
+        self.api.press(post_id, action_id, session).await
     }
 
     async fn session(&self, username: &str) -> (String, Events) {
-        let token = self.api.login(username, &self.env.password).await;
-        let events = Events::connect(&self.env.url, &token).await;
-        (token, events)
+        self.api.session(&self.env, username).await
     }
 }
 

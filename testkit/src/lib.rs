@@ -7,5 +7,6 @@ pub mod dockerfile;
 pub mod mattermost;
 pub mod pki;
 pub mod pod;
+pub mod real_mattermost;
 pub mod stack;
 pub mod teleport;
