@@ -19,8 +19,8 @@ use serde_json::Value;
 use teleport_mattermost::message::{self, Links};
 use teleport_mattermost::request::RequestState;
 use teleport_mattermost::settings::RetryPolicy;
-use teleport_mattermost_testkit::stack::{CHANNEL, MattermostTarget, Plugin, StackOptions, TEAM};
 use teleport_mattermost_testkit::real_mattermost::{Api, Env, Events, env};
+use teleport_mattermost_testkit::stack::{CHANNEL, MattermostTarget, Plugin, StackOptions, TEAM};
 use teleport_mattermost_testkit::teleport::NewRequest;
 
 const WAIT: Duration = Duration::from_secs(30);

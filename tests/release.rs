@@ -50,8 +50,8 @@ fn a_tag_publishes_both_architectures_the_chart_and_the_release_assets() {
         assert!(w.contains(promise), "the workflow lacks {promise:?}");
     }
     // The image it publishes is the chart's default repository.
-    let values = std::fs::read_to_string(repo().join("charts/teleport-mattermost/values.yaml"))
-        .unwrap();
+    let values =
+        std::fs::read_to_string(repo().join("charts/teleport-mattermost/values.yaml")).unwrap();
     assert!(values.contains("repository: ghcr.io/teleport-mattermost/teleport-mattermost"));
 }
 
@@ -67,21 +67,33 @@ fn the_standalone_tarball_installs_into_a_prefix_with_a_verified_unit() {
     assert!(made.status.success(), "{made:?}");
     let tarball = out.join("teleport-access-mattermost-v9.9.9-linux-amd64-bin.tar.gz");
     assert!(tarball.exists());
-    let listing = Command::new("tar").arg("tzf").arg(&tarball).output().unwrap();
+    let listing = Command::new("tar")
+        .arg("tzf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
-    for file in ["install", "teleport-mattermost", "teleport-mattermost.service"] {
+    for file in [
+        "install",
+        "teleport-mattermost",
+        "teleport-mattermost.service",
+    ] {
         assert!(
-            listing.lines().any(|l| l == format!("teleport-mattermost/{file}")),
+            listing
+                .lines()
+                .any(|l| l == format!("teleport-mattermost/{file}")),
             "{file} missing from:\n{listing}"
         );
     }
-    assert!(Command::new("tar")
-        .arg("xzf")
-        .arg(&tarball)
-        .current_dir(work.path())
-        .status()
-        .unwrap()
-        .success());
+    assert!(
+        Command::new("tar")
+            .arg("xzf")
+            .arg(&tarball)
+            .current_dir(work.path())
+            .status()
+            .unwrap()
+            .success()
+    );
     let prefix = work.path().join("prefix");
     let installed = Command::new(work.path().join("teleport-mattermost/install"))
         .arg("--prefix")
@@ -98,7 +110,11 @@ fn the_standalone_tarball_installs_into_a_prefix_with_a_verified_unit() {
         bin.display()
     )));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
-    for hardening in ["DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes"] {
+    for hardening in [
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+    ] {
         assert!(unit.contains(hardening), "{hardening}");
     }
     // The shipped unit itself names /usr/local/bin, where a plain `sudo ./install` puts it.

@@ -8,5 +8,6 @@ pub mod mattermost;
 pub mod pki;
 pub mod pod;
 pub mod real_mattermost;
+pub mod real_teleport;
 pub mod stack;
 pub mod teleport;

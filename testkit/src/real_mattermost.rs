@@ -331,4 +331,3 @@ impl Events {
         post["message"].as_str().map(str::to_string)
     }
 }
-

@@ -1,0 +1,585 @@
+//! Tier 5: a REAL Teleport (v13.3.8 auth and tctl from `tests/teleport/build.sh`) and the real
+//! Mattermost of tier 4, with the plugin as users run it: the standalone binary from a config
+//! made with `configure`, and the operator over the real apiserver.
+//!
+//! Run the tier with `tests/teleport/run-tier5.sh`: it starts and provisions Mattermost inside
+//! a loopback-only network namespace and runs these tests there; each test starts its own
+//! Teleport cluster with `tctl`-bootstrapped users, roles and identities. Without the peers
+//! (or outside that script) every test prints one line saying why it was skipped.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use teleport_mattermost::message;
+use teleport_mattermost_testkit::real_mattermost::{self, Api, Env};
+use teleport_mattermost_testkit::real_teleport::{self, Mode, PLUGIN_USER, RealTeleport};
+
+const WAIT: Duration = Duration::from_secs(60);
+const TEAM: &str = "engineering";
+const CHANNEL: &str = "access-requests";
+/// The requester's Teleport user: an email, as with SSO, matching Mattermost user bob.
+const REQUESTER: &str = "bob@example.com";
+
+fn skip(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The real Mattermost, or `None` after printing why the test is skipped.
+fn tier5() -> Option<Env> {
+    if !real_teleport::available() {
+        skip("skipped: the Teleport peers are not built; run tests/teleport/build.sh");
+        return None;
+    }
+    let env = real_mattermost::env()?;
+    Some(env)
+}
+
+macro_rules! tier5 {
+    () => {
+        match tier5() {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+/// The `teleport-mattermost` binary under test.
+fn plugin_binary() -> PathBuf {
+    std::env::var_os("TM_PLUGIN_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_teleport-mattermost")))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A cluster bootstrapped the seed's way, with the plugin's TLS identity signed.
+async fn cluster() -> (RealTeleport, [PathBuf; 3]) {
+    let teleport = RealTeleport::start(Mode::AuthOnly).await.unwrap();
+    teleport.bootstrap(&[REQUESTER]).unwrap();
+    let files = teleport.sign_tls(PLUGIN_USER, "auth", "2190h").unwrap();
+    (teleport, files)
+}
+
+/// `teleport-mattermost configure`, edited the way the seed document says to.
+fn seed_config(env: &Env, teleport: &RealTeleport, identity: &str, callback_port: u16) -> String {
+    let template = Command::new(plugin_binary())
+        .arg("configure")
+        .output()
+        .unwrap();
+    assert!(template.status.success());
+    let text = String::from_utf8(template.stdout).unwrap();
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let mut edited = text
+        .replace("addr = \"example.com:3025\"", &format!("addr = \"{}\"", teleport.auth_addr))
+        .replace(
+            "url = \"https://mattermost.example.com\"",
+            &format!("url = \"{}\"", env.url),
+        )
+        .replace("team = \"team-name\"", &format!("team = \"{TEAM}\""))
+        .replace("channel = \"channel-name\"", &format!("channel = \"{CHANNEL}\""))
+        .replace("token = \"api-token\"", &format!("token = \"{}\"", env.bot_token))
+        .replace("secret = \"signing-secret-value\"", &format!("secret = \"{secret}\""))
+        .replace(
+            "public_addr = \"example.com\"",
+            &format!("public_addr = \"https://127.0.0.1:{callback_port}\"\nlisten_addr = \"127.0.0.1:{callback_port}\""),
+        );
+    // The identity: the three files (the template's keys) or an identity file.
+    edited = edited
+        .lines()
+        .filter(|l| {
+            !["client_crt =", "root_cas ="]
+                .iter()
+                .any(|k| l.trim_start().starts_with(k))
+        })
+        .map(|l| {
+            if l.trim_start().starts_with("client_key =") {
+                identity.to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(edited.contains(identity), "{edited}");
+    edited
+}
+
+/// The three-file identity lines of the config.
+fn tls_identity(files: &[PathBuf; 3]) -> String {
+    format!(
+        "client_crt = \"{}\"\nclient_key = \"{}\"\nroot_cas = \"{}\"",
+        files[0].display(),
+        files[1].display(),
+        files[2].display()
+    )
+}
+
+/// `teleport-mattermost start -c FILE -d`, its log captured.
+struct Standalone {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Standalone {
+    fn start(config: &str) -> Standalone {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("teleport-mattermost.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path().join("plugin.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(plugin_binary())
+            .args(["start", "-d", "-c"])
+            .arg(&path)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Standalone {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the plugin never logged {text:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{sig}"), &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    async fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not stop:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Mattermost as the test sees it.
+struct Chat {
+    env: Env,
+    api: Api,
+    channel_id: String,
+}
+
+impl Chat {
+    async fn new(env: Env) -> Chat {
+        let api = Api::new(&env.url);
+        let channel = api
+            .get(
+                &format!("/teams/name/{TEAM}/channels/name/{CHANNEL}"),
+                &env.admin_token,
+            )
+            .await;
+        Chat {
+            channel_id: channel["id"].as_str().unwrap().to_string(),
+            env,
+            api,
+        }
+    }
+
+    /// The channel's root posts for a request: ours carry its id as a marker, Teleport's Go
+    /// plugin's only name it in the text.
+    async fn posts_for(&self, id: &str) -> Vec<Value> {
+        self.api
+            .channel_posts(&self.channel_id, &self.env.admin_token)
+            .await
+            .into_iter()
+            .filter(|p| {
+                p["root_id"] == ""
+                    && (p["props"]["teleport_request_id"] == id
+                        || p["message"].as_str().is_some_and(|m| m.contains(id)))
+            })
+            .collect()
+    }
+
+    /// Waits for the request's single root post.
+    async fn posted(&self, id: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let posts = self.posts_for(id).await;
+            if let Some(p) = posts.first() {
+                // Give a duplicate the chance to appear before anyone counts.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return p.clone();
+            }
+            assert!(Instant::now() < deadline, "request {id} was never posted");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits until the post's message contains `text`.
+    async fn shows(&self, post_id: &str, text: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let post = self.api.post(post_id, &self.env.admin_token).await;
+            let message = post["message"].as_str().unwrap_or_default().to_string();
+            if message.contains(text) {
+                return message;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the post never showed {text:?}: {message}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Presses `action` as `user` through Mattermost; returns the ephemeral answer.
+    async fn press(&self, post_id: &str, action: &str, user: &str) -> String {
+        let (session, mut events) = self.api.session(&self.env, user).await;
+        let (status, body) = self.api.press(post_id, action, &session).await;
+        assert_eq!(status, 200, "the press: {body}");
+        events
+            .ephemeral_on(post_id)
+            .await
+            .expect("an ephemeral answer")
+    }
+}
+
+async fn wait_state(teleport: &RealTeleport, id: &str, state: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = teleport.state(id).unwrap();
+        if now == state {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} is {now}, never {state}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_walkthrough_runs_for_real() {
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, files) = cluster().await;
+    let plugin = Standalone::start(&seed_config(
+        &env,
+        &teleport,
+        &tls_identity(&files),
+        free_port(),
+    ));
+    // The seed's startup lines.
+    for line in [
+        "Starting Teleport Access Mattermost plugin",
+        "Teleport version check passed",
+        "watcher started",
+        "Mattermost health check passed",
+        "HTTPS server listening",
+    ] {
+        plugin.wait_log(line).await;
+    }
+
+    let id = teleport.create_request(REQUESTER, "walkthrough").unwrap();
+    let post = chat.posted(&id).await;
+    let post_id = post["id"].as_str().unwrap().to_string();
+    assert!(
+        post["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("**Request ID**: {id}")),
+        "{post}"
+    );
+    // The requester cannot approve their own request; a reviewer can.
+    let refused = chat.press(&post_id, message::ACTION_APPROVE, "bob").await;
+    assert!(refused.contains("your own"), "{refused}");
+    let answer = chat.press(&post_id, message::ACTION_APPROVE, "alice").await;
+    assert!(answer.contains("You approved"), "{answer}");
+    wait_state(&teleport, &id, "APPROVED").await;
+    chat.shows(&post_id, "APPROVED by @alice").await;
+
+    // Teleport's audit log records who acted.
+    let update = teleport
+        .audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "access_request.update" && e["id"] == id.as_str())
+        .expect("an access_request.update audit event");
+    assert_eq!(
+        update["delegator"], "mattermost:alice@example.com",
+        "{update}"
+    );
+    assert_eq!(update["state"], "APPROVED", "{update}");
+    assert_eq!(chat.posts_for(&id).await.len(), 1);
+    assert!(plugin.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_through_mattermost_and_a_revocation_in_teleport_edit_the_post() {
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, files) = cluster().await;
+    let plugin = Standalone::start(&seed_config(
+        &env,
+        &teleport,
+        &tls_identity(&files),
+        free_port(),
+    ));
+    plugin.wait_log("watcher started").await;
+
+    let denied = teleport.create_request(REQUESTER, "to be denied").unwrap();
+    let post = chat.posted(&denied).await;
+    let post_id = post["id"].as_str().unwrap();
+    let answer = chat.press(post_id, message::ACTION_DENY, "carol").await;
+    assert!(answer.contains("You denied"), "{answer}");
+    wait_state(&teleport, &denied, "DENIED").await;
+    chat.shows(post_id, "DENIED by @carol").await;
+
+    // Approved through Mattermost, then revoked with tctl: the post follows Teleport.
+    let revoked = teleport.create_request(REQUESTER, "to be revoked").unwrap();
+    let post = chat.posted(&revoked).await;
+    let post_id = post["id"].as_str().unwrap();
+    chat.press(post_id, message::ACTION_APPROVE, "alice").await;
+    chat.shows(post_id, "APPROVED by @alice").await;
+    teleport
+        .tctl(&["requests", "deny", &revoked, "--reason=access revoked"])
+        .unwrap();
+    let text = chat.shows(post_id, "DENIED").await;
+    assert!(
+        !text.contains("@alice"),
+        "the revocation is not alice's: {text}"
+    );
+    assert!(text.contains("access revoked"), "{text}");
+    drop(plugin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_made_while_the_plugin_was_down_are_posted_and_rm_expires_the_post() {
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, files) = cluster().await;
+    let config = seed_config(&env, &teleport, &tls_identity(&files), free_port());
+    let plugin = Standalone::start(&config);
+    plugin.wait_log("watcher started").await;
+    let first = teleport
+        .create_request(REQUESTER, "before the outage")
+        .unwrap();
+    let first_post = chat.posted(&first).await;
+    assert!(plugin.stop().await.success());
+
+    // Down: two requests arrive, one is removed.
+    let while_down = teleport
+        .create_request(REQUESTER, "during the outage")
+        .unwrap();
+    let removed = teleport
+        .create_request(REQUESTER, "removed during the outage")
+        .unwrap();
+    teleport.tctl(&["requests", "rm", &removed]).unwrap();
+
+    let plugin = Standalone::start(&config);
+    plugin.wait_log("resync queued").await;
+    chat.posted(&while_down).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        chat.posts_for(&first).await.len(),
+        1,
+        "not reposted after the restart"
+    );
+    assert!(
+        chat.posts_for(&removed).await.is_empty(),
+        "a deleted request is not posted"
+    );
+
+    // tctl requests rm arrives as a DELETE: the post says EXPIRED.
+    teleport.tctl(&["requests", "rm", &first]).unwrap();
+    chat.shows(first_post["id"].as_str().unwrap(), "EXPIRED")
+        .await;
+    drop(plugin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_file_from_tctl_works_and_a_rotation_in_place_is_picked_up() {
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, _) = cluster().await;
+    let identity = teleport
+        .sign_file(PLUGIN_USER, "identity", "2190h")
+        .unwrap();
+    let config = seed_config(
+        &env,
+        &teleport,
+        &format!("identity = \"{}\"", identity.display()),
+        free_port(),
+    );
+    let plugin = Standalone::start(&config);
+    plugin.wait_log("watcher started").await;
+    let id = teleport.create_request(REQUESTER, "identity file").unwrap();
+    chat.posted(&id).await;
+
+    // Re-signed in place: reloaded without a restart, and posting goes on.
+    teleport
+        .sign_file(PLUGIN_USER, "identity", "2190h")
+        .unwrap();
+    plugin.wait_log("identity_changed=true").await;
+    let after = teleport
+        .create_request(REQUESTER, "after the rotation")
+        .unwrap();
+    chat.posted(&after).await;
+    assert_eq!(chat.posts_for(&id).await.len(), 1);
+    drop(plugin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_is_named_and_the_plugin_recovers_once_the_role_is_fixed() {
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, files) = cluster().await;
+    // The role without `update`: the plugin can watch and list, but not write plugin data.
+    teleport
+        .create(&format!(
+            "kind: role\nversion: v6\nmetadata:\n  name: {PLUGIN_USER}\nspec:\n  allow:\n    rules:\n      - resources: [access_request]\n        verbs: [list, read]\n"
+        ))
+        .unwrap();
+    let plugin = Standalone::start(&seed_config(
+        &env,
+        &teleport,
+        &tls_identity(&files),
+        free_port(),
+    ));
+    plugin.wait_log("watcher started").await;
+    let id = teleport.create_request(REQUESTER, "needs update").unwrap();
+    plugin.wait_log("access_plugin_data").await;
+    let log = plugin.log();
+    assert!(
+        log.contains("access denied") && log.contains("update"),
+        "the admin is told which permission is missing:\n{log}"
+    );
+    assert!(
+        chat.posts_for(&id).await.is_empty(),
+        "nothing posted without a record"
+    );
+
+    teleport
+        .create(&format!(
+            "kind: role\nversion: v6\nmetadata:\n  name: {PLUGIN_USER}\nspec:\n  allow:\n    rules:\n      - resources: [access_request]\n        verbs: [list, read, update]\n"
+        ))
+        .unwrap();
+    chat.posted(&id).await;
+    assert_eq!(chat.posts_for(&id).await.len(), 1);
+    drop(plugin);
+}
+
+/// Teleport's own Go plugin (of the same Teleport release) writes its config; ours reads the
+/// same Teleport and takes over its posts.
+fn go_plugin_config(
+    dir: &Path,
+    env: &Env,
+    teleport: &RealTeleport,
+    files: &[PathBuf; 3],
+) -> PathBuf {
+    let path = dir.join("go-plugin.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[teleport]\naddr = \"{}\"\nclient_crt = \"{}\"\nclient_key = \"{}\"\nroot_cas = \"{}\"\n\n[mattermost]\nurl = \"{}\"\ntoken = \"{}\"\nrecipients = [\"{TEAM}/{CHANNEL}\"]\n\n[log]\noutput = \"stderr\"\nseverity = \"DEBUG\"\n",
+            teleport.auth_addr,
+            files[0].display(),
+            files[1].display(),
+            files[2].display(),
+            env.url,
+            env.bot_token
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_from_teleports_go_plugin_reposts_nothing_and_edits_its_posts() {
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, files) = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let go_log = dir.path().join("go-plugin.log");
+    let mut go = Command::new(real_teleport::bin_dir().join("tm-teleport-mattermost-plugin"))
+        .args(["start", "-c"])
+        .arg(go_plugin_config(dir.path(), &env, &teleport, &files))
+        .stdout(std::fs::File::create(&go_log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("go-plugin.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let id = teleport
+        .create_request(REQUESTER, "posted by the Go plugin")
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while chat.posts_for(&id).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the Go plugin never posted:\n{}",
+            std::fs::read_to_string(dir.path().join("go-plugin.err")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let post = chat.posted(&id).await;
+    let post_id = post["id"].as_str().unwrap().to_string();
+    assert!(
+        post["props"]["attachments"].is_null(),
+        "the Go plugin posts no buttons"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &go.id().to_string()])
+        .status();
+    let _ = go.wait();
+
+    let plugin = Standalone::start(&seed_config(
+        &env,
+        &teleport,
+        &tls_identity(&files),
+        free_port(),
+    ));
+    plugin.wait_log("resync queued").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        chat.posts_for(&id).await.len(),
+        1,
+        "ours takes over instead of reposting"
+    );
+    teleport
+        .tctl(&["requests", "approve", &id, "--reason=approved with tctl"])
+        .unwrap();
+    chat.shows(&post_id, "APPROVED").await;
+    drop(plugin);
+}
