@@ -604,6 +604,7 @@ impl Checker {
         let teleport = address_ok.then_some(TeleportSettings {
             address,
             init_timeout: INIT_TIMEOUT,
+            keepalive: crate::teleport::client::KEEPALIVE_INTERVAL,
         });
         (teleport, identity)
     }

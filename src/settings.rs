@@ -228,6 +228,9 @@ pub struct TeleportSettings {
     pub address: String,
     /// How long to wait for the watch stream's INIT event before reconnecting.
     pub init_timeout: Duration,
+    /// How often the connection is pinged when nothing arrives (see
+    /// [`crate::teleport::client::KEEPALIVE_INTERVAL`]).
+    pub keepalive: Duration,
 }
 
 /// Everything one bridge instance needs.

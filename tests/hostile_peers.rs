@@ -262,3 +262,52 @@ async fn the_reconnect_delay_resets_after_every_healthy_session() {
     let id = stack.teleport.create_request(request());
     assert!(Stack::eventually(WAIT, || !stack.data(&id).messages.is_empty()).await);
 }
+
+/// Teleport ends a connection whose client pings more often than its policy allows (the
+/// double enforces it as Teleport's gRPC server does), and the plugin's keepalive stays
+/// within it: the policy here is scaled down from Teleport's 60 s to seconds.
+#[tokio::test]
+async fn an_idle_watch_pinged_within_teleports_policy_is_never_dropped() {
+    use teleport_mattermost_testkit::grpc_link::PingPolicy;
+    let policy = PingPolicy {
+        min_time: Duration::from_secs(2),
+        max_strikes: 2,
+    };
+    let connects = |s: &Stack| s.instance.counters.watch_connects.load(Ordering::Relaxed);
+
+    // Pinging faster than the server allows: dropped, as the plugin was by Teleport v13.
+    let eager = Stack::start(StackOptions {
+        keepalive: Duration::from_secs(1),
+        teleport_ping_policy: policy,
+        ..Default::default()
+    })
+    .await;
+    eager.wait_connected().await;
+    let stats = eager.teleport.ping_stats();
+    assert!(
+        Stack::eventually(Duration::from_secs(15), || stats
+            .too_many_pings
+            .load(Ordering::Relaxed)
+            >= 1
+            && connects(&eager) >= 2)
+        .await,
+        "the double ends a connection that pings too often, and the watch comes back"
+    );
+
+    // Within the policy: pings flow and nothing is dropped.
+    let polite = Stack::start(StackOptions {
+        keepalive: Duration::from_secs(3),
+        teleport_ping_policy: policy,
+        ..Default::default()
+    })
+    .await;
+    polite.wait_connected().await;
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let stats = polite.teleport.ping_stats();
+    assert!(
+        stats.pings.load(Ordering::Relaxed) >= 3,
+        "the idle connection is pinged"
+    );
+    assert_eq!(stats.too_many_pings.load(Ordering::Relaxed), 0);
+    assert_eq!(connects(&polite), 1, "the watch was never re-established");
+}

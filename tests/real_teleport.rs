@@ -583,3 +583,37 @@ async fn takeover_from_teleports_go_plugin_reposts_nothing_and_edits_its_posts()
     chat.shows(&post_id, "APPROVED").await;
     drop(plugin);
 }
+
+/// The server's keepalive policy (Teleport's gRPC server: pings no more often than every
+/// 60 s, else GOAWAY `too_many_pings`) must never cut an idle watch. Six idle minutes: three
+/// of the drops seen before the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watch_survives_six_minutes_without_a_reconnect() {
+    let env = tier5!();
+    let (teleport, files) = cluster().await;
+    let plugin = Standalone::start(&seed_config(
+        &env,
+        &teleport,
+        &tls_identity(&files),
+        free_port(),
+    ));
+    plugin.wait_log("watcher started").await;
+    tokio::time::sleep(Duration::from_secs(6 * 60 + 15)).await;
+    let log = plugin.log();
+    assert_eq!(
+        log.matches("watcher started").count(),
+        1,
+        "the watch was re-established while idle:\n{}",
+        log.lines()
+            .filter(|l| l.contains("WARN") || l.contains("watch"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // And it still delivers.
+    let chat = Chat::new(env).await;
+    let id = teleport
+        .create_request(REQUESTER, "after six idle minutes")
+        .unwrap();
+    chat.posted(&id).await;
+    drop(plugin);
+}

@@ -335,6 +335,7 @@ pub fn build(
                     teleport: TeleportSettings {
                         address: spec.teleport.address.clone(),
                         init_timeout: defaults.init_timeout,
+                        keepalive: crate::teleport::client::KEEPALIVE_INTERVAL,
                     },
                     mattermost: MattermostSettings {
                         url,

@@ -321,6 +321,19 @@ fn decode_event(event: proto::Event) -> Option<WatchEvent> {
     }
 }
 
+/// Teleport's gRPC server refuses client pings that come sooner than this after the previous
+/// one: its `KeepaliveEnforcementPolicy.MinTime` is the API's `ServerKeepAliveTTL`, 60 s. Three
+/// such pings and it ends the connection (GOAWAY `too_many_pings`), which drops the watch.
+pub const SERVER_MIN_PING_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the connection is pinged while nothing arrives, watch or no watch (Teleport's
+/// own `api/client` pings every 60 s with `PermitWithoutStream`). Strictly above
+/// [`SERVER_MIN_PING_INTERVAL`], with a margin for timer jitter, so the server never counts
+/// a strike; a dead connection is still noticed within two minutes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(90);
+/// How long a ping may wait for its answer before the connection is considered dead.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+const _: () = assert!(KEEPALIVE_INTERVAL.as_secs() > SERVER_MIN_PING_INTERVAL.as_secs() + 10);
+
 /// A client for the Teleport Auth gRPC API over mutual TLS.
 #[derive(Clone)]
 pub struct TeleportClient {
@@ -343,6 +356,15 @@ impl TeleportClient {
     /// handshake done, so without the `Ping` a wrong identity would surface at the first real
     /// call instead of here.
     pub async fn connect(address: &str, identity: &Identity) -> Result<Self, TeleportError> {
+        Self::connect_with(address, identity, KEEPALIVE_INTERVAL).await
+    }
+
+    /// [`connect`](Self::connect) with the keepalive interval given.
+    pub async fn connect_with(
+        address: &str,
+        identity: &Identity,
+        keepalive: Duration,
+    ) -> Result<Self, TeleportError> {
         identity.check_time(chrono::Utc::now())?;
         let invalid = |detail: String| TeleportError::InvalidAddress {
             address: address.to_owned(),
@@ -363,8 +385,8 @@ impl TeleportClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .tcp_keepalive(Some(Duration::from_secs(30)))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
+            .http2_keep_alive_interval(keepalive)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         let channel = endpoint.connect().await.map_err(|e| {
             let detail = error_chain(Some(&e));

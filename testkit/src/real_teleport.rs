@@ -79,6 +79,7 @@ pub struct RealTeleport {
 impl RealTeleport {
     /// Starts a new cluster and waits for `/readyz`.
     pub async fn start(mode: Mode) -> anyhow::Result<RealTeleport> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         if !available() {
             bail!(
                 "the Teleport peers are missing in {}; build them with tests/teleport/build.sh",

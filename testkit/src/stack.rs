@@ -49,6 +49,10 @@ pub struct StackOptions {
     pub answer_within: Duration,
     /// The callback server's connection limits.
     pub server_limits: http_server::Limits,
+    /// How often the plugin pings Teleport on an idle connection.
+    pub keepalive: Duration,
+    /// The Teleport double's keepalive enforcement (Teleport's by default).
+    pub teleport_ping_policy: crate::grpc_link::PingPolicy,
     /// Extra CAs the plugin trusts for Mattermost.
     pub mattermost_ca: Option<teleport_mattermost::settings::CaBundle>,
 }
@@ -73,6 +77,8 @@ impl Default for StackOptions {
             },
             answer_within: teleport_mattermost::callback::DEFAULT_ANSWER_WITHIN,
             server_limits: http_server::Limits::default(),
+            keepalive: teleport_mattermost::teleport::client::KEEPALIVE_INTERVAL,
+            teleport_ping_policy: crate::grpc_link::PingPolicy::default(),
             mattermost_ca: None,
         }
     }
@@ -112,6 +118,7 @@ impl Plugin {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let pki = TestPki::new();
         let teleport = TeleportDouble::start(&pki).await;
+        teleport.set_ping_policy(options.teleport_ping_policy);
 
         let registry = Arc::new(Registry::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -131,6 +138,7 @@ impl Plugin {
             teleport: TeleportSettings {
                 address: teleport.address(),
                 init_timeout: options.init_timeout,
+                keepalive: options.keepalive,
             },
             mattermost: MattermostSettings {
                 url: mattermost.url,

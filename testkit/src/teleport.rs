@@ -32,10 +32,11 @@ use teleport_mattermost::teleport::wire::proto::{self, Operation, event};
 use teleport_mattermost::teleport::wire::types;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
 
+use crate::grpc_link::{PeerInfo, PingPolicy, PingStats, WatchedStream};
 use crate::pki::TestPki;
 
 const KIND_ACCESS_REQUEST: &str = "access_request";
@@ -220,6 +221,32 @@ struct Inner {
     state: Mutex<State>,
     addr: SocketAddr,
     shutdown: Mutex<Option<oneshot::Sender<()>>>,
+    ping_policy: Mutex<PingPolicy>,
+    ping_stats: Arc<PingStats>,
+}
+
+/// The server side of mutual TLS: the double's certificate, client certificates from `ca_pem`
+/// required, HTTP/2 only.
+fn server_tls(cert_pem: &str, key_pem: &str, ca_pem: &str) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca.expect("CA PEM")).expect("a CA certificate");
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .expect("client verifier");
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("server certificate PEM");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("server key PEM");
+    let mut config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server TLS config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
 }
 
 impl Inner {
@@ -244,8 +271,9 @@ impl Inner {
     /// Records the caller's certificate serial and applies injected faults.
     fn begin<T>(&self, rpc: Rpc, request: &Request<T>) -> Result<MutexGuard<'_, State>, Status> {
         let serial = request
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|c| serial_hex(c.as_ref())));
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.serial.clone());
         let mut state = self.lock();
         if let Some(serial) = serial {
             if state.seen_serials.insert(serial.clone()) {
@@ -293,9 +321,7 @@ impl TeleportDouble {
             .expect("bind Teleport double");
         let addr = listener.local_addr().expect("local addr");
         let (cert, key) = pki.server_cert();
-        let tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert, key))
-            .client_ca_root(Certificate::from_pem(pki.ca_pem()));
+        let tls = Arc::new(server_tls(&cert, &key, &pki.ca_pem()));
         let (tx, rx) = oneshot::channel::<()>();
         let state = State {
             ping: proto::PingResponse {
@@ -313,21 +339,47 @@ impl TeleportDouble {
             state: Mutex::new(state),
             addr,
             shutdown: Mutex::new(Some(tx)),
+            ping_policy: Mutex::new(PingPolicy::default()),
+            ping_stats: Arc::default(),
         });
         let service = AuthServiceServer::new(Service(inner.clone()))
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
-        let router = Server::builder()
-            .tls_config(tls)
-            .expect("server TLS config")
-            .add_service(service);
+        let router = Server::builder().add_service(service);
+        // Mutual TLS here rather than in tonic, so the HTTP/2 frames can be watched.
+        let (conn_tx, conn_rx) = mpsc::unbounded_channel::<Result<WatchedStream, std::io::Error>>();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let accepting = inner.clone();
         tokio::spawn(async move {
-            // Nagle would delay each small gRPC frame by the peer's delayed ACK.
-            let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
-                s.and_then(|s| s.set_nodelay(true).map(|()| s))
-            });
+            while let Ok((tcp, remote)) = listener.accept().await {
+                // Nagle would delay each small gRPC frame by the peer's delayed ACK.
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, conn_tx, inner) =
+                    (acceptor.clone(), conn_tx.clone(), accepting.clone());
+                tokio::spawn(async move {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    else {
+                        return;
+                    };
+                    let serial = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|certs| certs.first().and_then(|c| serial_hex(c.as_ref())));
+                    let policy = *inner.ping_policy.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = conn_tx.send(Ok(WatchedStream::new(
+                        stream,
+                        PeerInfo { remote, serial },
+                        policy,
+                        inner.ping_stats.clone(),
+                    )));
+                });
+            }
+        });
+        tokio::spawn(async move {
             let _ = router
-                .serve_with_incoming_shutdown(incoming, async {
+                .serve_with_incoming_shutdown(UnboundedReceiverStream::new(conn_rx), async {
                     let _ = rx.await;
                 })
                 .await;
@@ -564,6 +616,20 @@ impl TeleportDouble {
         self.inner.lock().fail_compare = n;
     }
 
+    /// Applies `policy` to connections made from now on (Teleport's is the default).
+    pub fn set_ping_policy(&self, policy: PingPolicy) {
+        *self
+            .inner
+            .ping_policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    /// What the keepalive policy saw and did.
+    pub fn ping_stats(&self) -> Arc<PingStats> {
+        self.inner.ping_stats.clone()
+    }
+
     /// Holds every call of `rpc` from now on at its start, before it reads or changes
     /// anything, until [`HeldCalls::release`]: a slow link, or a server stuck on a lock.
     pub fn hold(&self, rpc: Rpc) -> HeldCalls {
@@ -637,7 +703,7 @@ impl AuthService for Service {
         &self,
         request: Request<proto::PingRequest>,
     ) -> Result<Response<proto::PingResponse>, Status> {
-        let remote = request.remote_addr();
+        let remote = request.extensions().get::<PeerInfo>().map(|p| p.remote);
         let state = self.0.begin(Rpc::Ping, &request)?;
         let mut resp = state.ping.clone();
         resp.remote_addr = remote.map(|a| a.to_string()).unwrap_or_default();
