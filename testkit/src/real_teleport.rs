@@ -169,15 +169,15 @@ impl RealTeleport {
         let deadline = Instant::now() + Duration::from_secs(60);
         let url = format!("http://127.0.0.1:{}/readyz", self.diag);
         loop {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("teleport exited ({status}):\n{}", self.log_tail(40));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("teleport exited ({status}):\n{}", self.log_tail(40));
             }
             if Instant::now() > deadline {
                 bail!("teleport not ready after 60 s:\n{}", self.log_tail(40));
@@ -322,7 +322,7 @@ impl RealTeleport {
     /// Every request, as `tctl requests ls --format=json` prints them.
     pub fn requests(&self) -> anyhow::Result<Vec<Value>> {
         let out = self.tctl(&["requests", "ls", "--format=json"])?;
-        Ok(serde_json::from_str(&out).with_context(|| format!("tctl printed {out}"))?)
+        serde_json::from_str(&out).with_context(|| format!("tctl printed {out}"))
     }
 
     /// A request's state name (`PENDING`, `APPROVED`, `DENIED`), from `tctl requests get`.
