@@ -19,7 +19,7 @@ const GENERATED_CRD: &str = "crds/mattermostaccessplugins.yaml";
 const CHART_CRD_COPY: &str = "charts/teleport-mattermost/files/crd.yaml";
 const INSTALL_YAML: &str = "manifests/install.yaml";
 const CRD_NAME: &str = "mattermostaccessplugins.accessplugins.dev";
-/// The one release-build command: the Dockerfile's and CI's must both be exactly this.
+/// The one release-build command: the Dockerfile's and the release workflow's.
 const RELEASE_BUILD: &str = "cargo build --release --locked --bin teleport-mattermost";
 /// How manifests/install.yaml is rendered.
 const INSTALL_RELEASE: &str = "teleport-mattermost";
@@ -474,7 +474,9 @@ fn cargo_builds(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn dockerfile_builds_with_the_ci_command() {
+fn dockerfile_builds_with_the_release_command() {
+    // The release build itself is replayed by tests/dockerfile.rs; here, that both stages use
+    // the one command the release workflow's tarball uses too.
     let dockerfile = read("Dockerfile");
     let in_docker = cargo_builds(&dockerfile);
     assert_eq!(
@@ -482,10 +484,10 @@ fn dockerfile_builds_with_the_ci_command() {
         [RELEASE_BUILD, RELEASE_BUILD],
         "the Dockerfile's dependency layer and final build must both run `{RELEASE_BUILD}`"
     );
-    let in_ci = cargo_builds(&read(".ci/run"));
+    let in_release = cargo_builds(&read(".github/workflows/release.yml"));
     assert!(
-        in_ci.iter().any(|c| c == RELEASE_BUILD),
-        ".ci/run must run the Dockerfile's build command `{RELEASE_BUILD}` (it runs {in_ci:?})"
+        in_release.iter().any(|c| c == RELEASE_BUILD),
+        "the release workflow must build the tarball with `{RELEASE_BUILD}` (it runs {in_release:?})"
     );
     assert!(dockerfile.contains("USER 65532:65532"));
     assert!(dockerfile.contains(r#"ENTRYPOINT ["/teleport-mattermost"]"#));
