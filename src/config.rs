@@ -20,6 +20,7 @@ use crate::settings::{
     RateLimit, RetryPolicy, Secret, TeleportSettings, TokenSource,
 };
 use crate::telemetry::{LogFormat, LogOutput, LogSettings, parse_severity};
+use crate::teleport::route::ConnectionMode;
 
 /// The default config path of `start`, the same as Teleport's plugin.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/teleport-mattermost.toml";
@@ -44,10 +45,19 @@ pub const TEMPLATE: &str = r#"# teleport-mattermost: standalone configuration (T
 # rest show their defaults. Unknown keys are rejected, so typos do not pass silently.
 
 [teleport]
-# Teleport Auth Server (port 3025) or Proxy (3080 or 443) gRPC address, host:port.
-# Teleport Cloud: "your-account.teleport.sh:443". `auth_server` is accepted as an old name.
+# Teleport Auth Server (port 3025) or Proxy (3080 or 443) address, host:port. A Proxy is
+# reached by TLS routing (its one port, as on Teleport Cloud: "your-account.teleport.sh:443"),
+# also behind a load balancer that strips ALPN. `auth_server` is accepted as an old name.
 # Default: "localhost:3025".
 addr = "example.com:3025"
+
+# How to reach it: "auto" (the default: a Proxy is recognised by GET /webapi/find), "auth"
+# or "proxy".
+# connection = "auto"
+
+# Extra certificate authorities (a PEM file) for the Proxy's web certificate, when it is not
+# signed by a public CA. Not needed for Teleport Cloud.
+# ca_file = "/var/lib/teleport/plugins/mattermost/proxy-ca.pem"
 
 # Credentials of the plugin's Teleport user (required): EITHER an identity file
 #   tctl auth sign --format=file --user=access-plugin-mattermost --out=auth_id
@@ -125,6 +135,8 @@ pub struct StandaloneConfig {
     pub identity: IdentityPaths,
     /// `mattermost.ca_file`: extra CAs (PEM) to trust for the Mattermost URL.
     pub mattermost_ca_file: Option<PathBuf>,
+    /// `teleport.ca_file`: extra CAs (PEM) for a Teleport Proxy's web certificate.
+    pub teleport_ca_file: Option<PathBuf>,
     /// The callback server.
     pub http: HttpSettings,
     /// Logging.
@@ -293,6 +305,8 @@ struct Checker {
     problems: Vec<Problem>,
     /// `mattermost.ca_file`, carried from its section to the result.
     ca_file: Option<PathBuf>,
+    /// `teleport.ca_file`, likewise.
+    proxy_ca_file: Option<PathBuf>,
 }
 
 /// A section of the file and the keys read from it, so leftovers can be reported.
@@ -515,6 +529,7 @@ impl Checker {
             },
             identity,
             mattermost_ca_file: self.ca_file.take(),
+            teleport_ca_file: self.proxy_ca_file.take(),
             http,
             log,
         })
@@ -530,6 +545,8 @@ impl Checker {
             "identity",
             "refresh_identity",
             "refresh_identity_interval",
+            "connection",
+            "ca_file",
         ];
         let s = self.section(root, "teleport", KEYS);
         let addr = self.string(&s, "addr");
@@ -564,6 +581,17 @@ impl Checker {
             );
         }
 
+        let connection = match self.string(&s, "connection") {
+            None => ConnectionMode::Auto,
+            Some(text) => ConnectionMode::parse(&text).unwrap_or_else(|| {
+                self.problem(
+                    "teleport.connection",
+                    format!("{text:?} is not one of auto, auth, proxy"),
+                );
+                ConnectionMode::Auto
+            }),
+        };
+        self.proxy_ca_file = self.string(&s, "ca_file").map(PathBuf::from);
         let identity_file = self.string(&s, "identity");
         let key = self.string(&s, "client_key");
         let crt = self.string(&s, "client_crt");
@@ -605,6 +633,8 @@ impl Checker {
             address,
             init_timeout: INIT_TIMEOUT,
             keepalive: crate::teleport::client::KEEPALIVE_INTERVAL,
+            connection,
+            proxy_ca: None,
         });
         (teleport, identity)
     }

@@ -231,6 +231,21 @@ pub struct TeleportSettings {
     /// How often the connection is pinged when nothing arrives (see
     /// [`crate::teleport::client::KEEPALIVE_INTERVAL`]).
     pub keepalive: Duration,
+    /// Direct to Auth, through a Proxy, or worked out from the address.
+    pub connection: crate::teleport::route::ConnectionMode,
+    /// Extra CAs for a Proxy's web certificate (a self-hosted Proxy with a private CA).
+    pub proxy_ca: Option<CaBundle>,
+}
+
+impl TeleportSettings {
+    /// How the client connects.
+    pub fn connect_options(&self) -> crate::teleport::client::ConnectOptions {
+        crate::teleport::client::ConnectOptions {
+            mode: self.connection,
+            web_ca: self.proxy_ca.clone(),
+            keepalive: self.keepalive,
+        }
+    }
 }
 
 /// Everything one bridge instance needs.

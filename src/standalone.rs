@@ -106,6 +106,12 @@ pub async fn run(config: StandaloneConfig, options: Options) -> Result<(), Start
     );
     let identity = load_identity(&config.identity)?;
     let mut settings = config.settings.clone();
+    if let Some(path) = &config.teleport_ca_file {
+        let pem = read(path)?;
+        let bundle = crate::settings::CaBundle::from_pem(&path.display().to_string(), &pem)
+            .map_err(|e| StartError::Tls(format!("teleport.ca_file: {e}")))?;
+        settings.teleport.proxy_ca = Some(bundle);
+    }
     if let Some(path) = &config.mattermost_ca_file {
         let pem = read(path)?;
         let bundle = crate::settings::CaBundle::from_pem(&path.display().to_string(), &pem)

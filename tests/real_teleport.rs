@@ -617,3 +617,114 @@ async fn an_idle_watch_survives_six_minutes_without_a_reconnect() {
     chat.posted(&id).await;
     drop(plugin);
 }
+
+/// A cluster with a Proxy, bootstrapped, and the plugin's identity.
+async fn proxied(mode: Mode) -> (RealTeleport, [PathBuf; 3]) {
+    let teleport = RealTeleport::start(mode).await.unwrap();
+    teleport.bootstrap(&[REQUESTER]).unwrap();
+    let files = teleport.sign_tls(PLUGIN_USER, "auth", "2190h").unwrap();
+    (teleport, files)
+}
+
+/// The seed config pointed at `address` (a Proxy), trusting `ca_pem` for its web certificate.
+fn proxy_config(
+    env: &Env,
+    teleport: &RealTeleport,
+    files: &[PathBuf; 3],
+    address: &str,
+    ca_pem: &str,
+) -> String {
+    let ca = teleport.dir().join(format!("web-ca-{}.pem", free_port()));
+    std::fs::write(&ca, ca_pem).unwrap();
+    seed_config(env, teleport, &tls_identity(files), free_port()).replace(
+        &format!("addr = \"{}\"", teleport.auth_addr),
+        &format!("addr = \"{address}\"\nca_file = \"{}\"", ca.display()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_only_the_proxys_address_it_connects_by_tls_routing_posts_and_approves() {
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, files) = proxied(Mode::ProxyMultiplex).await;
+    let web = teleport.web_addr.clone().unwrap();
+    let plugin = Standalone::start(&proxy_config(
+        &env,
+        &teleport,
+        &files,
+        &web,
+        teleport.web_cert_pem.as_deref().unwrap(),
+    ));
+    plugin.wait_log("watcher started").await;
+    assert!(
+        plugin
+            .log()
+            .contains("through the Proxy (TLS routing to cluster tm.test)"),
+        "{}",
+        plugin.log()
+    );
+    let id = teleport
+        .create_request(REQUESTER, "through the proxy")
+        .unwrap();
+    let post = chat.posted(&id).await;
+    let post_id = post["id"].as_str().unwrap();
+    let answer = chat.press(post_id, message::ACTION_APPROVE, "alice").await;
+    assert!(answer.contains("You approved"), "{answer}");
+    wait_state(&teleport, &id, "APPROVED").await;
+    chat.shows(post_id, "APPROVED by @alice").await;
+    drop(plugin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_balancer_that_strips_alpn_it_goes_through_the_connection_upgrade() {
+    use teleport_mattermost_testkit::l7_relay::L7Relay;
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, files) = proxied(Mode::ProxyMultiplex).await;
+    let web: std::net::SocketAddr = teleport.web_addr.clone().unwrap().parse().unwrap();
+    let relay = L7Relay::start(web, teleport.web_cert_pem.as_deref().unwrap())
+        .await
+        .unwrap();
+    let plugin = Standalone::start(&proxy_config(
+        &env,
+        &teleport,
+        &files,
+        &relay.addr.to_string(),
+        &relay.cert_pem,
+    ));
+    plugin.wait_log("watcher started").await;
+    assert!(
+        plugin.log().contains("connection upgrade"),
+        "the upgrade path is in use:\n{}",
+        plugin.log()
+    );
+    let id = teleport
+        .create_request(REQUESTER, "through the balancer")
+        .unwrap();
+    let post = chat.posted(&id).await;
+    let answer = chat
+        .press(post["id"].as_str().unwrap(), message::ACTION_DENY, "carol")
+        .await;
+    assert!(answer.contains("You denied"), "{answer}");
+    wait_state(&teleport, &id, "DENIED").await;
+    drop(plugin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_in_separate_ports_mode_gets_a_clear_error() {
+    let env = tier5!();
+    let (teleport, files) = proxied(Mode::ProxySeparate).await;
+    let web = teleport.web_addr.clone().unwrap();
+    let plugin = Standalone::start(&proxy_config(
+        &env,
+        &teleport,
+        &files,
+        &web,
+        teleport.web_cert_pem.as_deref().unwrap(),
+    ));
+    plugin
+        .wait_log("without TLS routing (separate ports mode)")
+        .await;
+    assert!(!plugin.log().contains("watcher started"));
+    drop(plugin);
+}

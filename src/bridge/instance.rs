@@ -208,7 +208,7 @@ impl Instance {
             &self.settings.teleport.address,
             &credentials.identity,
             &fingerprint,
-            self.settings.teleport.keepalive,
+            &self.settings.teleport.connect_options(),
         )
         .await?;
         *slot = Some((fingerprint, client.clone(), lease));
@@ -275,7 +275,7 @@ async fn pooled_connection(
     address: &str,
     identity: &Identity,
     fingerprint: &str,
-    keepalive: std::time::Duration,
+    options: &crate::teleport::client::ConnectOptions,
 ) -> Result<(TeleportClient, Arc<()>), TeleportError> {
     static POOL: LazyLock<std::sync::Mutex<HashMap<(String, String), Slot>>> =
         LazyLock::new(Default::default);
@@ -299,7 +299,7 @@ async fn pooled_connection(
             return Ok((client.clone(), lease));
         }
     }
-    let client = TeleportClient::connect_with(address, identity, keepalive).await?;
+    let client = TeleportClient::connect_with(address, identity, options).await?;
     let lease = Arc::new(());
     *slot = Some((client.clone(), Arc::downgrade(&lease)));
     Ok((client, lease))

@@ -147,7 +147,7 @@ impl Bridge {
                 return Err(e.into());
             }
         };
-        tracing::info!(cluster = %ping.cluster_name, version = %ping.server_version, "Teleport version check passed");
+        tracing::info!(cluster = %ping.cluster_name, version = %ping.server_version, route = %teleport.route(), "Teleport version check passed");
         instance.set_cluster(ping.clone());
 
         self.check_mattermost().await?;
@@ -169,8 +169,10 @@ impl Bridge {
             s.teleport = Health::ok(
                 "Connected",
                 format!(
-                    "watching access requests on cluster {} (Teleport {})",
-                    ping.cluster_name, ping.server_version
+                    "watching access requests on cluster {} (Teleport {}), {}",
+                    ping.cluster_name,
+                    ping.server_version,
+                    teleport.route()
                 ),
             )
         });

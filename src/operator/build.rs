@@ -336,6 +336,8 @@ pub fn build(
                         address: spec.teleport.address.clone(),
                         init_timeout: defaults.init_timeout,
                         keepalive: crate::teleport::client::KEEPALIVE_INTERVAL,
+                        connection: crate::teleport::route::ConnectionMode::Auto,
+                        proxy_ca: None,
                     },
                     mattermost: MattermostSettings {
                         url,

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use crate::settings::RetryPolicy;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
+use super::route::{ConnectionMode, Route, Router};
 use crate::error_chain;
 use crate::request::{AccessRequest, RequestState};
+use crate::settings::CaBundle;
 use crate::teleport::identity::{Identity, IdentityError};
 use crate::teleport::wire::proto::auth_service_client::AuthServiceClient;
 use crate::teleport::wire::proto::{self, Operation, event};
@@ -103,6 +105,15 @@ pub enum TeleportError {
         call: &'static str,
         /// The status returned.
         status: tonic::Status,
+    },
+    /// No way through to Auth at this address (a Proxy without TLS routing, another cluster,
+    /// a refused upgrade).
+    #[error("cannot reach Teleport at {address}: {source}")]
+    Route {
+        /// The configured address.
+        address: String,
+        /// Why.
+        source: super::route::RouteError,
     },
     /// Plugin data kept changing under us.
     #[error(
@@ -339,6 +350,28 @@ const _: () = assert!(KEEPALIVE_INTERVAL.as_secs() > SERVER_MIN_PING_INTERVAL.as
 pub struct TeleportClient {
     inner: AuthServiceClient<Channel>,
     address: String,
+    route: Route,
+}
+
+/// How [`TeleportClient::connect_with`] reaches Auth.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Direct, through a Proxy, or worked out from the address.
+    pub mode: ConnectionMode,
+    /// Extra CAs for a Proxy's web certificate.
+    pub web_ca: Option<CaBundle>,
+    /// How often an idle connection is pinged.
+    pub keepalive: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            mode: ConnectionMode::Auto,
+            web_ca: None,
+            keepalive: KEEPALIVE_INTERVAL,
+        }
+    }
 }
 
 impl std::fmt::Debug for TeleportClient {
@@ -356,49 +389,59 @@ impl TeleportClient {
     /// handshake done, so without the `Ping` a wrong identity would surface at the first real
     /// call instead of here.
     pub async fn connect(address: &str, identity: &Identity) -> Result<Self, TeleportError> {
-        Self::connect_with(address, identity, KEEPALIVE_INTERVAL).await
+        Self::connect_with(address, identity, &ConnectOptions::default()).await
     }
 
-    /// [`connect`](Self::connect) with the keepalive interval given.
+    /// [`connect`](Self::connect) with the route and keepalive given.
     pub async fn connect_with(
         address: &str,
         identity: &Identity,
-        keepalive: Duration,
+        options: &ConnectOptions,
     ) -> Result<Self, TeleportError> {
         identity.check_time(chrono::Utc::now())?;
         let invalid = |detail: String| TeleportError::InvalidAddress {
             address: address.to_owned(),
             detail,
         };
-        let tls = ClientTlsConfig::new()
-            .domain_name(SERVER_NAME)
-            .ca_certificate(Certificate::from_pem(identity.cas_pem()))
-            .identity(tonic::transport::Identity::from_pem(
-                identity.cert_pem(),
-                identity.key_pem(),
-            ))
-            .timeout(CONNECT_TIMEOUT);
-        let endpoint = Endpoint::from_shared(format!("https://{address}"))
-            .map_err(|e| invalid(error_chain(Some(&e))))?
-            .tls_config(tls)
+        let router =
+            Router::resolve(address, identity, options.mode, options.web_ca.as_ref()).await?;
+        let route = router.route().clone();
+        // Plain http:// to tonic: the connector below does the TLS (with the route's ALPN),
+        // and the channel speaks HTTP/2 over it.
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| invalid(error_chain(Some(&e))))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .tcp_keepalive(Some(Duration::from_secs(30)))
-            .http2_keep_alive_interval(keepalive)
+            .http2_keep_alive_interval(options.keepalive)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect().await.map_err(|e| {
-            let detail = error_chain(Some(&e));
-            TeleportError::Connect {
-                address: address.to_owned(),
-                hint: connect_hint(&detail),
-                detail,
+        let dialer = router.clone();
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let dialer = dialer.clone();
+            async move {
+                let io = tokio::time::timeout(CONNECT_TIMEOUT, dialer.dial())
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out")
+                    })??;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
             }
-        })?;
+        });
+        let channel = endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| {
+                let detail = error_chain(Some(&e));
+                TeleportError::Connect {
+                    address: address.to_owned(),
+                    hint: connect_hint(&detail, &route),
+                    detail,
+                }
+            })?;
         let client = Self {
             inner: AuthServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
             address: address.to_owned(),
+            route: route.clone(),
         };
         match client.ping().await {
             Ok(_) => Ok(client),
@@ -410,12 +453,17 @@ impl TeleportClient {
                 let detail = describe_status(&status);
                 Err(TeleportError::Connect {
                     address: address.to_owned(),
-                    hint: connect_hint(&detail),
+                    hint: connect_hint(&detail, &route),
                     detail,
                 })
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// How this client reaches Auth.
+    pub fn route(&self) -> &Route {
+        &self.route
     }
 
     /// The address this client dials.
@@ -670,9 +718,13 @@ impl TeleportClient {
     }
 }
 
-fn connect_hint(detail: &str) -> &'static str {
+fn connect_hint(detail: &str, route: &Route) -> &'static str {
     let lower = detail.to_ascii_lowercase();
-    if lower.contains("certificate")
+    if *route == Route::Direct && lower.contains("causedasendentity") {
+        // A Proxy's web certificate instead of Auth's: the address is a Proxy that the
+        // discovery did not recognise.
+        "; the address answered with a web certificate, not the Auth Service's: if it is a Teleport Proxy, set the connection to \"proxy\" (and give its CA if private)"
+    } else if lower.contains("certificate")
         || lower.contains("tls")
         || lower.contains("handshake")
         || lower.contains("alert")

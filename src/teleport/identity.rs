@@ -128,7 +128,6 @@ pub enum IdentityError {
 
 /// The PEM material the TLS stack consumes, kept together and shared between clones.
 struct Material {
-    cert_pem: String,
     key_pem: String,
     cas_pem: String,
     cert_der: CertificateDer<'static>,
@@ -237,7 +236,6 @@ impl Identity {
         check_key_matches(&leaf, &key, cert_label, key_label)?;
 
         let material = Material {
-            cert_pem: to_pem("CERTIFICATE", leaf.as_ref()),
             key_pem: key_to_pem(&key),
             cas_pem: ca_certs
                 .iter()
@@ -282,9 +280,15 @@ impl Identity {
         &self.material.cert_label
     }
 
-    /// The client certificate, PEM.
-    pub(crate) fn cert_pem(&self) -> &str {
-        &self.material.cert_pem
+    /// The Teleport cluster the certificate was issued by (its subject's cluster attribute):
+    /// what TLS routing through a Proxy asks for.
+    pub fn cluster_name(&self) -> Option<String> {
+        cluster_name_of(self.material.cert_der.as_ref())
+    }
+
+    /// The client certificate, DER.
+    pub(crate) fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.material.cert_der
     }
 
     /// The private key, PEM (in the encoding it was given in).
@@ -328,6 +332,20 @@ fn read_key(src: PemSource<'_>) -> Result<PrivateKeyDer<'static>, IdentityError>
 }
 
 /// Validity, serial and subject of a certificate.
+/// The subject attribute Teleport puts its cluster's name in (`TeleportClusterASN1ExtensionOID`
+/// in `lib/tlsca`).
+const CLUSTER_NAME_OID: &str = "1.3.9999.1.7";
+
+/// The Teleport cluster name in a certificate's subject, if it carries one.
+fn cluster_name_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    cert.subject()
+        .iter_attributes()
+        .find(|a| a.attr_type().to_id_string() == CLUSTER_NAME_OID)
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_string)
+}
+
 fn describe(
     der: &CertificateDer<'_>,
     label: &str,
@@ -623,7 +641,10 @@ mod tests {
         let m = make(None, (-1, 1));
         let id = load(&m, &m.key).unwrap();
         let again = Identity::from_pems(
-            PemSource::new("a", id.cert_pem().as_bytes()),
+            PemSource::new(
+                "a",
+                to_pem("CERTIFICATE", id.cert_der().as_ref()).as_bytes(),
+            ),
             PemSource::new("b", id.key_pem().as_bytes()),
             PemSource::new("c", id.cas_pem().as_bytes()),
         )

@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod identity;
+pub mod route;
 pub mod wire;

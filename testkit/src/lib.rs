@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod dockerfile;
 pub mod grpc_link;
+pub mod l7_relay;
 pub mod mattermost;
 pub mod pki;
 pub mod pod;

@@ -10,6 +10,9 @@ use teleport_mattermost::teleport::client::SERVER_NAME;
 use teleport_mattermost::teleport::identity::{Identity, PemSource};
 use time::{Duration, OffsetDateTime};
 
+/// The cluster name the test CA issues for (what the Teleport double's Ping reports).
+pub const CLUSTER_NAME: &str = "test-cluster";
+
 /// A cluster CA. Make two to get certificates the other does not trust.
 pub struct TestPki {
     issuer: Issuer<'static, KeyPair>,
@@ -79,7 +82,7 @@ impl TestPki {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params
             .distinguished_name
-            .push(DnType::CommonName, "test-cluster");
+            .push(DnType::CommonName, CLUSTER_NAME);
         params
             .distinguished_name
             .push(DnType::OrganizationName, "test-cluster");
@@ -153,6 +156,11 @@ impl TestPki {
         params
             .distinguished_name
             .push(DnType::OrganizationName, "access-plugin");
+        // As Teleport's certificates do: the cluster's name in a subject attribute
+        // (OID 1.3.9999.1.7), which TLS routing through a Proxy relies on.
+        params
+            .distinguished_name
+            .push(DnType::CustomDnType(vec![1, 3, 9999, 1, 7]), CLUSTER_NAME);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

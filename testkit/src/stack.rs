@@ -139,6 +139,8 @@ impl Plugin {
                 address: teleport.address(),
                 init_timeout: options.init_timeout,
                 keepalive: options.keepalive,
+                connection: Default::default(),
+                proxy_ca: None,
             },
             mattermost: MattermostSettings {
                 url: mattermost.url,
