@@ -144,6 +144,7 @@ pub async fn run(config: StandaloneConfig, options: Options) -> Result<(), Start
     let mut files = watched_files(&config, &options);
     let mut stamp = stamp_of(&files);
     let mut poll = tokio::time::interval(Duration::from_secs(5));
+    let mut identity_verdict = String::new();
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -155,6 +156,18 @@ pub async fn run(config: StandaloneConfig, options: Options) -> Result<(), Start
                 stamp = stamp_of(&files);
             }
             _ = poll.tick() => {
+                // Say once when the identity starts running out (tbot stopped renewing it, or
+                // the re-signing is due), and when it has expired.
+                let id = instance.credentials().identity.clone();
+                let health = crate::bridge::identity_health(&id.subject, id.not_before, id.not_after, chrono::Utc::now());
+                if health.reason != identity_verdict {
+                    match health.reason.as_str() {
+                        "Valid" => {}
+                        "ExpiresSoon" => tracing::warn!("{}", health.message),
+                        _ => tracing::error!("{}", health.message),
+                    }
+                    identity_verdict = health.reason;
+                }
                 let now = stamp_of(&files);
                 if now != stamp {
                     tracing::info!("identity or config files changed; reloading");

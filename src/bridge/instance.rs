@@ -67,6 +67,10 @@ pub struct InstanceStatus {
     pub identity: Health,
     /// Certificate expiry.
     pub identity_expires_at: Option<DateTime<Utc>>,
+    /// Certificate start of validity.
+    pub identity_not_before: Option<DateTime<Utc>>,
+    /// Certificate subject.
+    pub identity_subject: String,
     /// Teleport cluster name from `Ping`.
     pub cluster_name: String,
     /// Teleport server version from `Ping`.
@@ -106,6 +110,63 @@ impl Counters {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// How an identity valid from `not_before` to `not_after` stands at `now`. Valid, but with
+/// less than a third of its lifetime left, it "expires soon": renewals (tbot renews 1 h
+/// certificates every 20 min) have stopped, or a long-lived one is due for re-signing.
+pub fn identity_health(
+    subject: &str,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Health {
+    if now >= not_after {
+        return Health::failed(
+            "CertificateExpired",
+            format!(
+                "certificate {subject} expired at {}; renew it (tctl auth sign, or check that tbot is running)",
+                not_after.to_rfc3339()
+            ),
+        );
+    }
+    let left = not_after - now;
+    let human = |d: chrono::Duration| {
+        if d.num_hours() >= 48 {
+            format!("{} days", d.num_days())
+        } else if d.num_minutes() >= 120 {
+            format!("{} h", d.num_hours())
+        } else {
+            format!("{} min", d.num_minutes().max(0))
+        }
+    };
+    if left < (not_after - not_before) / 3 {
+        return Health::ok(
+            "ExpiresSoon",
+            format!(
+                "certificate {subject} expires in {} (at {}), with less than a third of its lifetime left: renew it (tctl auth sign, or check that tbot is still renewing it)",
+                human(left),
+                not_after.to_rfc3339()
+            ),
+        );
+    }
+    Health::ok(
+        "Valid",
+        format!(
+            "certificate {subject} is valid until {}",
+            not_after.to_rfc3339()
+        ),
+    )
+}
+
+/// When [`identity_health`] next changes its verdict, after `now`.
+pub fn next_identity_change(
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let soon = not_after - (not_after - not_before) / 3;
+    [soon, not_after].into_iter().find(|t| *t > now)
 }
 
 /// Shared state of one plugin instance.
@@ -177,20 +238,21 @@ impl Instance {
     fn note_identity(&self, credentials: &Credentials) {
         let identity = &credentials.identity;
         let health = match identity.check_time(Utc::now()) {
-            Ok(()) => Health::ok(
-                "Valid",
-                format!(
-                    "certificate {} is valid until {}",
-                    identity.subject,
-                    identity.not_after.to_rfc3339()
-                ),
+            Ok(()) => identity_health(
+                &identity.subject,
+                identity.not_before,
+                identity.not_after,
+                Utc::now(),
             ),
             Err(e) => Health::failed("Invalid", e.to_string()),
         };
-        let expires = identity.not_after;
+        let (not_before, expires) = (identity.not_before, identity.not_after);
+        let subject = identity.subject.clone();
         self.update_status(|s| {
             s.identity = health;
             s.identity_expires_at = Some(expires);
+            s.identity_not_before = Some(not_before);
+            s.identity_subject = subject;
         });
     }
 
@@ -313,4 +375,41 @@ fn build_mattermost(
     let mut mm = settings.mattermost.clone();
     mm.token = token.clone();
     MattermostClient::new(&mm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + minutes * 60, 0).unwrap()
+    }
+
+    #[test]
+    fn an_identity_is_valid_then_expires_soon_then_expired() {
+        // A tbot-style certificate: one hour, renewed every 20 minutes.
+        let (nb, na) = (at(0), at(60));
+        assert_eq!(identity_health("CN=bot", nb, na, at(30)).reason, "Valid");
+        let soon = identity_health("CN=bot", nb, na, at(45));
+        assert_eq!((soon.ok, soon.reason.as_str()), (Some(true), "ExpiresSoon"));
+        assert!(
+            soon.message.contains("expires in 15 min"),
+            "{}",
+            soon.message
+        );
+        assert!(soon.message.contains("tbot"));
+        let gone = identity_health("CN=bot", nb, na, at(61));
+        assert_eq!(
+            (gone.ok, gone.reason.as_str()),
+            (Some(false), "CertificateExpired")
+        );
+    }
+
+    #[test]
+    fn the_next_change_is_a_third_before_expiry_then_expiry() {
+        let (nb, na) = (at(0), at(60));
+        assert_eq!(next_identity_change(nb, na, at(10)), Some(at(40)));
+        assert_eq!(next_identity_change(nb, na, at(41)), Some(at(60)));
+        assert_eq!(next_identity_change(nb, na, at(61)), None);
+    }
 }

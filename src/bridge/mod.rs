@@ -19,7 +19,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use instance::{Counters, Credentials, Health, Instance, InstanceStatus};
+pub use instance::{
+    Counters, Credentials, Health, Instance, InstanceStatus, identity_health, next_identity_change,
+};
 pub use queue::Job;
 use queue::Queues;
 pub(crate) use reconcile::links as links_for;

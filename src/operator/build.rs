@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::crd::{CaBundleKind, MattermostAccessPluginSpec};
+use super::crd::{CaBundleKind, CaBundleRef, ConnectionSpec, MattermostAccessPluginSpec};
 use crate::bridge::Credentials;
 use crate::settings::{
     CaBundle, CallbackSettings, DEFAULT_CONCURRENCY, InstanceId, MattermostSettings,
     PluginSettings, RateLimit, RetryPolicy, Secret, TeleportSettings, TokenSource,
 };
 use crate::teleport::identity::{Identity, IdentityError, PemSource};
+use crate::teleport::route::ConnectionMode;
 
 /// The data of the Secrets (or ConfigMaps) a spec references, by name; `None` for one that
 /// does not exist.
@@ -221,6 +222,29 @@ fn identity(
     }
 }
 
+/// Reads and checks the CA bundle `r` points at, if any; a problem is reported for `field`.
+fn read_ca_bundle(
+    reader: &mut Reader<'_>,
+    r: Option<&CaBundleRef>,
+    field: &str,
+) -> Option<CaBundle> {
+    let r = r?;
+    let bytes = reader.key_of(r.kind, &r.name, &r.key, " (PEM CA certificates)")?;
+    let kind = match r.kind {
+        CaBundleKind::Secret => "Secret",
+        CaBundleKind::ConfigMap => "ConfigMap",
+    };
+    let label = format!("{kind} {}/{} key {}", reader.namespace, r.name, r.key);
+    CaBundle::from_pem(&label, &bytes)
+        .map_err(|message| {
+            reader.problems.push(Problem::Invalid {
+                field: field.into(),
+                message,
+            })
+        })
+        .ok()
+}
+
 /// Builds an instance's settings and credentials, or reports every problem found.
 pub fn build(
     namespace: &str,
@@ -297,22 +321,16 @@ pub fn build(
             }
         }
     };
-    let ca_bundle = spec.mattermost.ca_bundle_ref.as_ref().and_then(|r| {
-        let bytes = reader.key_of(r.kind, &r.name, &r.key, " (PEM CA certificates)")?;
-        let kind = match r.kind {
-            CaBundleKind::Secret => "Secret",
-            CaBundleKind::ConfigMap => "ConfigMap",
-        };
-        let label = format!("{kind} {namespace}/{} key {}", r.name, r.key);
-        CaBundle::from_pem(&label, &bytes)
-            .map_err(|message| {
-                reader.problems.push(Problem::Invalid {
-                    field: "mattermost.caBundleRef".into(),
-                    message,
-                })
-            })
-            .ok()
-    });
+    let mattermost_ca = read_ca_bundle(
+        &mut reader,
+        spec.mattermost.ca_bundle_ref.as_ref(),
+        "mattermost.caBundleRef",
+    );
+    let proxy_ca = read_ca_bundle(
+        &mut reader,
+        spec.teleport.ca_bundle_ref.as_ref(),
+        "teleport.caBundleRef",
+    );
     let url = match url::Url::parse(&spec.mattermost.url) {
         Ok(u) => Some(u),
         Err(e) => {
@@ -336,8 +354,12 @@ pub fn build(
                         address: spec.teleport.address.clone(),
                         init_timeout: defaults.init_timeout,
                         keepalive: crate::teleport::client::KEEPALIVE_INTERVAL,
-                        connection: crate::teleport::route::ConnectionMode::Auto,
-                        proxy_ca: None,
+                        connection: match spec.teleport.connection {
+                            ConnectionSpec::Auto => ConnectionMode::Auto,
+                            ConnectionSpec::Auth => ConnectionMode::Auth,
+                            ConnectionSpec::Proxy => ConnectionMode::Proxy,
+                        },
+                        proxy_ca,
                     },
                     mattermost: MattermostSettings {
                         url,
@@ -351,7 +373,7 @@ pub fn build(
                             burst: rate.burst,
                         },
                         retry: RetryPolicy::default(),
-                        ca_bundle,
+                        ca_bundle: mattermost_ca,
                     },
                     callback,
                     recipients: spec.recipients.clone(),

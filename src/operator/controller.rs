@@ -19,7 +19,7 @@ use super::crd::{
     condition_type,
 };
 use super::supervisor::{Applied, Supervisor};
-use crate::bridge::{Health, InstanceStatus};
+use crate::bridge::{Health, InstanceStatus, identity_health, next_identity_change};
 
 /// Why a reconcile failed (it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -157,12 +157,12 @@ pub async fn reconcile(
         }
     };
 
+    let instance = ctx
+        .supervisor
+        .instance(&uid)
+        .map(|i| i.status().borrow().clone());
     // Only the leader writes: standby replicas see the same objects but run no watchers.
     if ctx.supervisor.is_leader() {
-        let instance = ctx
-            .supervisor
-            .instance(&uid)
-            .map(|i| i.status().borrow().clone());
         let status = desired_status(
             &cr,
             &outcome,
@@ -181,8 +181,19 @@ pub async fn reconcile(
     ctx.readiness.reconciled(&uid);
     Ok(match outcome {
         Outcome::Suspended => Action::await_change(),
-        // Re-check periodically: certificates expire without any object changing.
-        _ => Action::requeue(Duration::from_secs(300)),
+        // Re-check periodically, and when the certificate is due to expire or to be reported
+        // as expiring soon: nothing about the object changes when that happens.
+        _ => {
+            let now = Utc::now();
+            let next = instance
+                .as_ref()
+                .and_then(|s| Some((s.identity_not_before?, s.identity_expires_at?)))
+                .and_then(|(nb, na)| next_identity_change(nb, na, now))
+                .and_then(|t| (t - now).to_std().ok())
+                .map(|d| d + Duration::from_secs(1));
+            let every = Duration::from_secs(300);
+            Action::requeue(next.map_or(every, |d| d.min(every)))
+        }
     })
 }
 
@@ -358,7 +369,13 @@ pub fn desired_status(
                     ),
                 ),
                 None => {
-                    let (ok, reason, msg) = health_or_unknown(&s.identity, "checking the identity");
+                    // Re-judged at every reconcile: an identity goes from valid to expiring to
+                    // expired with no event at all.
+                    let health = match (s.identity_not_before, s.identity_expires_at) {
+                        (Some(nb), Some(na)) => identity_health(&s.identity_subject, nb, na, now),
+                        _ => s.identity.clone(),
+                    };
+                    let (ok, reason, msg) = health_or_unknown(&health, "checking the identity");
                     cond(condition_type::IDENTITY_VALID, ok, &reason, &msg)
                 }
             };
@@ -437,7 +454,8 @@ async fn publish_events(
         {
             continue;
         }
-        let warning = c.status == "False";
+        // An identity running out is worth a Warning while it still works.
+        let warning = c.status == "False" || c.reason == "ExpiresSoon";
         if !warning && c.type_ != condition_type::READY {
             continue; // one Normal event (Ready) is enough for the good news
         }

@@ -151,14 +151,42 @@ pub struct MattermostAccessPluginSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TeleportSpec {
-    /// The Auth Service (or Proxy) address as host:port, e.g. "teleport-auth.teleport.svc:3025"
-    /// or "teleport.example.com:443".
+    /// The Auth Service or Proxy address as host:port, e.g. "teleport-auth.teleport.svc:3025",
+    /// or a Proxy: "teleport.example.com:443", "tenant.teleport.sh:443" (Teleport Cloud). A
+    /// Proxy is reached by TLS routing (one port, proxy_listener_mode multiplex), also behind
+    /// a load balancer that strips ALPN; a Proxy in separate-ports mode is not supported.
     #[schemars(regex(pattern = ADDRESS_PATTERN), length(max = 261))]
     pub address: String,
+    /// How to reach the address: "auto" (the default; a Proxy is recognised by its
+    /// GET /webapi/find), "auth" or "proxy". TeleportConnected says which path is in use.
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub connection: ConnectionSpec,
+    /// Extra certificate authorities for the Proxy's web certificate (PEM), when it is not
+    /// signed by a public CA, e.g. {kind: ConfigMap, name: teleport-proxy-ca, key: ca.crt}.
+    /// Not needed for Teleport Cloud or for an Auth address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<CaBundleRef>,
     /// The Secret holding the plugin's Teleport identity, from
     /// "tctl auth sign --format=tls" (three keys) or "--format=file" (one key, identityFileKey).
     /// Update the Secret to rotate the identity; the plugin picks it up without a restart.
     pub identity_secret_ref: IdentitySecretRef,
+}
+
+/// How the plugin reaches `teleport.address`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionSpec {
+    /// Worked out from the address.
+    #[default]
+    Auto,
+    /// The Auth Service, directly.
+    Auth,
+    /// A Proxy, by TLS routing.
+    Proxy,
+}
+
+fn is_auto(c: &ConnectionSpec) -> bool {
+    *c == ConnectionSpec::Auto
 }
 
 /// A Secret holding a Teleport identity.
@@ -368,20 +396,20 @@ impl MattermostAccessPluginSpec {
         if let Some(callback) = &self.callback {
             names.insert(callback.signing_secret_ref.name.clone());
         }
-        if let Some(ca) = self.mattermost.ca_bundle_ref.as_ref() {
-            if ca.kind == CaBundleKind::Secret {
-                names.insert(ca.name.clone());
-            }
-        }
+        names.extend(self.ca_bundles(CaBundleKind::Secret));
         names
     }
 
-    /// Names of every ConfigMap this spec references (the CA bundle, when it lives in one).
+    /// Names of every ConfigMap this spec references (CA bundles, when they live in one).
     pub fn referenced_config_maps(&self) -> BTreeSet<String> {
-        self.mattermost
-            .ca_bundle_ref
-            .iter()
-            .filter(|ca| ca.kind == CaBundleKind::ConfigMap)
+        self.ca_bundles(CaBundleKind::ConfigMap)
+    }
+
+    fn ca_bundles(&self, kind: CaBundleKind) -> BTreeSet<String> {
+        [&self.mattermost.ca_bundle_ref, &self.teleport.ca_bundle_ref]
+            .into_iter()
+            .flatten()
+            .filter(|ca| ca.kind == kind)
             .map(|ca| ca.name.clone())
             .collect()
     }
