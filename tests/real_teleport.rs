@@ -728,3 +728,232 @@ async fn a_proxy_in_separate_ports_mode_gets_a_clear_error() {
     assert!(!plugin.log().contains("watcher started"));
     drop(plugin);
 }
+
+/// What tbot's directory destination holds, as its `kubernetes_secret` destination would put
+/// it in a Secret (v13's tbot has no such destination, so the test copies it).
+fn tbot_secret(out: &Path) -> Option<[(String, String); 3]> {
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).ok();
+    let (cert, key, cas) = (
+        read("tlscert")?,
+        read("key")?,
+        read("teleport-host-ca.crt")?,
+    );
+    // tbot rewrites the files in place, the certificate before the key: copy only a matching
+    // pair, as a real Secret write (one update of the whole data map) would be.
+    teleport_mattermost::teleport::identity::Identity::from_pems(
+        teleport_mattermost::teleport::identity::PemSource::new("tlscert", cert.as_bytes()),
+        teleport_mattermost::teleport::identity::PemSource::new("key", key.as_bytes()),
+        teleport_mattermost::teleport::identity::PemSource::new("cas", cas.as_bytes()),
+    )
+    .ok()?;
+    Some([
+        ("tlscert".into(), cert),
+        ("key".into(), key),
+        ("teleport-host-ca.crt".into(), cas),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_posts_across_tbot_renewals_of_its_identity_secret() {
+    use teleport_mattermost_testkit::control_plane::ControlPlane;
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let teleport = RealTeleport::start(Mode::AuthOnly).await.unwrap();
+    teleport.bootstrap(&[REQUESTER]).unwrap();
+
+    // Machine ID: a bot that impersonates the plugin's role, joined with its token.
+    let bot: Value = serde_json::from_str(
+        &teleport
+            .tctl(&[
+                "bots",
+                "add",
+                "mattermost",
+                &format!("--roles={PLUGIN_USER}"),
+                "--format=json",
+            ])
+            .unwrap(),
+    )
+    .unwrap();
+    let token = bot["token_id"].as_str().unwrap();
+    let out = teleport.dir().join("tbot-out");
+    let tbot_config = teleport.dir().join("tbot.yaml");
+    std::fs::write(
+        &tbot_config,
+        format!(
+            "auth_server: {}\ncertificate_ttl: 2m\nrenewal_interval: 30s\nonboarding:\n  join_method: token\n  token: {token}\nstorage:\n  directory: {}\ndestinations:\n  - directory:\n      path: {}\n",
+            teleport.auth_addr,
+            teleport.dir().join("tbot-storage").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let mut tbot = Command::new(real_teleport::bin_dir().join("tbot"))
+        .args(["start", "-c"])
+        .arg(&tbot_config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(teleport.dir().join("tbot.log")).unwrap())
+        .spawn()
+        .unwrap();
+
+    // The cluster, the CRD, the Secrets.
+    let cp = ControlPlane::start().await.unwrap();
+    cp.kubectl_run(
+        &["apply", "-f", "-"],
+        Some(&teleport_mattermost::operator::crd::crd_yaml()),
+    )
+    .unwrap();
+    cp.kubectl_run(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/mattermostaccessplugins.accessplugins.dev",
+        ],
+        None,
+    )
+    .unwrap();
+    cp.kubectl_run(&["create", "namespace", "teleport"], None)
+        .unwrap();
+    let put_secret = |name: &str, data: &[(String, String)]| {
+        let mut args = vec![
+            "-n".to_string(),
+            "teleport".into(),
+            "create".into(),
+            "secret".into(),
+            "generic".into(),
+            name.into(),
+            "--dry-run=client".into(),
+            "-o".into(),
+            "yaml".into(),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (k, v) in data {
+            let file = dir.path().join(k);
+            std::fs::write(&file, v).unwrap();
+            args.push(format!("--from-file={k}={}", file.display()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let yaml = cp.kubectl_run(&args, None).unwrap();
+        cp.kubectl_run(&["apply", "-f", "-"], Some(&yaml)).unwrap();
+    };
+    put_secret("mm-bot-token", &[("token".into(), env.bot_token.clone())]);
+    put_secret(
+        "mm-callback-signing",
+        &[(
+            "signingSecret".into(),
+            hex::encode(rand::random::<[u8; 32]>()),
+        )],
+    );
+    let deadline = Instant::now() + WAIT;
+    let mut last = loop {
+        if let Some(data) = tbot_secret(&out) {
+            break data;
+        }
+        assert!(Instant::now() < deadline, "tbot wrote no identity");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    put_secret("tbot-identity", &last);
+
+    // The operator, and one resource reading tbot's key names.
+    let callback = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let operator = tokio::spawn(teleport_mattermost::operator::run(
+        teleport_mattermost::operator::OperatorOptions {
+            namespaces: vec!["teleport".into()],
+            callback_addr: callback,
+            probe_addr: std::net::SocketAddr::from(([127, 0, 0, 1], free_port())),
+            leader_election: false,
+            lease_name: "teleport-mattermost".into(),
+            lease_namespace: "teleport".into(),
+            identity: "tier5".into(),
+            init_timeout: Duration::from_secs(15),
+            drain: Duration::ZERO,
+        },
+        cp.client().await.unwrap(),
+        stop.clone(),
+    ));
+    cp.kubectl_run(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: accessplugins.dev/v1alpha1\nkind: MattermostAccessPlugin\nmetadata:\n  name: platform\n  namespace: teleport\nspec:\n  teleport:\n    address: {}\n    identitySecretRef:\n      name: tbot-identity\n      certKey: tlscert\n      keyKey: key\n      casKey: teleport-host-ca.crt\n  mattermost:\n    url: {}\n    team: {TEAM}\n    channel: {CHANNEL}\n    tokenSecretRef:\n      name: mm-bot-token\n  callback:\n    signingSecretRef:\n      name: mm-callback-signing\n    publicURL: http://{callback}\n    allowInsecureHTTP: true\n",
+            teleport.auth_addr, env.url
+        )),
+    )
+    .unwrap();
+
+    // Three renewals (every 30 s), copied into the Secret as they come; a request each time.
+    let mut renewals = 0;
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while renewals < 3 {
+        assert!(Instant::now() < deadline, "tbot renewed {renewals} times");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(now) = tbot_secret(&out)
+            && now[0].1 != last[0].1
+        {
+            put_secret("tbot-identity", &now);
+            last = now;
+            renewals += 1;
+            ids.push(
+                teleport
+                    .create_request(REQUESTER, &format!("renewal {renewals}"))
+                    .unwrap(),
+            );
+        }
+    }
+    for id in &ids {
+        chat.posted(id).await;
+    }
+    // The first certificate has expired by now: posting goes on with the renewed ones, and a
+    // press through Mattermost reaches the operator's callback.
+    let last_id = teleport
+        .create_request(REQUESTER, "after the renewals")
+        .unwrap();
+    let post = chat.posted(&last_id).await;
+    let answer = chat
+        .press(
+            post["id"].as_str().unwrap(),
+            message::ACTION_APPROVE,
+            "alice",
+        )
+        .await;
+    assert!(answer.contains("You approved"), "{answer}");
+    wait_state(&teleport, &last_id, "APPROVED").await;
+    for id in ids.iter().chain([&last_id]) {
+        assert_eq!(
+            chat.posts_for(id).await.len(),
+            1,
+            "{id} posted exactly once"
+        );
+    }
+
+    // tbot stops: the status says the identity is running out before it breaks.
+    let _ = tbot.kill();
+    let _ = tbot.wait();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let status = cp
+            .kubectl_run(
+                &[
+                    "-n",
+                    "teleport",
+                    "get",
+                    "mmap",
+                    "platform",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"IdentityValid\")].reason}",
+                ],
+                None,
+            )
+            .unwrap_or_default();
+        if status == "ExpiresSoon" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "IdentityValid is {status:?}, never ExpiresSoon"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), operator).await;
+}
