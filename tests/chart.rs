@@ -570,6 +570,8 @@ async fn rendered_chart_and_examples_pass_server_side_dry_run() {
         "manifests/examples/mattermostaccessplugin.yaml",
         "-f",
         "manifests/examples/secrets.yaml",
+        "-f",
+        "manifests/examples/machine-id.yaml",
     ]));
 }
 
