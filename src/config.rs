@@ -137,6 +137,8 @@ pub struct StandaloneConfig {
     pub mattermost_ca_file: Option<PathBuf>,
     /// `teleport.ca_file`: extra CAs (PEM) for a Teleport Proxy's web certificate.
     pub teleport_ca_file: Option<PathBuf>,
+    /// Keys found outside their section and read from there anyway.
+    pub layout_warnings: Vec<String>,
     /// The callback server.
     pub http: HttpSettings,
     /// Logging.
@@ -256,7 +258,7 @@ impl ConfigError {
 impl StandaloneConfig {
     /// Things that are allowed but probably unintended; `start` logs them at WARN.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.layout_warnings.clone();
         if self.settings.mattermost.token == TokenSource::Literal(Secret::new(EXAMPLE_TOKEN)) {
             out.push(
                 "mattermost.token is the example value from `configure`; set the bot's access token".to_owned(),
@@ -271,6 +273,95 @@ impl StandaloneConfig {
     }
 }
 
+/// The keys of [teleport].
+const TELEPORT_KEYS: &[&str] = &[
+    "addr",
+    "auth_server",
+    "client_key",
+    "client_crt",
+    "root_cas",
+    "identity",
+    "refresh_identity",
+    "refresh_identity_interval",
+    "connection",
+    "ca_file",
+];
+/// The keys of [mattermost].
+const MATTERMOST_KEYS: &[&str] = &[
+    "url",
+    "team",
+    "channel",
+    "token",
+    "secret",
+    "recipients",
+    "role_to_recipients",
+    "approvers",
+    "rate_limit_per_second",
+    "rate_limit_burst",
+    "ca_file",
+];
+/// The keys of [http].
+const HTTP_KEYS: &[&str] = &[
+    "public_addr",
+    "listen_addr",
+    "https_key_file",
+    "https_cert_file",
+];
+/// The keys of [log].
+const LOG_KEYS: &[&str] = &["output", "severity", "format"];
+
+/// The sections and their keys.
+const SECTIONS: [(&str, &[&str]); 4] = [
+    ("teleport", TELEPORT_KEYS),
+    ("mattermost", MATTERMOST_KEYS),
+    ("http", HTTP_KEYS),
+    ("log", LOG_KEYS),
+];
+
+/// Moves keys written at the top of the file, the way the seed document's example shows them,
+/// into the one section they belong to. Returns what was moved, as warnings that say how to
+/// rewrite the file; a key that belongs to several sections (`ca_file`) is left for the
+/// "unknown key" problem to name.
+fn sectioned(root: &mut Table) -> Vec<String> {
+    let loose: Vec<String> = root
+        .iter()
+        .filter(|(k, v)| !v.is_table() && SECTIONS.iter().all(|(name, _)| name != k))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut moved = Vec::new();
+    for key in loose {
+        let homes: Vec<&str> = SECTIONS
+            .iter()
+            .filter(|(_, keys)| keys.contains(&key.as_str()))
+            .map(|(name, _)| *name)
+            .collect();
+        let [home] = homes[..] else { continue };
+        let section = root
+            .entry(home)
+            .or_insert_with(|| Value::Table(Table::new()));
+        let Some(table) = section.as_table_mut() else {
+            continue;
+        };
+        if table.contains_key(&key) {
+            continue; // set in both places: reported as an unknown top-level key
+        }
+        let value = root.remove(&key).expect("listed above");
+        root[home]
+            .as_table_mut()
+            .expect("a table")
+            .insert(key.clone(), value);
+        moved.push(format!(
+            "{key} is read as {home}.{key}: move it under [{home}]"
+        ));
+    }
+    if !moved.is_empty() {
+        moved.push(
+            "the config has keys outside their sections; `teleport-mattermost configure` prints the sectioned layout".into(),
+        );
+    }
+    moved
+}
+
 /// Reads and validates a config file; errors name the file.
 pub fn load(path: &Path) -> Result<StandaloneConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -282,16 +373,20 @@ pub fn load(path: &Path) -> Result<StandaloneConfig, ConfigError> {
 
 /// Validates config text (pure: touches no files, so paths are not checked for existence).
 pub fn parse(text: &str) -> Result<StandaloneConfig, ConfigError> {
-    let root: Table = text
+    let mut root: Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: None,
             message: e.to_string().trim_end().to_owned(),
         })?;
+    let moved = sectioned(&mut root);
     let mut c = Checker::default();
     let parsed = c.config(&root);
     match parsed {
-        Some(config) if c.problems.is_empty() => Ok(config),
+        Some(mut config) if c.problems.is_empty() => {
+            config.layout_warnings = moved;
+            Ok(config)
+        }
         _ => Err(ConfigError::Invalid {
             path: None,
             problems: c.problems,
@@ -530,25 +625,14 @@ impl Checker {
             identity,
             mattermost_ca_file: self.ca_file.take(),
             teleport_ca_file: self.proxy_ca_file.take(),
+            layout_warnings: Vec::new(),
             http,
             log,
         })
     }
 
     fn teleport(&mut self, root: &Table) -> (Option<TeleportSettings>, Option<IdentityPaths>) {
-        const KEYS: &[&str] = &[
-            "addr",
-            "auth_server",
-            "client_key",
-            "client_crt",
-            "root_cas",
-            "identity",
-            "refresh_identity",
-            "refresh_identity_interval",
-            "connection",
-            "ca_file",
-        ];
-        let s = self.section(root, "teleport", KEYS);
+        let s = self.section(root, "teleport", TELEPORT_KEYS);
         let addr = self.string(&s, "addr");
         let auth_server = self.string(&s, "auth_server");
         if addr.is_some() && auth_server.is_some() {
@@ -650,20 +734,7 @@ impl Checker {
         BTreeMap<String, Vec<String>>,
         Vec<String>,
     )> {
-        const KEYS: &[&str] = &[
-            "url",
-            "team",
-            "channel",
-            "token",
-            "secret",
-            "recipients",
-            "role_to_recipients",
-            "approvers",
-            "rate_limit_per_second",
-            "rate_limit_burst",
-            "ca_file",
-        ];
-        let s = self.section(root, "mattermost", KEYS);
+        let s = self.section(root, "mattermost", MATTERMOST_KEYS);
         let url = self
             .required(&s, "url", "https://mattermost.example.com")
             .and_then(|u| match parse_http_url(&u) {
@@ -763,13 +834,7 @@ impl Checker {
     }
 
     fn http(&mut self, root: &Table) -> Option<HttpSettings> {
-        const KEYS: &[&str] = &[
-            "public_addr",
-            "listen_addr",
-            "https_key_file",
-            "https_cert_file",
-        ];
-        let s = self.section(root, "http", KEYS);
+        let s = self.section(root, "http", HTTP_KEYS);
         let public_url = self
             .required(&s, "public_addr", "teleport-mattermost.example.com")
             .and_then(|addr| {
@@ -838,8 +903,7 @@ impl Checker {
     }
 
     fn log(&mut self, root: &Table) -> Option<LogSettings> {
-        const KEYS: &[&str] = &["output", "severity", "format"];
-        let s = self.section(root, "log", KEYS);
+        let s = self.section(root, "log", LOG_KEYS);
         let output = match self.string(&s, "output") {
             None => LogOutput::Stderr,
             Some(o) if o.eq_ignore_ascii_case("stderr") => LogOutput::Stderr,

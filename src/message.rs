@@ -48,19 +48,26 @@ pub enum Links {
         /// The proxy's public address as Ping reports it, e.g. `teleport.example.com:443`.
         proxy_public_addr: String,
     },
-    /// `tsh request review` commands, shown while the request is pending.
+    /// `tsh request review` commands, shown while the request is pending (Enterprise: the
+    /// cluster has reviews, but Ping gave no proxy address to link to).
     Tsh,
+    /// `tctl requests approve|deny` commands, shown while the request is pending: an OSS
+    /// cluster has no reviews (`tsh request review` is refused there), so the hint is the
+    /// admin's command.
+    Tctl,
 }
 
 impl Links {
-    /// Chooses the link style from Teleport's `PingResponse`, as Teleport's plugin does.
+    /// Chooses the link style from Teleport's `PingResponse`: the web UI where the cluster
+    /// has Advanced Access Workflows and a proxy address, `tsh request review` where it has
+    /// reviews only, and `tctl` on OSS, which has no reviews.
     pub fn from_ping(advanced_access_workflows: bool, proxy_public_addr: &str) -> Self {
-        if advanced_access_workflows && !proxy_public_addr.trim().is_empty() {
-            Links::Web {
-                proxy_public_addr: proxy_public_addr.trim().to_owned(),
-            }
-        } else {
-            Links::Tsh
+        match (advanced_access_workflows, proxy_public_addr.trim()) {
+            (false, _) => Links::Tctl,
+            (true, "") => Links::Tsh,
+            (true, addr) => Links::Web {
+                proxy_public_addr: addr.to_owned(),
+            },
         }
     }
 }
@@ -115,10 +122,14 @@ pub fn post_text(
     }
     let link = match links {
         Links::Web { proxy_public_addr } => request_link(proxy_public_addr, &req.id),
-        Links::Tsh => None,
+        Links::Tsh | Links::Tctl => None,
     };
     match link {
         Some(link) => lines.push(format!("**Link**: [{link}]({link})")),
+        None if status == RequestState::Pending && *links == Links::Tctl => {
+            lines.push(format!("**Approve**: `tctl requests approve {}`", req.id));
+            lines.push(format!("**Deny**: `tctl requests deny {}`", req.id));
+        }
         None if status == RequestState::Pending => {
             lines.push(format!(
                 "**Approve**: `tsh request review --approve {}`",
@@ -366,7 +377,11 @@ mod tests {
 
     #[test]
     fn links_from_ping() {
-        assert_eq!(Links::from_ping(false, "p:443"), Links::Tsh);
+        assert_eq!(
+            Links::from_ping(false, "p:443"),
+            Links::Tctl,
+            "OSS has no reviews"
+        );
         assert_eq!(Links::from_ping(true, ""), Links::Tsh);
         assert_eq!(
             Links::from_ping(true, "p:443"),

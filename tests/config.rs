@@ -413,3 +413,42 @@ fn load_names_the_file() {
     );
     assert!(err.problems().len() > 1);
 }
+
+/// The seed document's example lists the keys without their sections: it is read, each key in
+/// the one section it belongs to, and the warnings say how to rewrite it.
+#[test]
+fn a_config_with_its_keys_outside_their_sections_is_read_with_warnings() {
+    let flat = r#"
+auth_server = "teleport.example.com:3025"
+client_key = "/var/lib/teleport/plugins/mattermost/auth.key"
+client_crt = "/var/lib/teleport/plugins/mattermost/auth.crt"
+root_cas = "/var/lib/teleport/plugins/mattermost/auth.cas"
+url = "https://mattermost.example.com"
+team = "eng"
+channel = "access-requests"
+token = "tok-123"
+secret = "0123456789abcdef0123456789abcdef"
+public_addr = "plugin.example.com"
+listen_addr = ":8081"
+output = "stderr"
+severity = "INFO"
+"#;
+    let config = config::parse(flat).unwrap_or_else(|e| panic!("{e}"));
+    let sectioned = config::parse(SEED).unwrap();
+    assert_eq!(config.settings, sectioned.settings);
+    assert_eq!(config.identity, sectioned.identity);
+    let warnings = config.warnings().join("\n");
+    for key in [
+        "teleport.auth_server",
+        "mattermost.url",
+        "http.public_addr",
+        "log.severity",
+    ] {
+        assert!(warnings.contains(&format!("read as {key}")), "{warnings}");
+    }
+    assert!(warnings.contains("configure"), "{warnings}");
+
+    // A key that belongs to two sections cannot be placed: it is named.
+    let ambiguous = format!("ca_file = \"/etc/ca.pem\"\n{flat}");
+    assert!(has_problem(&problems(&ambiguous), "ca_file"));
+}

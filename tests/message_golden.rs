@@ -66,6 +66,15 @@ fn pending_with_tsh_lines() {
     );
 }
 
+/// An OSS cluster (no Advanced Access Workflows) has no reviews: the hint is tctl's.
+#[test]
+fn pending_on_oss_with_tctl_lines() {
+    golden(
+        "pending_tctl",
+        &post_text(&request(), RequestState::Pending, None, &Links::Tctl),
+    );
+}
+
 #[test]
 fn pending_without_reason() {
     let mut req = request();

@@ -71,10 +71,18 @@ async fn cluster() -> (RealTeleport, [PathBuf; 3]) {
 
 /// `teleport-mattermost configure`, edited the way the seed document says to.
 fn seed_config(env: &Env, teleport: &RealTeleport, identity: &str, callback_port: u16) -> String {
-    let template = Command::new(plugin_binary())
-        .arg("configure")
-        .output()
-        .unwrap();
+    seed_config_of(&plugin_binary(), env, teleport, identity, callback_port)
+}
+
+/// [`seed_config`] from `binary`'s own `configure`.
+fn seed_config_of(
+    binary: &Path,
+    env: &Env,
+    teleport: &RealTeleport,
+    identity: &str,
+    callback_port: u16,
+) -> String {
+    let template = Command::new(binary).arg("configure").output().unwrap();
     assert!(template.status.success());
     let text = String::from_utf8(template.stdout).unwrap();
     let secret = hex::encode(rand::random::<[u8; 32]>());
@@ -132,12 +140,16 @@ struct Standalone {
 
 impl Standalone {
     fn start(config: &str) -> Standalone {
+        Self::start_as(&plugin_binary(), config)
+    }
+
+    fn start_as(binary: &Path, config: &str) -> Standalone {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("teleport-mattermost.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.path().join("plugin.log");
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(plugin_binary())
+        let child = Command::new(binary)
             .args(["start", "-d", "-c"])
             .arg(&path)
             .stdout(file.try_clone().unwrap())
@@ -292,17 +304,58 @@ async fn wait_state(teleport: &RealTeleport, id: &str, state: &str) {
     }
 }
 
+/// The release tarball, installed with its own `install` script into a temporary prefix, as
+/// the seed document's standalone install goes; returns the prefix and the installed binary.
+fn installed_from_the_tarball() -> (tempfile::TempDir, PathBuf) {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let made = Command::new(repo.join("packaging/tarball.sh"))
+        .args([env!("CARGO_PKG_VERSION")])
+        .arg(plugin_binary())
+        .arg(work.path().join("dist"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let tarball = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    assert!(
+        Command::new("tar")
+            .args(["xzf", &tarball])
+            .current_dir(work.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let prefix = work.path().join("prefix");
+    let installed = Command::new(work.path().join("teleport-mattermost/install"))
+        .arg("--prefix")
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    assert!(installed.status.success(), "{installed:?}");
+    let unit = prefix.join("lib/systemd/system/teleport-mattermost.service");
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    (work, prefix.join("bin/teleport-mattermost"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_walkthrough_runs_for_real() {
     let env = tier5!();
     let chat = Chat::new(env.clone()).await;
     let (teleport, files) = cluster().await;
-    let plugin = Standalone::start(&seed_config(
-        &env,
-        &teleport,
-        &tls_identity(&files),
-        free_port(),
-    ));
+    let (_install, binary) = installed_from_the_tarball();
+    let plugin = Standalone::start_as(
+        &binary,
+        &seed_config_of(&binary, &env, &teleport, &tls_identity(&files), free_port()),
+    );
     // The seed's startup lines.
     for line in [
         "Starting Teleport Access Mattermost plugin",
@@ -344,6 +397,17 @@ async fn the_seed_walkthrough_runs_for_real() {
     );
     assert_eq!(update["state"], "APPROVED", "{update}");
     assert_eq!(chat.posts_for(&id).await.len(), 1);
+
+    // systemctl reload: SIGHUP re-reads the identity; the plugin goes on.
+    plugin.signal("HUP");
+    plugin
+        .wait_log("SIGHUP: reloading identity and token")
+        .await;
+    plugin.wait_log("credentials reloaded").await;
+    let after = teleport
+        .create_request(REQUESTER, "after the reload")
+        .unwrap();
+    chat.posted(&after).await;
     assert!(plugin.stop().await.success());
 }
 

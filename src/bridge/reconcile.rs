@@ -60,13 +60,11 @@ pub(crate) async fn modify(
     Ok(written.or(latest))
 }
 
-/// The link style for messages, from the last `Ping`.
+/// The link style for messages, from the last `Ping` (before any: the `tsh` lines).
 pub(crate) fn links(instance: &Instance) -> Links {
     match instance.cluster() {
-        Some(info) if info.advanced_workflows && !info.proxy_public_addr.is_empty() => Links::Web {
-            proxy_public_addr: info.proxy_public_addr.clone(),
-        },
-        _ => Links::Tsh,
+        Some(info) => Links::from_ping(info.advanced_workflows, &info.proxy_public_addr),
+        None => Links::Tsh,
     }
 }
 
