@@ -306,6 +306,20 @@ impl PluginData {
         ])
     }
 
+    /// True for a record another plugin made and has not posted yet: the request's fields, but
+    /// none of ours (our first write always carries the intents to post) and no messages.
+    /// Teleport's own Mattermost plugin creates it before it posts, so seeing it means that
+    /// plugin is handling the request right now.
+    pub fn is_someone_elses_fresh_record(&self) -> bool {
+        self.messages.is_empty()
+            && self.inflight.is_empty()
+            && self.resolution.is_none()
+            && self.replied.is_empty()
+            && self.edited.is_none()
+            && self.claim.is_none()
+            && self.resolved_by.is_empty()
+    }
+
     /// The post in a channel, if one was recorded.
     pub fn message_in(&self, channel_id: &str) -> Option<&MessageRef> {
         self.messages.iter().find(|m| m.channel_id == channel_id)

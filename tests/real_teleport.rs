@@ -1021,3 +1021,77 @@ async fn the_operator_posts_across_tbot_renewals_of_its_identity_secret() {
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), operator).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_next_to_teleports_go_plugin_posts_each_request_once_and_warns() {
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, files) = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut go = Command::new(real_teleport::bin_dir().join("tm-teleport-mattermost-plugin"))
+        .args(["start", "-c"])
+        .arg(go_plugin_config(dir.path(), &env, &teleport, &files))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("go-plugin.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let plugin = Standalone::start(&seed_config(
+        &env,
+        &teleport,
+        &tls_identity(&files),
+        free_port(),
+    ));
+    plugin.wait_log("watcher started").await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the Go plugin's watch is up too
+
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            teleport
+                .create_request(REQUESTER, &format!("both plugins {i}"))
+                .unwrap(),
+        );
+    }
+    let mut go_posted = 0;
+    for id in &ids {
+        let post = chat.posted(id).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let posts = chat.posts_for(id).await;
+        assert_eq!(
+            posts.len(),
+            1,
+            "{id} is posted once, by one of them: {posts:#?}\n--- ours\n{}\n--- the Go plugin\n{}",
+            plugin
+                .log()
+                .lines()
+                .filter(|l| l.contains(id.as_str()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            std::fs::read_to_string(dir.path().join("go-plugin.err"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(id.as_str()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        if post["props"]["teleport_request_id"].is_null() {
+            go_posted += 1;
+        }
+    }
+    if go_posted > 0 {
+        assert!(
+            plugin
+                .log()
+                .contains("another Mattermost plugin is posting this request"),
+            "{go_posted} requests went to the Go plugin; ours says so:\n{}",
+            plugin.log()
+        );
+    }
+    eprintln!(
+        "of {} requests, the Go plugin posted {go_posted}",
+        ids.len()
+    );
+    let _ = go.kill();
+    let _ = go.wait();
+    drop(plugin);
+}

@@ -103,6 +103,8 @@ pub struct Counters {
     pub job_retries: AtomicU64,
     /// Jobs (one per event or resync item) handled to completion.
     pub jobs_done: AtomicU64,
+    /// Requests found claimed by another plugin before this one posted them.
+    pub foreign_records: AtomicU64,
 }
 
 impl Counters {

@@ -42,6 +42,14 @@ pub enum BridgeError {
     /// A Mattermost call failed.
     #[error(transparent)]
     Mattermost(#[from] MattermostError),
+    /// Another plugin is posting the request right now.
+    #[error(
+        "another Mattermost plugin is posting request {request} right now; waiting for its posts"
+    )]
+    OtherPlugin {
+        /// The request.
+        request: String,
+    },
 }
 
 /// Backoff for reconnecting and for retrying failed jobs: jittered, 0.5 s doubling to `max`.

@@ -17,6 +17,8 @@ use crate::plugin_data::{MessageRef, PluginData, Slot};
 use crate::request::{AccessRequest, RequestState};
 use crate::teleport::client::TeleportClient;
 
+/// How long a request another plugin claimed but has not posted yet is left to it.
+const OTHER_PLUGIN_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
 /// How far before a recorded intent to look for a post that may have been made.
 const ADOPT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
 /// Buttons stay valid this long when the request carries no expiry of its own.
@@ -221,6 +223,25 @@ async fn ensure_posted(
     request: &AccessRequest,
 ) -> Result<Posted, BridgeError> {
     let existing = read(teleport, &request.id).await?;
+    // Teleport's own Mattermost plugin (or another instance) may have claimed this request
+    // first and be posting it: its record carries the request's fields and none of ours.
+    // Posting now would duplicate its posts, so the job waits and is retried: by then its
+    // posts are recorded and only what it did not post is posted (and if it died mid-way,
+    // the request is posted once the grace period is over).
+    let young = request.created.is_some_and(|c| {
+        Utc::now() - c < chrono::Duration::from_std(OTHER_PLUGIN_GRACE).expect("small")
+    });
+    let other_plugin = |data: &PluginData| young && data.is_someone_elses_fresh_record();
+    let wait_for_the_other_plugin = || {
+        Counters::inc(&instance.counters.foreign_records);
+        tracing::warn!(request = %request.id, "another Mattermost plugin is posting this request at the same time (Teleport's own plugin?); waiting for its posts instead of posting again. Run only one plugin per Teleport cluster");
+        Err(BridgeError::OtherPlugin {
+            request: request.id.clone(),
+        })
+    };
+    if existing.as_ref().is_some_and(other_plugin) {
+        return wait_for_the_other_plugin();
+    }
     if existing.as_ref().is_some_and(|d| d.resolution.is_some()) {
         // Resolved already; the resolution's edits are another job's work.
         return Ok(Posted {
@@ -252,14 +273,38 @@ async fn ensure_posted(
             channel_id: t.channel_id.clone(),
         })
         .collect();
-    let before = existing.clone();
+    // Decided on the data the compare-and-swap reads, not on the read above: another writer
+    // (another plugin, a worker of ours) may have posted or recorded intents since.
+    let mut yielded = false;
+    let mut prior: Vec<crate::plugin_data::Intent> = Vec::new();
     let data = modify(teleport, &request.id, |current| {
+        // The other plugin may create its record between our read and our write.
+        yielded = current.as_ref().is_some_and(other_plugin);
+        if yielded {
+            return None;
+        }
         let mut data = current.unwrap_or_else(|| PluginData::for_request(request));
-        data.add_intents(slots.iter(), now_ms);
+        prior = slots
+            .iter()
+            .filter_map(|s| data.intent(s).cloned())
+            .collect();
+        let unposted: Vec<Slot> = slots
+            .iter()
+            .filter(|s| data.message_in(s.channel_id()).is_none())
+            .cloned()
+            .collect();
+        data.add_intents(unposted.iter(), now_ms);
         Some(data)
     })
     .await?
     .expect("plugin data exists after it was written");
+    if yielded {
+        return wait_for_the_other_plugin();
+    }
+    let missing: Vec<&Target> = missing
+        .into_iter()
+        .filter(|t| data.message_in(&t.channel_id).is_none())
+        .collect();
 
     let mut made = Vec::new();
     let mut first_error = None;
@@ -269,7 +314,7 @@ async fn ensure_posted(
         };
         // An intent that existed before this attempt may have been posted by a run that
         // crashed before recording it: look for the post instead of posting again.
-        let prior = before.as_ref().and_then(|d| d.intent(&slot).cloned());
+        let prior = prior.iter().find(|i| i.slot == slot).cloned();
         let result = match prior {
             Some(intent) => match find_post(instance, &slot, &request.id, intent.since_ms).await {
                 Ok(Some(post)) => {
