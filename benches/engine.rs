@@ -5,7 +5,10 @@
 //! - event → post latency: one request at a time, from creation in the Teleport double to the
 //!   post arriving at the Mattermost double (p50/p99);
 //! - callback round trip: a button press from the Mattermost double through our callback
-//!   server, Teleport and back (p50/p99).
+//!   server, Teleport and back (p50/p99);
+//! - resync: with N requests already posted, the watch breaks; time until the reconnect's
+//!   resync has handled them all, and the Teleport and Mattermost calls it made (it finds
+//!   nothing new, so it should post nothing and cost little).
 //!
 //! Sizes can be lowered for a quick look: `BENCH_BURST=1000 BENCH_SAMPLES=100 cargo bench --bench engine`.
 
@@ -175,6 +178,65 @@ async fn callback(samples: usize) {
     report("callback round trip", out);
 }
 
+async fn resync(n: usize) {
+    use std::sync::atomic::Ordering;
+    use teleport_mattermost_testkit::teleport::Rpc;
+    let stack = Stack::start(StackOptions {
+        concurrency: 64,
+        ..Default::default()
+    })
+    .await;
+    stack.wait_connected().await;
+    let ids: Vec<String> = (0..n)
+        .map(|_| stack.teleport.create_request(request()))
+        .collect();
+    let posted = Stack::eventually(Duration::from_secs(600), || {
+        ids.iter().all(|id| !stack.data(id).messages.is_empty())
+    })
+    .await;
+    assert!(posted, "all {n} posted before the resync");
+    let done = || stack.instance.counters.jobs_done.load(Ordering::Relaxed);
+    let before = done();
+    let rpcs = |s: &Stack| {
+        [
+            Rpc::GetAccessRequests,
+            Rpc::GetPluginData,
+            Rpc::UpdatePluginData,
+            Rpc::WatchEvents,
+            Rpc::Ping,
+        ]
+        .map(|r| s.teleport.calls(r))
+    };
+    let teleport_before = rpcs(&stack);
+    let mattermost_before = stack.mattermost.calls().len();
+    let posts_before = stack.mattermost.posts().len();
+    let start = Instant::now();
+    stack
+        .teleport
+        .break_watches(tonic::Code::Unavailable);
+    let finished = Stack::eventually(Duration::from_secs(600), || done() >= before + n as u64).await;
+    let took = start.elapsed();
+    assert!(finished, "the resync handled every request");
+    let teleport_after = rpcs(&stack);
+    let calls: Vec<u64> = teleport_after
+        .iter()
+        .zip(teleport_before)
+        .map(|(a, b)| (*a - b) as u64)
+        .collect();
+    println!(
+        "resync                       n={n:<6} {:>8.2} s ({:.0} requests/s)  Teleport calls: list={} get_plugin_data={} update_plugin_data={} watch={} ping={}  Mattermost calls={}  posts={}",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        calls[0],
+        calls[1],
+        calls[2],
+        calls[3],
+        calls[4],
+        stack.mattermost.calls().len() - mattermost_before,
+        stack.mattermost.posts().len() - posts_before,
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; there are no filters to honour.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -184,9 +246,17 @@ fn main() {
         .expect("runtime");
     let burst_size = env_usize("BENCH_BURST", 10_000);
     let samples = env_usize("BENCH_SAMPLES", 500);
+    let resyncs: Vec<usize> = std::env::var("BENCH_RESYNC")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     runtime.block_on(async {
         latency(samples).await;
         callback(samples).await;
         burst(burst_size).await;
+        for n in resyncs {
+            resync(n).await;
+        }
     });
 }
