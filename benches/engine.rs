@@ -211,10 +211,9 @@ async fn resync(n: usize) {
     let mattermost_before = stack.mattermost.calls().len();
     let posts_before = stack.mattermost.posts().len();
     let start = Instant::now();
-    stack
-        .teleport
-        .break_watches(tonic::Code::Unavailable);
-    let finished = Stack::eventually(Duration::from_secs(600), || done() >= before + n as u64).await;
+    stack.teleport.break_watches(tonic::Code::Unavailable);
+    let finished =
+        Stack::eventually(Duration::from_secs(600), || done() >= before + n as u64).await;
     let took = start.elapsed();
     assert!(finished, "the resync handled every request");
     let teleport_after = rpcs(&stack);

@@ -156,14 +156,18 @@ pub(crate) async fn targets(
     ) {
         let resolved = match &recipient {
             Recipient::Channel { team, channel } => {
-                mm.channel_by_names(team, channel).await.map(|c| c.id)
+                mm.channel_by_names(team, channel).await.map(|c| Some(c.id))
             }
             Recipient::Email(_) | Recipient::Username(_) => {
-                direct_channel(instance, &recipient).await
+                direct_channel(instance, &recipient, &request.user).await
             }
         };
         match resolved {
-            Ok(channel_id) if !channel_id.is_empty() => {
+            // Nobody is notified about their own request (as a suggested reviewer, say).
+            Ok(None) => {
+                tracing::debug!(request = %request.id, %recipient, "not messaging the requester about their own request");
+            }
+            Ok(Some(channel_id)) if !channel_id.is_empty() => {
                 if !out.resolved.iter().any(|t| t.channel_id == channel_id) {
                     out.resolved.push(Target {
                         channel_id,
@@ -171,7 +175,7 @@ pub(crate) async fn targets(
                     });
                 }
             }
-            Ok(_) => {
+            Ok(Some(_)) => {
                 tracing::warn!(request = %request.id, %recipient, "skipping recipient: Mattermost returned an empty channel id");
             }
             Err(e) if recipient == main => return Err(e.into()),
@@ -187,16 +191,26 @@ pub(crate) async fn targets(
     Ok(out)
 }
 
+/// The DM channel with a user recipient, or `None` when that user made the request (by the
+/// rules that refuse self-approval).
 async fn direct_channel(
     instance: &Instance,
     recipient: &Recipient,
-) -> Result<String, crate::mattermost::MattermostError> {
+    requester: &str,
+) -> Result<Option<String>, crate::mattermost::MattermostError> {
     let mm = instance.mattermost();
     let user = match recipient {
         Recipient::Email(email) => mm.user_by_email(email).await?,
         Recipient::Username(name) => mm.user_by_username(name).await?,
         Recipient::Channel { .. } => unreachable!("channels are not DMs"),
     };
+    let who = crate::callback::people::Clicker {
+        username: &user.username,
+        email: &user.email,
+    };
+    if crate::callback::people::is_requester(requester, who) {
+        return Ok(None);
+    }
     let bot = match instance.bot_user_id() {
         Some(id) => id.to_string(),
         None => {
@@ -205,7 +219,7 @@ async fn direct_channel(
             me.id
         }
     };
-    Ok(mm.direct_channel(&bot, &user.id).await?.id)
+    Ok(Some(mm.direct_channel(&bot, &user.id).await?.id))
 }
 
 /// What [`ensure_posted`] leaves behind.

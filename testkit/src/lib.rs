@@ -7,6 +7,7 @@ pub mod dockerfile;
 pub mod grpc_link;
 pub mod l7_relay;
 pub mod mattermost;
+pub mod node;
 pub mod pki;
 pub mod pod;
 pub mod real_mattermost;

@@ -46,6 +46,32 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- if or .Values.leaderElection.force (ge (int .Values.replicas) 2) }}true{{- else }}false{{- end }}
 {{- end }}
 
+{{/*
+The Deployment's update strategy. A pod without leader election watches Teleport and posts on
+its own, so it must never run beside another pod: a rolling update (new pod up before the old
+one stops) would post the requests created meanwhile twice. That holds for the pods being
+replaced too: turning leader election on (replicas 1 -> 2, leaderElection.force) must not
+start electing pods beside the old, non-electing one, whose posts no Lease stops. So
+RollingUpdate (a pod keeps serving button presses throughout) only when both the new pods and
+the running Deployment's (looked up; none on install or `helm template`) elect a leader, and
+Recreate (the old pods stop first; the new ones resync what was created meanwhile) otherwise.
+*/}}
+{{- define "tm.strategy" -}}
+{{- $liveElects := true }}
+{{- $live := lookup "apps/v1" "Deployment" .Release.Namespace (include "tm.fullname" .) }}
+{{- if $live }}
+{{- $liveElects = false }}
+{{- range $live.spec.template.spec.containers }}
+{{- range .env }}
+{{- if and (eq .name "LEADER_ELECTION") (eq (toString .value) "true") }}
+{{- $liveElects = true }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (eq (include "tm.leaderElection" .) "true") $liveElects }}RollingUpdate{{ else }}Recreate{{ end }}
+{{- end }}
+
 {{- define "tm.leaseName" -}}
 {{- default (include "tm.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
