@@ -6,10 +6,14 @@
 //!   omitted instead of becoming blank lines, which Mattermost renders as paragraph breaks;
 //! - a resolved post names who acted when known (`✅ APPROVED by @alice`).
 //!
-//! Size: Mattermost rejects posts over 16383 characters (4000 on old servers). Free text is
-//! capped by [`escape_text`] (500 bytes each for the request and resolution reasons) and the
-//! roles list by [`MAX_ROLES_CHARS`], so a post stays under about 2,500 characters whatever
-//! the request holds (user names and request ids are bounded by Teleport).
+//! Beyond Teleport's lines, a post says what reviewers need: the resources asked for, how long
+//! the access would last, when the request itself expires, and the review progress.
+//!
+//! Size: Mattermost refuses posts over its `MaxPostSize` (16383 characters on current
+//! servers, 4000 on old ones). [`post_text_within`] fits the post to it by cutting only the
+//! free text (the request and resolution reasons, escaped as Teleport escapes them, with
+//! "(truncated)"), never the ids, the user or the status; lists (roles, resources) are capped
+//! by [`MAX_ROLES_CHARS`].
 
 use serde_json::{Map, Value, json};
 use url::Url;
@@ -93,7 +97,12 @@ pub fn request_link(proxy_public_addr: &str, request_id: &str) -> Option<Url> {
     Some(url)
 }
 
-/// The markdown text of a request's post in state `status`.
+/// The post size of Mattermost servers before 5.0, and the fallback when a server does not
+/// say its `MaxPostSize`.
+pub const DEFAULT_MAX_POST_CHARS: usize = 4000;
+
+/// The markdown text of a request's post in state `status`, for a server that takes
+/// [`DEFAULT_MAX_POST_CHARS`].
 ///
 /// `resolved_by` (e.g. `"@alice"`) is shown after a final status other than EXPIRED.
 pub fn post_text(
@@ -102,22 +111,86 @@ pub fn post_text(
     resolved_by: Option<&str>,
     links: &Links,
 ) -> String {
-    let mut lines: Vec<String> = Vec::with_capacity(9);
+    post_text_within(req, status, resolved_by, links, DEFAULT_MAX_POST_CHARS)
+}
+
+/// [`post_text`] fitted to `max_chars`: the reasons share what the other lines leave, each
+/// cut (never below Teleport's 500 bytes, unless the server's limit forces it) with
+/// "(truncated)".
+pub fn post_text_within(
+    req: &AccessRequest,
+    status: RequestState,
+    resolved_by: Option<&str>,
+    links: &Links,
+    max_chars: usize,
+) -> String {
+    let render = |reason_cap: usize, resolve_cap: usize| {
+        render_post(req, status, resolved_by, links, reason_cap, resolve_cap)
+    };
+    // Room for the reasons: the limit less everything else, with a margin for the fences and
+    // the "(truncated)" marks.
+    let fixed = render(0, 0).chars().count();
+    let room = max_chars.saturating_sub(fixed + 64);
+    let (reason_len, resolve_len) = (req.request_reason.len(), req.resolve_reason.len());
+    let half = room / 2;
+    let (reason_cap, resolve_cap) = match (reason_len <= half, resolve_len <= half) {
+        (true, _) => (reason_len, room.saturating_sub(reason_len)),
+        (_, true) => (room.saturating_sub(resolve_len), resolve_len),
+        _ => (half, half),
+    };
+    render(reason_cap.max(1), resolve_cap.max(1))
+}
+
+fn render_post(
+    req: &AccessRequest,
+    status: RequestState,
+    resolved_by: Option<&str>,
+    links: &Links,
+    reason_cap: usize,
+    resolve_cap: usize,
+) -> String {
+    let mut lines: Vec<String> = Vec::with_capacity(13);
     if status == RequestState::Pending {
         lines.push(PENDING_HEADER.to_owned());
     }
     lines.push(format!("**User**: {}", req.user));
     lines.push(format!("**Roles**: {}", roles_list(&req.roles)));
+    if !req.resources.is_empty() {
+        let quoted: Vec<String> = req
+            .resources
+            .iter()
+            .map(|r| format!("`{}`", r.replace('`', "'")))
+            .collect();
+        lines.push(format!("**Resources**: {}", roles_list(&quoted)));
+    }
     lines.push(format!("**Request ID**: {}", req.id));
     // Teleport tests the raw value, so a whitespace-only reason shows as "(empty)".
     if !req.request_reason.is_empty() {
-        lines.push(format!("**Reason**: {}", escape_text(&req.request_reason)));
+        lines.push(format!(
+            "**Reason**: {}",
+            escape_text_within(&req.request_reason, reason_cap)
+        ));
+    }
+    if let Some(until) = req.max_duration.or(req.session_ttl) {
+        let span = req
+            .created
+            .map(|c| format!("up to {}, ", human_duration(until - c)))
+            .unwrap_or_default();
+        lines.push(format!("**Access**: {span}until {}", go_time(until)));
+    }
+    if status == RequestState::Pending
+        && let Some(expires) = req.expires
+    {
+        lines.push(format!("**Request expires**: {}", go_time(expires)));
+    }
+    if !req.reviews.is_empty() {
+        lines.push(review_progress(&req.reviews));
     }
     lines.push(status_line(status, resolved_by));
     if !req.resolve_reason.is_empty() {
         lines.push(format!(
             "**Resolution reason**: {}",
-            escape_text(&req.resolve_reason)
+            escape_text_within(&req.resolve_reason, resolve_cap)
         ));
     }
     let link = match links {
@@ -140,6 +213,51 @@ pub fn post_text(
         None => {}
     }
     lines.join("\n")
+}
+
+/// Go's RFC 822 layout in UTC (`02 Jan 06 15:04 UTC`), as Teleport's plugin prints times.
+fn go_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%d %b %y %H:%M UTC").to_string()
+}
+
+/// `45m`, `8h`, `8h 30m`, `3d 4h`.
+fn human_duration(d: chrono::Duration) -> String {
+    let minutes = d.num_minutes().max(0);
+    let (days, hours, mins) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    match (days, hours, mins) {
+        (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, 0, _) => format!("{d}d"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// `**Reviews**: ✅ 2 (alice, bob) · ❌ 1 (carol)`.
+fn review_progress(reviews: &[Review]) -> String {
+    let side = |state: RequestState| {
+        let names: Vec<&str> = reviews
+            .iter()
+            .filter(|r| r.proposed_state == state)
+            .map(|r| r.author.as_str())
+            .collect();
+        let emoji = status_emoji(state).unwrap_or_default();
+        if names.is_empty() {
+            format!("{emoji} 0")
+        } else {
+            format!("{emoji} {} ({})", names.len(), roles_list_of(&names))
+        }
+    };
+    format!(
+        "**Reviews**: approvals {} · denials {}",
+        side(RequestState::Approved),
+        side(RequestState::Denied)
+    )
+}
+
+fn roles_list_of(names: &[&str]) -> String {
+    let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    roles_list(&owned)
 }
 
 fn status_line(status: RequestState, resolved_by: Option<&str>) -> String {
@@ -223,12 +341,17 @@ pub fn review_reply(review: &Review) -> String {
 /// minus one byte per backtick seen so far; a longer text ends with "``` (truncated)".
 /// Characters are never split.
 pub fn escape_text(s: &str) -> String {
+    escape_text_within(s, REASON_LIMIT_BYTES)
+}
+
+/// [`escape_text`] with a cap of `limit` bytes instead of 500: to fill a server's post size.
+pub fn escape_text_within(s: &str, limit: usize) -> String {
     let t = s.trim();
     if t.is_empty() {
         return "(empty)".to_owned();
     }
-    let mut limit = REASON_LIMIT_BYTES;
-    let mut out = String::with_capacity(t.len().min(2 * REASON_LIMIT_BYTES) + 24);
+    let mut limit = limit;
+    let mut out = String::with_capacity(t.len().min(2 * limit) + 24);
     out.push_str("```\n");
     for (offset, c) in t.char_indices() {
         if offset >= limit {

@@ -38,10 +38,12 @@ pub const KEY_EDITED: &str = "mm_edited";
 /// Ours: a button press deciding the request right now, `STATE|@user|unix_ms`. Taken by
 /// compare-and-swap before Teleport is written, so exactly one press acts, on any replica.
 pub const KEY_CLAIM: &str = "mm_claim";
+/// Ours: how many reviews the posts' progress line shows.
+pub const KEY_REVIEWS_SHOWN: &str = "mm_reviews_shown";
 
 /// Every key this plugin writes; encoding always emits all of them so that clearing one
 /// deletes it in Teleport (an empty `Set` value deletes the key).
-pub const ALL_KEYS: [&str; 13] = [
+pub const ALL_KEYS: [&str; 14] = [
     KEY_USER,
     KEY_ROLES,
     KEY_REQUEST_REASON,
@@ -55,6 +57,7 @@ pub const ALL_KEYS: [&str; 13] = [
     KEY_RESOLVED_AS,
     KEY_EDITED,
     KEY_CLAIM,
+    KEY_REVIEWS_SHOWN,
 ];
 
 /// One post made for a request.
@@ -197,6 +200,8 @@ pub struct PluginData {
     pub edited_by: String,
     /// A press deciding the request right now.
     pub claim: Option<Claim>,
+    /// How many reviews the posts' progress line shows.
+    pub reviews_shown: usize,
 }
 
 fn split_list(s: &str) -> impl Iterator<Item = &str> {
@@ -251,6 +256,7 @@ impl PluginData {
                 .map(|(_, by)| by.to_string())
                 .unwrap_or_default(),
             claim: Claim::decode(get(KEY_CLAIM)),
+            reviews_shown: get(KEY_REVIEWS_SHOWN).parse().unwrap_or(0),
         }
     }
 
@@ -303,6 +309,13 @@ impl PluginData {
                 KEY_CLAIM.into(),
                 self.claim.as_ref().map(Claim::encode).unwrap_or_default(),
             ),
+            (
+                KEY_REVIEWS_SHOWN.into(),
+                match self.reviews_shown {
+                    0 => String::new(),
+                    n => n.to_string(),
+                },
+            ),
         ])
     }
 
@@ -318,6 +331,7 @@ impl PluginData {
             && self.edited.is_none()
             && self.claim.is_none()
             && self.resolved_by.is_empty()
+            && self.reviews_shown == 0
     }
 
     /// The post in a channel, if one was recorded.

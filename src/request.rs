@@ -117,6 +117,12 @@ pub struct AccessRequest {
     pub reviews: Vec<Review>,
     /// Teleport users suggested as reviewers (usually emails).
     pub suggested_reviewers: Vec<String>,
+    /// Resources asked for (a resource request), as `cluster/kind/name[/sub]`.
+    pub resources: Vec<String>,
+    /// How long the access may last at most, as an end time (`MaxDuration`).
+    pub max_duration: Option<DateTime<Utc>>,
+    /// When the sessions the access allows end (`SessionTTL`).
+    pub session_ttl: Option<DateTime<Utc>>,
 }
 
 /// Converts a protobuf timestamp, treating a missing or Go-zero one as unset.
@@ -164,6 +170,20 @@ impl From<&types::AccessRequestV3> for AccessRequest {
                 })
                 .collect(),
             suggested_reviewers: spec.suggested_reviewers,
+            resources: spec
+                .requested_resource_i_ds
+                .iter()
+                .map(|r| {
+                    let mut id = format!("{}/{}/{}", r.cluster_name, r.kind, r.name);
+                    if !r.sub_resource_name.is_empty() {
+                        id.push('/');
+                        id.push_str(&r.sub_resource_name);
+                    }
+                    id
+                })
+                .collect(),
+            max_duration: timestamp(spec.max_duration.as_ref()),
+            session_ttl: timestamp(spec.session_ttl.as_ref()),
         }
     }
 }

@@ -632,3 +632,65 @@ async fn a_post_deleted_in_mattermost_does_not_block_the_resolution() {
     let other = stack.mattermost.post(&messages[1].post_id).unwrap();
     assert!(other.message.contains("DENIED"), "{}", other.message);
 }
+
+/// A post fits the server's MaxPostSize (read from its client config): a 20,000-character
+/// reason is cut to it, on an old server's 4000 too, and the post is never refused.
+#[tokio::test]
+async fn a_20000_character_reason_is_posted_up_to_the_servers_limit() {
+    for limit in [4000, 16_383] {
+        let stack = Stack::start(StackOptions::default()).await;
+        stack.mattermost.set_max_post_size(limit);
+        stack.wait_connected().await;
+        let id = stack.teleport.create_request(NewRequest {
+            reason: "r".repeat(20_000),
+            ..request("bob@example.com")
+        });
+        let post = wait_posted(&stack, &id).await;
+        let chars = post.message.chars().count();
+        assert!(chars <= limit && chars > limit - 200, "{chars} of {limit}");
+        assert!(post.message.contains("(truncated)"));
+        assert!(post.message.contains(&format!("**Request ID**: {id}")));
+    }
+}
+
+/// Each review updates the post's progress line, and the buttons stay.
+#[tokio::test]
+async fn reviews_update_the_progress_line_of_every_post() {
+    let stack = started(StackOptions {
+        recipients: vec!["alice@example.com".into()],
+        ..Default::default()
+    })
+    .await;
+    let id = stack.teleport.create_request(request("bob@example.com"));
+    assert!(Stack::eventually(WAIT, || stack.data(&id).messages.len() == 2).await);
+    stack.teleport.review(
+        &id,
+        "carol@example.com",
+        RequestState::Approved,
+        "looks right",
+    );
+    let shows = |text: &str| {
+        stack.data(&id).messages.iter().all(|m| {
+            stack
+                .mattermost
+                .post(&m.post_id)
+                .is_some_and(|p| p.message.contains(text) && has_buttons(&p))
+        })
+    };
+    assert!(
+        Stack::eventually(WAIT, || shows(
+            "**Reviews**: approvals ✅ 1 (carol@example.com) · denials ❌ 0"
+        ))
+        .await,
+        "{:?}",
+        stack.root_posts_for(&id)
+    );
+    stack
+        .teleport
+        .review(&id, "dave@example.com", RequestState::Denied, "not now");
+    assert!(
+        Stack::eventually(WAIT, || shows("denials ❌ 1 (dave@example.com)")).await,
+        "{:?}",
+        stack.root_posts_for(&id)
+    );
+}

@@ -172,3 +172,82 @@ fn escape_text_output_stays_valid_utf8_at_every_length() {
         assert!(out.ends_with("```") || out.ends_with("``` (truncated)"));
     }
 }
+
+fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+}
+
+/// What reviewers need beyond Teleport's lines: the resources, how long the access lasts,
+/// when the request expires.
+#[test]
+fn pending_resource_request_with_duration_and_expiry() {
+    let req = AccessRequest {
+        resources: vec![
+            "tm.test/node/web-1".into(),
+            "tm.test/db/orders-prod".into(),
+            "tm.test/kube_cluster/prod/payments".into(),
+        ],
+        created: Some(at("2026-12-01T10:00:00Z")),
+        expires: Some(at("2026-12-01T11:00:00Z")),
+        max_duration: Some(at("2026-12-01T18:30:00Z")),
+        ..request()
+    };
+    golden(
+        "pending_resources_duration",
+        &post_text(&req, RequestState::Pending, None, &web()),
+    );
+}
+
+/// The review progress, updated with each review.
+#[test]
+fn pending_with_review_progress() {
+    use teleport_mattermost::request::Review;
+    let review = |author: &str, state| Review {
+        author: author.into(),
+        proposed_state: state,
+        reason: String::new(),
+        created: None,
+    };
+    let req = AccessRequest {
+        reviews: vec![
+            review("alice", RequestState::Approved),
+            review("carol", RequestState::Denied),
+            review("dave", RequestState::Approved),
+        ],
+        ..request()
+    };
+    golden(
+        "pending_review_progress",
+        &post_text(&req, RequestState::Pending, None, &web()),
+    );
+}
+
+/// A 20,000-character reason fills the server's post size and no more; the id, the user and
+/// the status are never cut.
+#[test]
+fn a_20000_character_reason_is_cut_to_the_servers_limit_and_nothing_else_is() {
+    use teleport_mattermost::message::post_text_within;
+    let req = AccessRequest {
+        request_reason: "x".repeat(20_000),
+        resolve_reason: "y".repeat(20_000),
+        ..request()
+    };
+    for limit in [4000, 16_383] {
+        let text = post_text_within(&req, RequestState::Denied, Some("@carol"), &web(), limit);
+        let chars = text.chars().count();
+        assert!(chars <= limit, "{chars} > {limit}");
+        assert!(chars > limit - 200, "the limit is used: {chars} of {limit}");
+        assert!(text.contains(&format!("**Request ID**: {}", req.id)));
+        assert!(text.contains("**User**: bob@example.com"));
+        assert!(text.contains("**Status**: ❌ DENIED by @carol"));
+        assert_eq!(text.matches("(truncated)").count(), 2);
+    }
+    // A short reason is never cut, whatever the other one is.
+    let short = AccessRequest {
+        request_reason: "short".into(),
+        resolve_reason: "y".repeat(20_000),
+        ..request()
+    };
+    let text = post_text_within(&short, RequestState::Denied, None, &web(), 4000);
+    assert!(text.contains("```\nshort```"), "{text}");
+}

@@ -571,3 +571,27 @@ async fn a_wrong_bot_token_fails_the_health_check_clearly() {
         status.mattermost.message
     );
 }
+
+/// The real server's MaxPostSize (its client config) bounds the post: a 20,000-character
+/// reason is posted up to that limit, not refused and not cut at Teleport's 500 bytes.
+#[tokio::test]
+async fn a_20000_character_reason_is_posted_whole_up_to_the_servers_limit() {
+    let env = real_env!();
+    let real = Real::started(env, Options::default()).await;
+    let id = real.teleport.create_request(NewRequest {
+        reason: "r".repeat(20_000),
+        ..request("bob@example.com")
+    });
+    let post_id = real.wait_posted(&id).await;
+    let post = real.post(&post_id).await;
+    let text = post["message"].as_str().unwrap();
+    let chars = text.chars().count();
+    let config = real
+        .api
+        .get("/config/client?format=old", &real.env.admin_token)
+        .await;
+    let limit: usize = config["MaxPostSize"].as_str().unwrap().parse().unwrap();
+    assert!(chars <= limit && chars > limit - 200, "{chars} of {limit}");
+    assert!(text.contains("(truncated)"));
+    assert!(text.contains(&format!("**Request ID**: {id}")));
+}

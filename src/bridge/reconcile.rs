@@ -77,7 +77,8 @@ pub(crate) async fn put(instance: &Instance, request: &AccessRequest) -> Result<
         RequestState::Pending => {
             let posted = ensure_posted(instance, &teleport, request).await?;
             if let Some(data) = posted.data {
-                ensure_replies(instance, &teleport, request, data).await?;
+                let data = ensure_replies(instance, &teleport, request, data).await?;
+                ensure_progress_shown(instance, &teleport, request, data).await?;
             }
             if let Some(e) = posted.retry {
                 // Fail the job so that its retry reaches the recipients left out.
@@ -380,7 +381,13 @@ async fn create_root(
     request: &AccessRequest,
     target: &Target,
 ) -> Result<Post, BridgeError> {
-    let text = message::post_text(request, RequestState::Pending, None, &links(instance));
+    let text = message::post_text_within(
+        request,
+        RequestState::Pending,
+        None,
+        &links(instance),
+        instance.mattermost().max_post_chars().await,
+    );
     let buttons = buttons(instance, request, &target.channel_id);
     let post = instance
         .mattermost()
@@ -537,6 +544,58 @@ async fn ensure_replies(
     Ok(data)
 }
 
+/// Edits a pending request's posts when reviews arrived since they were last rendered, so
+/// the review progress line is current (the buttons stay).
+async fn ensure_progress_shown(
+    instance: &Instance,
+    teleport: &TeleportClient,
+    request: &AccessRequest,
+    data: PluginData,
+) -> Result<(), BridgeError> {
+    if request.reviews.len() == data.reviews_shown || data.messages.is_empty() {
+        return Ok(());
+    }
+    let text = message::post_text_within(
+        request,
+        RequestState::Pending,
+        None,
+        &links(instance),
+        instance.mattermost().max_post_chars().await,
+    );
+    let mm = instance.mattermost();
+    for m in &data.messages {
+        let edited = mm
+            .update_post(&Post {
+                id: m.post_id.clone(),
+                channel_id: m.channel_id.clone(),
+                message: text.clone(),
+                root_id: String::new(),
+                props: message::post_props(
+                    &request.id,
+                    buttons(instance, request, &m.channel_id).as_ref(),
+                ),
+                create_at: 0,
+                update_at: 0,
+            })
+            .await;
+        match edited {
+            Ok(_) => Counters::inc(&instance.counters.updates),
+            Err(e) if e.is_not_found() || e.status() == Some(403) => {
+                tracing::warn!(request = %request.id, post = %m.post_id, error = %e, "cannot edit the post (deleted, or the bot lost access); leaving it")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let shown = request.reviews.len();
+    modify(teleport, &request.id, |current| {
+        let mut d = current?;
+        d.reviews_shown = d.reviews_shown.max(shown);
+        Some(d)
+    })
+    .await?;
+    Ok(())
+}
+
 /// Records the resolution (Teleport's decision wins; an expiry never overwrites one) and
 /// edits every message once to show it and who acted.
 pub(crate) async fn resolve(
@@ -561,7 +620,13 @@ pub(crate) async fn resolve(
     let resolution = data.resolution.expect("needs_edit implies a resolution");
     let request = data.as_request(id);
     let actor = data.actor().map(str::to_string);
-    let text = message::post_text(&request, resolution, actor.as_deref(), &links(instance));
+    let text = message::post_text_within(
+        &request,
+        resolution,
+        actor.as_deref(),
+        &links(instance),
+        instance.mattermost().max_post_chars().await,
+    );
     let props: Map<String, Value> = message::post_props(id, None);
     let mm = instance.mattermost();
     for m in &data.messages {

@@ -352,7 +352,10 @@ async fn act(instance: &Arc<Instance>, payload: &PressPayload, context: &ActionC
         .map(|c| c.answer_within)
         .unwrap_or(DEFAULT_ANSWER_WITHIN);
     match tokio::time::timeout(answer_within, &mut task).await {
-        Ok(Ok(decided)) => outcome(instance, &press, decided),
+        Ok(Ok(decided)) => {
+            let max_chars = instance.mattermost().max_post_chars().await;
+            outcome(instance, &press, decided, max_chars)
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "the press's task failed");
             Outcome::Refused("Something went wrong; nothing was changed. Try again.".into())
@@ -428,14 +431,15 @@ fn already(id: &str, state: RequestState, by: Option<&str>) -> String {
 }
 
 /// What the clicker is told, and the post update, for a press that finished in time.
-fn outcome(instance: &Instance, press: &Press, decided: Decided) -> Outcome {
+fn outcome(instance: &Instance, press: &Press, decided: Decided, max_chars: usize) -> Outcome {
     match decided {
         Decided::Done(resolved) => {
-            let text = message::post_text(
+            let text = message::post_text_within(
                 &resolved,
                 press.state,
                 Some(&press.by),
                 &crate::bridge::links_for(instance),
+                max_chars,
             );
             Outcome::Done {
                 update: json!({

@@ -83,6 +83,7 @@ struct Inner {
     limiter: Option<Arc<Limiter>>,
     cache: moka::future::Cache<CacheKey, Cached>,
     counters: Counters,
+    max_post: tokio::sync::OnceCell<usize>,
 }
 
 impl std::fmt::Debug for MattermostClient {
@@ -175,6 +176,7 @@ impl MattermostClient {
                     .time_to_live(CACHE_TTL)
                     .build(),
                 counters: Counters::default(),
+                max_post: tokio::sync::OnceCell::new(),
                 base,
             }),
         })
@@ -196,6 +198,48 @@ impl MattermostClient {
     /// Forgets every cached lookup (e.g. after a team or channel was renamed).
     pub fn clear_cache(&self) {
         self.inner.cache.invalidate_all();
+    }
+
+    /// The longest post the server takes, in characters: `MaxPostSize` of its client config
+    /// (`GET /api/v4/config/client?format=old`; 16383 on current servers), asked once. A
+    /// server that does not say (or an error) gives [`crate::message::DEFAULT_MAX_POST_CHARS`],
+    /// which every server takes.
+    pub async fn max_post_chars(&self) -> usize {
+        *self
+            .inner
+            .max_post
+            .get_or_init(|| async {
+                let mut url = self.url(&["config", "client"]);
+                url.query_pairs_mut().append_pair("format", "old");
+                let answer: Result<std::collections::HashMap<String, serde_json::Value>, _> = self
+                    .call(Call {
+                        method: Method::GET,
+                        url,
+                        body: None,
+                        idempotent: true,
+                        what: None,
+                        max_answer: MAX_ANSWER_BYTES,
+                    })
+                    .await;
+                let size = answer.ok().and_then(|config| {
+                    let value = config.get("MaxPostSize")?;
+                    value
+                        .as_str()
+                        .and_then(|s| s.parse::<usize>().ok())
+                        .or_else(|| value.as_u64().map(|n| n as usize))
+                });
+                match size {
+                    Some(n) if n >= 1000 => n,
+                    _ => {
+                        tracing::info!(
+                            "Mattermost did not say its MaxPostSize; fitting posts to {} characters",
+                            crate::message::DEFAULT_MAX_POST_CHARS
+                        );
+                        crate::message::DEFAULT_MAX_POST_CHARS
+                    }
+                }
+            })
+            .await
     }
 
     /// The bot's own user (`GET /api/v4/users/me`). Never cached: this is the health check.

@@ -188,6 +188,8 @@ struct Server {
     lost_post_responses: usize,
     /// Answers that replace the server's own, for a hostile or broken server.
     answers: Vec<InjectedAnswer>,
+    /// Longest message accepted (`MaxPostSize` of the client config).
+    max_post_size: usize,
     bucket: Option<Bucket>,
 }
 
@@ -298,6 +300,7 @@ impl MattermostDouble {
             bot_token: new_id(),
             bot_user_id: bot.id.clone(),
             users: vec![bot],
+            max_post_size: MAX_MESSAGE_CHARS,
             ..Server::default()
         };
         let shared = Arc::new(Shared {
@@ -576,6 +579,11 @@ impl MattermostDouble {
         });
     }
 
+    /// Sets the longest message accepted, as a server's `MaxPostSize` (4000 on old servers).
+    pub fn set_max_post_size(&self, chars: usize) {
+        self.state().max_post_size = chars;
+    }
+
     /// Rate-limits API calls like Mattermost's `RateLimitSettings` (GCRA, `per_second` with
     /// `burst`); `per_second` 0 switches it off.
     pub fn set_rate_limit(&self, per_second: u32, burst: u32) {
@@ -825,6 +833,7 @@ fn trigger_id(user_id: &str) -> String {
 fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/users/me", get(users_me))
+        .route("/config/client", get(client_config))
         .route("/users/{user_id}", get(user_by_id))
         .route("/users/email/{email}", get(user_by_email))
         .route("/users/username/{username}", get(user_by_username))
@@ -1032,6 +1041,16 @@ async fn not_found_route() -> Response {
     )
 }
 
+/// `GET /api/v4/config/client?format=old`: the one field the plugin reads (Mattermost sends
+/// every value as a string).
+async fn client_config(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let max = shared.state().max_post_size;
+    Ok(ok_json(
+        StatusCode::OK,
+        json!({"MaxPostSize": max.to_string(), "Version": "6.7.2"}),
+    ))
+}
+
 async fn users_me(State(shared): State<Arc<Shared>>) -> ApiResult {
     let state = shared.state();
     let bot = state.users.iter().find(|u| u.id == state.bot_user_id);
@@ -1179,7 +1198,7 @@ async fn create_post(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
             ));
         }
     }
-    if let Some(error) = message_length_error(&post.message, "") {
+    if let Some(error) = message_length_error(&post.message, "", state.max_post_size) {
         return Err(error);
     }
     let now = now_ms();
@@ -1238,7 +1257,7 @@ async fn update_post(
     else {
         return Err(permission_error("edit_post", &bot));
     };
-    if let Some(error) = message_length_error(&received.message, &id) {
+    if let Some(error) = message_length_error(&received.message, &id, state.max_post_size) {
         return Err(error);
     }
     let now = now_ms();
@@ -1323,14 +1342,14 @@ async fn channel_posts(
 }
 
 /// Mattermost's 400 for a message over the limit, if `message` is over it.
-fn message_length_error(message: &str, post_id: &str) -> Option<Response> {
+fn message_length_error(message: &str, post_id: &str, max: usize) -> Option<Response> {
     let length = message.chars().count();
-    (length > MAX_MESSAGE_CHARS).then(|| {
+    (length > max).then(|| {
         app_error(
             400,
             "model.post.is_valid.message_length.app_error",
             &format!(
-                "Post Message property is longer than the maximum permitted length ({length} > {MAX_MESSAGE_CHARS})."
+                "Post Message property is longer than the maximum permitted length ({length} > {max})."
             ),
             &format!("id={post_id}"),
         )
