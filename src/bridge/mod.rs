@@ -27,7 +27,7 @@ use queue::Queues;
 pub(crate) use reconcile::links as links_for;
 
 use crate::mattermost::MattermostError;
-use crate::request::{AccessRequest, RequestState};
+use crate::request::RequestState;
 use crate::settings::RetryPolicy;
 use crate::teleport::client::{
     MIN_SERVER_VERSION, TeleportError, WatchEvent, check_server_version,
@@ -254,7 +254,7 @@ impl Bridge {
         let count = requests.len();
         for request in requests {
             let id = request.id.clone();
-            self.submit(&id, Job::Put(request), shutdown);
+            self.submit(&id, Job::Put(Box::new(request)), shutdown);
         }
         let mut orphans = 0;
         for (id, data) in teleport.list_plugin_data().await? {
@@ -288,10 +288,7 @@ impl Bridge {
     fn track_pending(&self, id: &str, job: &Job) {
         let mut pending = self.pending.lock().expect("pending lock");
         match job {
-            Job::Put(AccessRequest {
-                state: RequestState::Pending,
-                ..
-            }) => {
+            Job::Put(request) if request.state == RequestState::Pending => {
                 pending.insert(id.to_string());
             }
             _ => {

@@ -9,7 +9,7 @@ use crate::request::AccessRequest;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
     /// The request as Teleport last reported it (watch PUT or resync listing).
-    Put(AccessRequest),
+    Put(Box<AccessRequest>),
     /// Teleport deleted the request (expiry): a watch DELETE.
     Delete,
     /// Resync found plugin data without a request; verify it is gone before treating it as deleted.
@@ -67,12 +67,12 @@ mod tests {
     use crate::request::RequestState;
 
     fn put(state: RequestState) -> Job {
-        Job::Put(AccessRequest {
+        Job::Put(Box::new(AccessRequest {
             id: "r".into(),
             user: "u".into(),
             state,
             ..AccessRequest::default()
-        })
+        }))
     }
 
     #[test]

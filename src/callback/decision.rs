@@ -47,7 +47,7 @@ pub struct Press {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decided {
     /// This press changed the request; `request` is its new state.
-    Done(AccessRequest),
+    Done(Box<AccessRequest>),
     /// Someone else is deciding it right now.
     Deciding(Claim),
     /// It was decided already (by `by`, when known), or resolved elsewhere.
@@ -235,11 +235,11 @@ async fn carry_out(teleport: &TeleportClient, request: AccessRequest, press: &Pr
             }
         }
     }
-    Decided::Done(AccessRequest {
+    Decided::Done(Box::new(AccessRequest {
         state: press.state,
         resolve_reason: press.reason.clone(),
         ..request
-    })
+    }))
 }
 
 fn failed(short: &'static str, e: TeleportError) -> Decided {

@@ -59,8 +59,8 @@ pub struct PingInfo {
 /// One access request change from the watch stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
-    /// The request was created or changed.
-    Put(AccessRequest),
+    /// The request was created or changed (boxed: a request is large, a delete small).
+    Put(Box<AccessRequest>),
     /// The request was deleted (usually: it expired).
     Delete {
         /// The request id.
@@ -316,7 +316,7 @@ impl AccessRequestWatch {
 fn decode_event(event: proto::Event) -> Option<WatchEvent> {
     match (Operation::try_from(event.r#type).ok()?, event.resource?) {
         (Operation::Put, event::Resource::AccessRequest(req)) => {
-            Some(WatchEvent::Put(AccessRequest::from(&req)))
+            Some(WatchEvent::Put(Box::new(AccessRequest::from(&req))))
         }
         (Operation::Delete, event::Resource::ResourceHeader(header))
             if header.kind.is_empty() || header.kind == KIND_ACCESS_REQUEST =>
