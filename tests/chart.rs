@@ -955,3 +955,84 @@ fn chart_readme_lists_every_value_with_its_default() {
         );
     }
 }
+
+#[test]
+fn two_replicas_get_a_soft_anti_affinity_unless_affinity_is_set() {
+    let one_replica = template(&[]);
+    assert!(one(&one_replica, "Deployment")["spec"]["template"]["spec"]["affinity"].is_null());
+    let two = template(&["--set", "replicas=2"]);
+    let term = &one(&two, "Deployment")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        ["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        term["podAffinityTerm"]["topologyKey"].as_str(),
+        Some("kubernetes.io/hostname")
+    );
+    assert!(
+        one(&two, "Deployment")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]
+            .is_null(),
+        "soft: never stops scheduling on a one-node cluster"
+    );
+    let own = template(&[
+        "--set",
+        "replicas=2",
+        "--set",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=zone",
+    ]);
+    assert!(
+        one(&own, "Deployment")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+            .is_null(),
+        "a user's affinity replaces the default"
+    );
+}
+
+#[test]
+fn the_network_policy_admits_only_the_two_ports() {
+    assert!(
+        find(&template(&[]), "NetworkPolicy").is_empty(),
+        "off by default"
+    );
+    let docs = template(&["--set", "networkPolicy.enabled=true"]);
+    let policy = one(&docs, "NetworkPolicy");
+    assert_eq!(policy["spec"]["policyTypes"][0].as_str(), Some("Ingress"));
+    assert!(
+        policy["spec"]["policyTypes"].as_sequence().unwrap().len() == 1,
+        "egress unrestricted"
+    );
+    let rules = policy["spec"]["ingress"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0]["ports"][0]["port"].as_str(), Some("callback"));
+    assert_eq!(
+        rules[0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            .as_str(),
+        Some("ingress-nginx")
+    );
+    assert_eq!(rules[1]["ports"][0]["port"].as_str(), Some("probes"));
+    assert!(
+        rules[1]["from"].is_null(),
+        "probes from anywhere by default"
+    );
+}
+
+#[test]
+fn extra_volumes_are_mounted_into_the_operator() {
+    let docs = template(&[
+        "--set",
+        "extraVolumes[0].name=corp-ca",
+        "--set",
+        "extraVolumes[0].configMap.name=corp-ca",
+        "--set",
+        "extraVolumeMounts[0].name=corp-ca",
+        "--set",
+        "extraVolumeMounts[0].mountPath=/etc/ssl/corp",
+    ]);
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["name"].as_str(),
+        Some("corp-ca")
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"].as_str(),
+        Some("/etc/ssl/corp")
+    );
+}

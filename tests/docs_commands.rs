@@ -332,3 +332,49 @@ async fn the_chart_works_as_a_subchart_with_global_values() {
     );
     assert_eq!(deployment["spec"]["replicas"], 2);
 }
+
+/// The docs' second release: another namespace and its own watchNamespaces, with
+/// crds.install=false because the first release owns the CRD.
+#[tokio::test]
+async fn a_second_release_in_another_namespace_installs_without_the_crd() {
+    let plane = ControlPlane::start().await.unwrap();
+    let work = Workdir::new(&plane);
+    work.run(
+        "kubectl create namespace team-a && kubectl create namespace team-b\n\
+         helm install teleport-mattermost charts/teleport-mattermost \
+           --namespace teleport-mattermost --create-namespace --set 'watchNamespaces={team-a}'",
+    );
+    let guide = std::fs::read_to_string(repo().join("docs/install.md")).unwrap();
+    let second = sh_blocks(
+        &guide,
+        "## More than one release, and the chart as a subchart",
+    );
+    work.run(&second.join("\n"));
+    for ns in ["teleport-mattermost", "teleport-mattermost-b"] {
+        let deployments = get_json(&plane, &["-n", ns, "get", "deployments"]);
+        assert_eq!(deployments["items"].as_array().unwrap().len(), 1, "{ns}");
+    }
+    // One CRD, owned by the first release; each release's RBAC covers its own namespaces.
+    let crd = get_json(
+        &plane,
+        &["get", "crd", "mattermostaccessplugins.accessplugins.dev"],
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["meta.helm.sh/release-name"],
+        "teleport-mattermost"
+    );
+    let can = |sa: &str, ns: &str| {
+        plane
+            .kubectl_run(
+                &["auth", "can-i", "list", "secrets", "-n", ns, "--as", sa],
+                None,
+            )
+            .is_ok()
+    };
+    let b = "system:serviceaccount:teleport-mattermost-b:teleport-mattermost-b";
+    assert!(can(b, "team-b"));
+    assert!(
+        !can(b, "team-a"),
+        "the second release cannot read the first's Secrets"
+    );
+}

@@ -199,3 +199,77 @@ fn start_with_an_expired_certificate_fails_with_its_not_after() {
     assert!(err.contains("expired"), "{err}");
     assert!(err.contains("auth.crt"), "names the file: {err}");
 }
+
+/// `[mattermost] ca_file`: a Mattermost behind an internal CA is trusted through it; without
+/// it, the log says the certificate is not trusted and names the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_file_trusts_a_mattermost_behind_an_internal_ca() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = TestPki::new();
+    let teleport = TeleportDouble::start(&pki).await;
+    let corp = TestPki::new();
+    let (cert, key) = corp.server_cert();
+    let mattermost = MattermostDouble::start_https(&cert, &key).await;
+    mattermost.add_team(TEAM);
+    mattermost.add_channel(TEAM, CHANNEL);
+    let dir = tempfile::tempdir().unwrap();
+    write_identity(dir.path(), &pki.client("access-plugin-mattermost"));
+    std::fs::write(dir.path().join("corp-ca.pem"), corp.ca_pem()).unwrap();
+    let callback = free_addr();
+    let config = |ca_line: &str| {
+        format!(
+            "[teleport]\naddr = \"{teleport}\"\nclient_key = \"{d}/auth.key\"\nclient_crt = \"{d}/auth.crt\"\nroot_cas = \"{d}/auth.cas\"\n\n[mattermost]\nurl = \"{url}\"\nteam = \"{TEAM}\"\nchannel = \"{CHANNEL}\"\ntoken = \"{token}\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n{ca_line}\n\n[http]\npublic_addr = \"http://{callback}\"\nlisten_addr = \"{callback}\"\n\n[log]\noutput = \"{d}/plugin.log\"\n",
+            teleport = teleport.address(),
+            d = dir.path().display(),
+            url = mattermost.url().as_str().trim_end_matches('/'),
+            token = mattermost.bot_token(),
+        )
+    };
+    let run = |text: String| {
+        let path = dir.path().join("teleport-mattermost.toml");
+        std::fs::write(&path, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_teleport-mattermost"))
+            .args(["start", "--insecure-no-tls", "-c"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let log = || std::fs::read_to_string(dir.path().join("plugin.log")).unwrap_or_default();
+
+    let mut untrusted = run(config(""));
+    assert!(
+        Stack::eventually(Duration::from_secs(20), || log().contains("UnknownIssuer")).await,
+        "{}",
+        log()
+    );
+    assert!(
+        log().contains("mattermost.ca_file"),
+        "the hint names the key: {}",
+        log()
+    );
+    let _ = untrusted.kill();
+    let _ = untrusted.wait();
+
+    let mut trusted = run(config(&format!(
+        "ca_file = \"{}/corp-ca.pem\"",
+        dir.path().display()
+    )));
+    assert!(
+        Stack::eventually(Duration::from_secs(20), || teleport.active_watches() == 1).await,
+        "{}",
+        log()
+    );
+    let id = teleport.create_request(NewRequest::default());
+    assert!(
+        Stack::eventually(Duration::from_secs(20), || !teleport
+            .decoded_plugin_data(&id)
+            .messages
+            .is_empty())
+        .await,
+        "posted over HTTPS to the internal-CA server: {}",
+        log()
+    );
+    signal(&trusted, "TERM");
+    let _ = trusted.wait();
+}
