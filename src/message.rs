@@ -131,7 +131,10 @@ pub fn post_text_within(
     // the "(truncated)" marks.
     let fixed = render(0, 0).chars().count();
     let room = max_chars.saturating_sub(fixed + 64);
-    let (reason_len, resolve_len) = (req.request_reason.len(), req.resolve_reason.len());
+    // What each reason needs to be shown whole: its bytes, plus one per backtick (the escape
+    // counts the mark it adds after each against its limit).
+    let needed = |t: &str| t.trim().len() + t.matches('`').count() + 1;
+    let (reason_len, resolve_len) = (needed(&req.request_reason), needed(&req.resolve_reason));
     let half = room / 2;
     let (reason_cap, resolve_cap) = match (reason_len <= half, resolve_len <= half) {
         (true, _) => (reason_len, room.saturating_sub(reason_len)),

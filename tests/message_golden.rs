@@ -251,3 +251,15 @@ fn a_20000_character_reason_is_cut_to_the_servers_limit_and_nothing_else_is() {
     let text = post_text_within(&short, RequestState::Denied, None, &web(), 4000);
     assert!(text.contains("```\nshort```"), "{text}");
 }
+
+/// A reason that fits is shown whole, backticks and all.
+#[test]
+fn a_reason_that_fits_is_never_cut() {
+    let req = AccessRequest {
+        request_reason: "Investigating the `orders` table lock (INC-1234) `now`".into(),
+        ..request()
+    };
+    let text = post_text(&req, RequestState::Pending, None, &web());
+    assert!(!text.contains("(truncated)"), "{text}");
+    assert!(text.contains("(INC-1234)"), "{text}");
+}

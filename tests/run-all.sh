@@ -41,7 +41,13 @@ tier() { # NAME CMD...
   log=$(mktemp "${TMPDIR:-/tmp}/tm-$name.XXXXXX.log")
   local rc=0
   "$@" >"$log" 2>&1 || rc=$?
-  grep -E "^test result|^test .* FAILED|^skipped|^\[(tier|node)" "$log" || true
+  # The tier scripts say "skipped: ..." once when their peers are missing; inside cargo test,
+  # the tier-4/5 tests say it once each, which is noise here.
+  if [ "$name" = cargo-test ]; then
+    grep -E "^test result|^test .* FAILED" "$log" || true
+  else
+    grep -E "^test result|^test .* FAILED|^skipped|^\[(tier|node)" "$log" || true
+  fi
   if [ "$rc" -ne 0 ]; then
     echo "$name failed ($rc); the end of $log:"
     tail -n 80 "$log"
