@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::settings::{
     CallbackSettings, DEFAULT_CONCURRENCY, InstanceId, MattermostSettings, PluginSettings,
-    RateLimit, RetryPolicy, Secret, TeleportSettings, TokenSource,
+    RateLimit, ReasonPrompt, RetryPolicy, Secret, TeleportSettings, TokenSource,
 };
 use crate::telemetry::{LogFormat, LogOutput, LogSettings, parse_severity};
 use crate::teleport::route::ConnectionMode;
@@ -28,6 +28,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/teleport-mattermost.toml";
 /// The path, under [`HttpSettings::public_url`], that Mattermost POSTs button presses to
 /// (the seed's path, kept so existing firewall and proxy rules still match).
 pub const ACTION_PATH: &str = "mattermost_action";
+/// Where the standalone server takes reason-dialog submissions, beside [`ACTION_PATH`].
+pub const DIALOG_PATH: &str = "mattermost_dialog";
 
 /// `teleport.addr` when not set, as in Teleport's plugin.
 const DEFAULT_AUTH_SERVER: &str = "localhost:3025";
@@ -119,6 +121,12 @@ public_addr = "example.com"
 # server uses a self-signed certificate, or plain HTTP with `start --insecure-no-tls`.
 # https_key_file = "/var/lib/teleport/webproxy_key.pem"
 # https_cert_file = "/var/lib/teleport/webproxy_cert.pem"
+# Whether Deny and Approve first ask the reviewer for a reason in a Mattermost dialog:
+# "never" (the default: the button acts at once), "optional" or "required". The reason is
+# written to Teleport with the decision. Submissions are POSTed to
+# <public_addr>/mattermost_dialog.
+# deny_reason = "required"
+# approve_reason = "optional"
 
 [log]
 output = "stderr" # "stdout", "stderr" or a file path such as "/var/lib/teleport/mattermost.log"
@@ -172,6 +180,10 @@ pub struct HttpSettings {
     pub https_cert_file: Option<PathBuf>,
     /// TLS private key (PEM), given together with the certificate.
     pub https_key_file: Option<PathBuf>,
+    /// Whether Deny asks for a reason (`deny_reason`).
+    pub deny_reason: ReasonPrompt,
+    /// Whether Approve asks for a reason (`approve_reason`).
+    pub approve_reason: ReasonPrompt,
 }
 
 /// One problem in a config file, tied to the key it is about.
@@ -306,6 +318,8 @@ const HTTP_KEYS: &[&str] = &[
     "listen_addr",
     "https_key_file",
     "https_cert_file",
+    "deny_reason",
+    "approve_reason",
 ];
 /// The keys of [log].
 const LOG_KEYS: &[&str] = &["output", "severity", "format"];
@@ -606,7 +620,8 @@ impl Checker {
         role_map.extend(top_level);
 
         let (teleport, identity, http, log) = (teleport?, identity?, http?, log?);
-        let action_url = action_url(&http.public_url);
+        let action_url = callback_url(&http.public_url, ACTION_PATH);
+        let dialog_url = callback_url(&http.public_url, DIALOG_PATH);
         Some(StandaloneConfig {
             settings: PluginSettings {
                 instance: InstanceId::standalone(),
@@ -614,8 +629,11 @@ impl Checker {
                 mattermost,
                 callback: Some(CallbackSettings {
                     action_url,
+                    dialog_url,
                     signing_secret: secret,
                     answer_within: crate::callback::DEFAULT_ANSWER_WITHIN,
+                    deny_reason: http.deny_reason,
+                    approve_reason: http.approve_reason,
                 }),
                 recipients,
                 role_to_recipients: role_map,
@@ -893,13 +911,31 @@ impl Checker {
             }
             _ => true,
         };
+        let deny_reason = self.reason_prompt(&s, "deny_reason");
+        let approve_reason = self.reason_prompt(&s, "approve_reason");
         let (public_url, listen_addr) = (public_url?, listen_addr?);
         tls_ok.then_some(HttpSettings {
             listen_addr,
             public_url,
             https_cert_file: cert,
             https_key_file: key,
+            deny_reason: deny_reason?,
+            approve_reason: approve_reason?,
         })
+    }
+
+    fn reason_prompt(&mut self, s: &Section<'_>, key: &str) -> Option<ReasonPrompt> {
+        let Some(text) = self.string(s, key) else {
+            return Some(ReasonPrompt::Never);
+        };
+        let parsed = ReasonPrompt::parse(&text);
+        if parsed.is_none() {
+            self.problem(
+                s.key(key),
+                format!("{text:?} is not a choice; use \"never\", \"optional\" or \"required\""),
+            );
+        }
+        parsed
     }
 
     fn log(&mut self, root: &Table) -> Option<LogSettings> {
@@ -944,15 +980,15 @@ impl Checker {
     }
 }
 
-/// `<public_url>/mattermost_action`, keeping any path prefix of `public_url`.
-fn action_url(public_url: &Url) -> Url {
+/// `<public_url>/<path>`, keeping any path prefix of `public_url`.
+fn callback_url(public_url: &Url, path: &str) -> Url {
     let mut base = public_url.clone();
     if !base.path().ends_with('/') {
         let path = format!("{}/", base.path());
         base.set_path(&path);
     }
     // Joining a plain relative segment onto an http(s) base cannot fail.
-    base.join(ACTION_PATH).unwrap_or(base)
+    base.join(path).unwrap_or(base)
 }
 
 fn parse_http_url(text: &str) -> Result<Url, String> {
@@ -1064,12 +1100,12 @@ mod tests {
     fn action_url_keeps_path_prefix() {
         let u = Url::parse("https://example.com").unwrap();
         assert_eq!(
-            action_url(&u).as_str(),
+            callback_url(&u, ACTION_PATH).as_str(),
             "https://example.com/mattermost_action"
         );
         let u = Url::parse("https://example.com/teleport").unwrap();
         assert_eq!(
-            action_url(&u).as_str(),
+            callback_url(&u, ACTION_PATH).as_str(),
             "https://example.com/teleport/mattermost_action"
         );
     }

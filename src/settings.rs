@@ -219,6 +219,57 @@ pub struct CallbackSettings {
     /// How long a press may take before it is answered "still being processed" (its outcome
     /// then follows in the thread).
     pub answer_within: Duration,
+    /// The full URL Mattermost POSTs reason-dialog submissions to.
+    pub dialog_url: Url,
+    /// Whether Deny asks for a reason.
+    pub deny_reason: ReasonPrompt,
+    /// Whether Approve asks for a reason.
+    pub approve_reason: ReasonPrompt,
+}
+
+/// Whether pressing a button asks the reviewer for a reason first.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasonPrompt {
+    /// The button acts at once (the default). Not "off": YAML 1.1 readers, kubectl's among
+    /// them, take an unquoted `off` for `false`.
+    #[default]
+    Never,
+    /// A dialog asks for a reason; it may be left empty.
+    Optional,
+    /// A dialog asks for a reason, and the button does nothing without one.
+    Required,
+}
+
+impl ReasonPrompt {
+    /// The name used in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonPrompt::Never => "never",
+            ReasonPrompt::Optional => "optional",
+            ReasonPrompt::Required => "required",
+        }
+    }
+
+    /// Parses a config value.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "never" => Some(ReasonPrompt::Never),
+            "optional" => Some(ReasonPrompt::Optional),
+            "required" => Some(ReasonPrompt::Required),
+            _ => None,
+        }
+    }
 }
 
 /// Teleport connection settings (the identity itself is delivered separately, since it rotates).

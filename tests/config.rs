@@ -452,3 +452,38 @@ severity = "INFO"
     let ambiguous = format!("ca_file = \"/etc/ca.pem\"\n{flat}");
     assert!(has_problem(&problems(&ambiguous), "ca_file"));
 }
+
+#[test]
+fn reason_prompts_default_to_never_and_name_their_choices() {
+    use teleport_mattermost::settings::ReasonPrompt;
+    let seed = config::parse(SEED).unwrap();
+    let callback = seed.settings.callback.as_ref().unwrap();
+    assert_eq!(callback.deny_reason, ReasonPrompt::Never);
+    assert_eq!(callback.approve_reason, ReasonPrompt::Never);
+    assert_eq!(
+        callback.dialog_url.as_str(),
+        "https://plugin.example.com/mattermost_dialog",
+        "beside /mattermost_action"
+    );
+
+    let set = SEED.replace(
+        "listen_addr = \":8081\"",
+        "listen_addr = \":8081\"\ndeny_reason = \"required\"\napprove_reason = \"Optional\"",
+    );
+    let c = config::parse(&set).unwrap_or_else(|e| panic!("{e}"));
+    let callback = c.settings.callback.as_ref().unwrap();
+    assert_eq!(callback.deny_reason, ReasonPrompt::Required);
+    assert_eq!(callback.approve_reason, ReasonPrompt::Optional);
+
+    let wrong = SEED.replace(
+        "listen_addr = \":8081\"",
+        "listen_addr = \":8081\"\ndeny_reason = \"always\"\napprove_reason = true",
+    );
+    let p = problems(&wrong);
+    assert!(
+        p.iter().any(|p| p
+            == "http.deny_reason: \"always\" is not a choice; use \"never\", \"optional\" or \"required\""),
+        "{p:?}"
+    );
+    assert!(has_problem(&p, "http.approve_reason"), "{p:?}");
+}

@@ -498,3 +498,38 @@ fn validate(schema: &Value, value: &Value, path: &str) -> Vec<String> {
     }
     errors
 }
+
+/// Every enum value, with the path of the field it belongs to.
+fn enum_values(schema: &Value, path: &str, out: &mut Vec<(String, Value)>) {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        out.extend(values.iter().map(|v| (path.to_string(), v.clone())));
+    }
+    for key in ["properties", "additionalProperties", "items"] {
+        match schema.get(key) {
+            Some(Value::Object(children)) if key == "properties" => {
+                for (name, child) in children {
+                    enum_values(child, &format!("{path}.{name}"), out);
+                }
+            }
+            Some(child @ Value::Object(_)) => enum_values(child, path, out),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn no_choice_is_a_word_yaml_1_1_reads_as_a_boolean() {
+    // kubectl and the API server read YAML 1.1, where an unquoted `off`, `no` or `y` is a
+    // boolean: an admin writing `denyReason: off` would get a type error, not "off".
+    let booleans = ["y", "yes", "n", "no", "true", "false", "on", "off"];
+    let mut values = Vec::new();
+    enum_values(&root_schema(), "", &mut values);
+    assert!(
+        values.iter().any(|(p, _)| p == ".spec.callback.denyReason"),
+        "the walk finds the enums: {values:?}"
+    );
+    for (path, value) in values {
+        let text = value.as_str().unwrap_or_default().to_ascii_lowercase();
+        assert!(!booleans.contains(&text.as_str()), "{path}: {value}");
+    }
+}

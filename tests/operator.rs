@@ -46,6 +46,21 @@ async fn crd_installs_and_the_schema_rejects_bad_objects() {
     let err = env.apply(&http_without_opt_in).unwrap_err().to_string();
     assert!(err.contains("https"), "CEL rule message expected: {err}");
 
+    // `off` is YAML 1.1's false: the choices avoid it, and the server says what it read.
+    let off = good.replace(
+        "    allowInsecureHTTP: true\n",
+        "    allowInsecureHTTP: true\n    denyReason: off\n",
+    );
+    let err = env.apply(&off).unwrap_err().to_string();
+    assert!(err.contains("spec.callback.denyReason"), "{err}");
+    let required = good.replace(
+        "    allowInsecureHTTP: true\n",
+        "    allowInsecureHTTP: true\n    denyReason: required\n    approveReason: optional\n",
+    );
+    env.cp
+        .kubectl_run(&["apply", "--dry-run=server", "-f", "-"], Some(&required))
+        .expect("the reason choices are accepted");
+
     let bad_team = good.replace(&format!("team: {TEAM}"), "team: Not A Team");
     let err = env.apply(&bad_team).unwrap_err().to_string();
     assert!(
@@ -444,4 +459,54 @@ async fn a_mattermost_behind_an_internal_ca_is_trusted_through_a_ca_bundle_confi
         "{ready}"
     );
     operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_resource_asking_for_a_deny_reason_opens_the_dialog_and_records_the_reason() {
+    let env = Env::start().await;
+    let operator = Operator::start(&env).await;
+    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
+        .await;
+    let cr = env.cr_yaml("platform", operator.callback).replace(
+        "    allowInsecureHTTP: true\n",
+        "    allowInsecureHTTP: true\n    denyReason: required\n",
+    );
+    env.apply(&cr).unwrap();
+    env.wait_condition("platform", "Ready", "True").await;
+
+    let id = env.teleport.create_request(request());
+    let post_id = env.recorded_post(&id).await;
+    let pressed = env
+        .mattermost
+        .press(&post_id, "Deny", "alice")
+        .await
+        .unwrap();
+    assert_eq!(pressed.status, 200, "{pressed:?}");
+    let dialogs = env.mattermost.dialogs_for("alice");
+    assert_eq!(dialogs.len(), 1, "Deny opened the reason dialog");
+    assert!(
+        dialogs[0].url.ends_with("/v1/dialogs/team-a/platform"),
+        "{}",
+        dialogs[0].url
+    );
+    let channel = env.mattermost.post(&post_id).unwrap().channel_id;
+    let answer = env
+        .mattermost
+        .submit_dialog(
+            &dialogs[0],
+            "alice",
+            &channel,
+            json!({"reason": "no change window today"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(answer.closes(), "{answer:?}");
+    let changes = env.teleport.state_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0].reason.ends_with(": no change window today"),
+        "{}",
+        changes[0].reason
+    );
 }

@@ -59,6 +59,7 @@ secret = "0123456789abcdef0123456789abcdef"
 [http]
 public_addr = "http://{callback}"
 listen_addr = "{callback}"
+deny_reason = "required"
 
 [log]
 output = "{dir}/plugin.log"
@@ -144,6 +145,33 @@ severity = "INFO"
             .is_empty())
         .await,
         "still posting with the previous identity"
+    );
+
+    // Deny asks for the reason (deny_reason = "required"), submitted beside the action route.
+    let post2 = mattermost
+        .post(&teleport.decoded_plugin_data(&id2).messages[0].post_id)
+        .unwrap();
+    let pressed = mattermost.press(&post2.id, "Deny", "alice").await.unwrap();
+    assert_eq!(pressed.status, 200, "{pressed:?}");
+    let dialog = mattermost.dialogs_for("alice").pop().expect("a dialog");
+    assert_eq!(dialog.url, format!("http://{callback}/mattermost_dialog"));
+    let answer = mattermost
+        .submit_dialog(
+            &dialog,
+            "alice",
+            &post2.channel_id,
+            serde_json::json!({"reason": "not this week"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(answer.closes(), "{answer:?}");
+    let denied = teleport.request(&id2).unwrap();
+    assert_eq!(denied.state, RequestState::Denied);
+    assert!(
+        denied.resolve_reason.ends_with(": not this week"),
+        "{}",
+        denied.resolve_reason
     );
 
     signal(&child, "TERM");

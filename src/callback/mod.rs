@@ -6,6 +6,7 @@
 //! ephemeral explanation, because the clicker (not Mattermost) is who needs to read it.
 
 pub mod decision;
+pub mod dialog;
 pub mod people;
 pub mod signature;
 
@@ -27,13 +28,15 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::bridge::Instance;
+use crate::mattermost::User;
 use crate::message;
 use crate::plugin_data::PluginData;
 use crate::request::RequestState;
 use crate::settings::InstanceId;
+use crate::settings::{CallbackSettings, ReasonPrompt};
 use decision::{Decided, Press};
 use people::{Clicker, is_approver, is_requester, self_check_is_blind};
-use signature::{Action, ActionContext, SignatureError};
+use signature::{Action, ActionContext, DialogFields, DialogState, SignatureError};
 
 /// Largest press body accepted; real ones are well under 2 KiB.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -59,6 +62,8 @@ pub struct Outcomes {
     pub malformed: AtomicU64,
     /// Bad or expired signatures (401).
     pub unauthorized: AtomicU64,
+    /// Presses answered with a reason dialog.
+    pub prompted: AtomicU64,
 }
 
 impl Registry {
@@ -108,14 +113,31 @@ pub struct PressPayload {
     pub post_id: String,
     /// The context object exactly as posted.
     pub context: Value,
+    /// Lets the integration open a dialog for the clicker, within 3 seconds.
+    #[serde(default)]
+    pub trigger_id: String,
 }
 
-/// The router: `POST /v1/actions/{namespace}/{name}` for every instance, and the original
-/// plugin's `POST /mattermost_action` for the standalone instance.
+/// The path prefixes of every instance's routes: what an Ingress in front of the callback
+/// server must pass to it (and all it needs to).
+pub const ROUTE_PREFIXES: [&str; 2] = ["/v1/actions", "/v1/dialogs"];
+
+/// The router: `POST /v1/actions/{namespace}/{name}` for every instance's presses and
+/// `/v1/dialogs/{namespace}/{name}` for its reason dialogs, and the original plugin's
+/// `POST /mattermost_action` (with `/mattermost_dialog` beside it) for the standalone
+/// instance.
 pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
-        .route("/v1/actions/{namespace}/{name}", post(instance_action))
+        .route(
+            &format!("{}/{{namespace}}/{{name}}", ROUTE_PREFIXES[0]),
+            post(instance_action),
+        )
+        .route(
+            &format!("{}/{{namespace}}/{{name}}", ROUTE_PREFIXES[1]),
+            post(instance_dialog),
+        )
         .route("/mattermost_action", post(standalone_action))
+        .route("/mattermost_dialog", post(standalone_dialog))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -124,19 +146,48 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .with_state(registry)
 }
 
+type Body = Result<axum::Json<Value>, JsonRejection>;
+
 async fn instance_action(
     State(registry): State<Arc<Registry>>,
     Path((namespace, name)): Path<(String, String)>,
-    body: Result<axum::Json<Value>, JsonRejection>,
+    body: Body,
 ) -> Response {
-    handle(&registry, &InstanceId::new(namespace, name), body).await
+    handle(
+        &registry,
+        &InstanceId::new(namespace, name),
+        body,
+        Route::Press,
+    )
+    .await
 }
 
-async fn standalone_action(
+async fn standalone_action(State(registry): State<Arc<Registry>>, body: Body) -> Response {
+    handle(&registry, &InstanceId::standalone(), body, Route::Press).await
+}
+
+async fn instance_dialog(
     State(registry): State<Arc<Registry>>,
-    body: Result<axum::Json<Value>, JsonRejection>,
+    Path((namespace, name)): Path<(String, String)>,
+    body: Body,
 ) -> Response {
-    handle(&registry, &InstanceId::standalone(), body).await
+    handle(
+        &registry,
+        &InstanceId::new(namespace, name),
+        body,
+        Route::Dialog,
+    )
+    .await
+}
+
+async fn standalone_dialog(State(registry): State<Arc<Registry>>, body: Body) -> Response {
+    handle(&registry, &InstanceId::standalone(), body, Route::Dialog).await
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    Press,
+    Dialog,
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -147,12 +198,11 @@ fn ephemeral(text: impl Into<String>) -> Response {
     axum::Json(json!({ "ephemeral_text": text.into() })).into_response()
 }
 
-async fn handle(
-    registry: &Registry,
-    id: &InstanceId,
-    body: Result<axum::Json<Value>, JsonRejection>,
-) -> Response {
-    let response = answer(registry, id, body).await;
+async fn handle(registry: &Registry, id: &InstanceId, body: Body, route: Route) -> Response {
+    let response = match route {
+        Route::Press => answer(registry, id, body).await,
+        Route::Dialog => submitted(registry, id, body).await,
+    };
     let counter = match response.status() {
         StatusCode::UNAUTHORIZED => &registry.outcomes.unauthorized,
         s if s.is_client_error() => &registry.outcomes.malformed,
@@ -205,14 +255,232 @@ async fn answer(
     if payload.channel_id != context.channel_id {
         return error(StatusCode::UNAUTHORIZED, "button used outside its channel");
     }
-    let outcome = act(&instance, &payload, &context).await;
+    let outcome = press(&instance, callback, &payload, &context).await;
     let counter = match outcome {
         Outcome::Done { .. } => &registry.outcomes.resolved,
         Outcome::Refused(_) => &registry.outcomes.refused,
+        Outcome::Prompted => &registry.outcomes.prompted,
     };
     counter.fetch_add(1, Ordering::Relaxed);
     tracing::info!(instance = %id, request = %context.request_id, action = context.action.as_str(), outcome = outcome.kind(), "button press handled");
     outcome.into_response()
+}
+
+fn prompt_for(callback: &CallbackSettings, action: Action) -> ReasonPrompt {
+    match action {
+        Action::Approve => callback.approve_reason,
+        Action::Deny => callback.deny_reason,
+    }
+}
+
+/// A verified press: the reviewer is checked, then either the reason dialog opens or the
+/// decision is made at once.
+async fn press(
+    instance: &Arc<Instance>,
+    callback: &CallbackSettings,
+    payload: &PressPayload,
+    context: &ActionContext,
+) -> Outcome {
+    let user = match reviewer(instance, &payload.user_id).await {
+        Ok(user) => user,
+        Err(refused) => return refused,
+    };
+    let prompt = prompt_for(callback, context.action);
+    if prompt == ReasonPrompt::Never {
+        return decide_for(
+            instance,
+            &user,
+            context.action,
+            &context.request_id,
+            "",
+            payload,
+        )
+        .await;
+    }
+    let problem = match open_dialog(instance, callback, payload, context, prompt).await {
+        Ok(()) => return Outcome::Prompted,
+        Err(problem) => problem,
+    };
+    tracing::warn!(request = %context.request_id, error = %problem, "could not open the reason dialog");
+    if prompt == ReasonPrompt::Required {
+        return Outcome::Refused(format!(
+            "The reason dialog could not be opened ({problem}); nothing was changed. Press {} again.",
+            title(context.action)
+        ));
+    }
+    // An optional reason is no reason to block the decision.
+    match decide_for(
+        instance,
+        &user,
+        context.action,
+        &context.request_id,
+        "",
+        payload,
+    )
+    .await
+    {
+        Outcome::Done { update, text } => Outcome::Done {
+            update,
+            text: format!(
+                "{text} The reason dialog could not be opened, so no reason was recorded."
+            ),
+        },
+        other => other,
+    }
+}
+
+fn title(action: Action) -> &'static str {
+    match action {
+        Action::Approve => "Approve",
+        Action::Deny => "Deny",
+    }
+}
+
+/// Opens the reason dialog for the press, within the trigger's lifetime.
+async fn open_dialog(
+    instance: &Instance,
+    callback: &CallbackSettings,
+    payload: &PressPayload,
+    context: &ActionContext,
+    prompt: ReasonPrompt,
+) -> Result<(), String> {
+    if payload.trigger_id.is_empty() {
+        return Err("the press carried no trigger_id".into());
+    }
+    let expires = (Utc::now().timestamp() + dialog::DIALOG_LIFETIME_SECS).min(context.expires);
+    let state = DialogState::signed(
+        &callback.signing_secret,
+        &instance.settings().instance,
+        DialogFields {
+            action: context.action,
+            request_id: &context.request_id,
+            channel_id: &context.channel_id,
+            post_id: &payload.post_id,
+            user_id: &payload.user_id,
+            expires,
+        },
+    );
+    let body = dialog::reason_dialog(context.action, &context.request_id, prompt, &state.encode());
+    let opened = tokio::time::timeout(
+        dialog::TRIGGER_LIFETIME,
+        instance
+            .mattermost()
+            .open_dialog(&payload.trigger_id, &callback.dialog_url, &body),
+    )
+    .await;
+    match opened {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "Mattermost did not open it within {:?}",
+            dialog::TRIGGER_LIFETIME
+        )),
+    }
+}
+
+/// A reason dialog's submission: the signed state and its binding to the submitter are
+/// checked, then everything a press checks, then the decision is made with the reason.
+async fn submitted(registry: &Registry, id: &InstanceId, body: Body) -> Response {
+    let Some(instance) = registry.get(id) else {
+        return error(StatusCode::NOT_FOUND, "no such plugin instance");
+    };
+    let Ok(axum::Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body must be a JSON dialog submission",
+        );
+    };
+    let submission: dialog::Submission = match serde_json::from_value(body) {
+        Ok(s) => s,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("not a dialog submission: {e}"),
+            );
+        }
+    };
+    if submission.cancelled {
+        // Closing the dialog changes nothing.
+        return axum::Json(dialog::answer(None)).into_response();
+    }
+    let Some(callback) = instance.settings().callback.as_ref() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "buttons are not enabled for this instance",
+        );
+    };
+    let Some(state) = DialogState::decode(&submission.state) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &dialog::Rejected::NotOurs.to_string(),
+        );
+    };
+    let checked = state
+        .verify(&callback.signing_secret, id, Utc::now().timestamp())
+        .map_err(|e| e.to_string())
+        .and_then(|()| dialog::check_binding(&state, &submission).map_err(|e| e.to_string()));
+    if let Err(why) = checked {
+        tracing::warn!(instance = %id, request = %state.request_id, user = %submission.user_id, error = %why, "refused dialog submission");
+        return error(StatusCode::UNAUTHORIZED, &why);
+    }
+    let prompt = prompt_for(callback, state.action);
+    let reason = match dialog::reason(submission.submission.as_ref(), prompt, state.action) {
+        Ok(reason) => reason,
+        Err(message) => return axum::Json(dialog::field_error(&message)).into_response(),
+    };
+    let outcome = match reviewer(&instance, &state.user_id).await {
+        Ok(user) => {
+            let payload = PressPayload {
+                user_id: state.user_id.clone(),
+                channel_id: state.channel_id.clone(),
+                post_id: state.post_id.clone(),
+                context: Value::Null,
+                trigger_id: String::new(),
+            };
+            decide_for(
+                &instance,
+                &user,
+                state.action,
+                &state.request_id,
+                &reason,
+                &payload,
+            )
+            .await
+        }
+        Err(refused) => refused,
+    };
+    let counter = match outcome {
+        Outcome::Done { .. } => &registry.outcomes.resolved,
+        _ => &registry.outcomes.refused,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(instance = %id, request = %state.request_id, action = state.action.as_str(), outcome = outcome.kind(), "reason dialog handled");
+    match outcome {
+        Outcome::Done { update, .. } => {
+            // What Mattermost does with a press's `update`, done here: a dialog's answer
+            // cannot carry one. The watcher edits the request's other posts.
+            show_update(&instance, &state.channel_id, &state.post_id, update).await;
+            axum::Json(dialog::answer(None)).into_response()
+        }
+        Outcome::Refused(text) => axum::Json(dialog::answer(Some(&text))).into_response(),
+        Outcome::Prompted => unreachable!("a submission never opens another dialog"),
+    }
+}
+
+/// Replaces the pressed post's message and props with `update`.
+async fn show_update(instance: &Instance, channel_id: &str, post_id: &str, update: Value) {
+    let post = crate::mattermost::Post {
+        id: post_id.to_string(),
+        channel_id: channel_id.to_string(),
+        message: update["message"].as_str().unwrap_or_default().to_string(),
+        root_id: String::new(),
+        props: update["props"].as_object().cloned().unwrap_or_default(),
+        create_at: 0,
+        update_at: 0,
+    };
+    if let Err(e) = instance.mattermost().update_post(&post).await {
+        tracing::warn!(post = %post_id, error = %e, "could not show the decision on the pressed post; the watcher edits it");
+    }
 }
 
 /// What a press led to; every variant is answered with 200 and an ephemeral message.
@@ -227,6 +495,8 @@ pub enum Outcome {
     },
     /// Nothing was changed.
     Refused(String),
+    /// A reason dialog was opened; the decision waits for its submission.
+    Prompted,
 }
 
 impl Outcome {
@@ -234,6 +504,7 @@ impl Outcome {
         match self {
             Outcome::Done { .. } => "resolved",
             Outcome::Refused(_) => "refused",
+            Outcome::Prompted => "prompted",
         }
     }
 }
@@ -245,31 +516,52 @@ impl IntoResponse for Outcome {
                 axum::Json(json!({ "update": update, "ephemeral_text": text })).into_response()
             }
             Outcome::Refused(text) => ephemeral(text),
+            // Mattermost shows nothing more; the dialog is on the reviewer's screen.
+            Outcome::Prompted => axum::Json(json!({})).into_response(),
         }
     }
 }
 
-async fn act(instance: &Arc<Instance>, payload: &PressPayload, context: &ActionContext) -> Outcome {
-    let settings = instance.settings();
-    let user = match instance.mattermost().user_by_id(&payload.user_id).await {
+/// The clicking user, if they may review here at all. Only Mattermost is asked, so this is
+/// fast enough to come before opening a dialog.
+async fn reviewer(instance: &Instance, user_id: &str) -> Result<User, Outcome> {
+    let user = match instance.mattermost().user_by_id(user_id).await {
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(error = %e, "could not look up the clicking user");
-            return Outcome::Refused(
+            return Err(Outcome::Refused(
                 "Could not look up your Mattermost account; nothing was changed. Try again shortly.".into(),
-            );
+            ));
         }
     };
     let clicker = Clicker {
         username: &user.username,
         email: &user.email,
     };
-    if !is_approver(&settings.approvers, clicker) {
-        return Outcome::Refused(format!(
+    if !is_approver(&instance.settings().approvers, clicker) {
+        return Err(Outcome::Refused(format!(
             "@{} is not allowed to review access requests here; nothing was changed.",
             user.username
-        ));
+        )));
     }
+    Ok(user)
+}
+
+/// Everything after the reviewer was found allowed: the request's own checks, then the
+/// decision, answered within `answer_within`. `given` is the reviewer's reason, if any.
+async fn decide_for(
+    instance: &Arc<Instance>,
+    user: &User,
+    action: Action,
+    request_id: &str,
+    given: &str,
+    payload: &PressPayload,
+) -> Outcome {
+    let settings = instance.settings();
+    let clicker = Clicker {
+        username: &user.username,
+        email: &user.email,
+    };
     let teleport = match instance.teleport().await {
         Ok(t) => t,
         Err(e) => {
@@ -279,9 +571,9 @@ async fn act(instance: &Arc<Instance>, payload: &PressPayload, context: &ActionC
             );
         }
     };
-    let request = match teleport.get_access_request(&context.request_id).await {
+    let request = match teleport.get_access_request(request_id).await {
         Ok(Some(r)) => r,
-        Ok(None) => return Outcome::Refused(gone(&context.request_id)),
+        Ok(None) => return Outcome::Refused(gone(request_id)),
         Err(e) => {
             tracing::warn!(error = %e, "could not read the access request");
             return Outcome::Refused(
@@ -316,7 +608,7 @@ async fn act(instance: &Arc<Instance>, payload: &PressPayload, context: &ActionC
         return Outcome::Refused(already(&request.id, request.state, by.as_deref()));
     }
 
-    let state = match context.action {
+    let state = match action {
         Action::Approve => RequestState::Approved,
         Action::Deny => RequestState::Denied,
     };
@@ -337,11 +629,7 @@ async fn act(instance: &Arc<Instance>, payload: &PressPayload, context: &ActionC
                 &user.email
             }
         ),
-        reason: format!(
-            "{} by Mattermost user @{}{with_email} via the Mattermost plugin",
-            verb(state, Tense::Past, Case::Title),
-            user.username,
-        ),
+        reason: resolution_reason(state, &user.username, &with_email, given),
     };
     // The decision runs in its own task: once claimed, it completes even if this answer is
     // given up on.
@@ -377,9 +665,22 @@ async fn act(instance: &Arc<Instance>, payload: &PressPayload, context: &ActionC
             Outcome::Refused(format!(
                 "Teleport is slow to answer; your {} of request {} is still being processed. This thread will say how it ended.",
                 verb(state, Tense::Noun, Case::Lower),
-                context.request_id
+                request_id
             ))
         }
+    }
+}
+
+/// The reason written to Teleport: who decided, through what, and what they said.
+fn resolution_reason(state: RequestState, username: &str, with_email: &str, given: &str) -> String {
+    let who = format!(
+        "{} by Mattermost user @{username}{with_email} via the Mattermost plugin",
+        verb(state, Tense::Past, Case::Title),
+    );
+    if given.is_empty() {
+        who
+    } else {
+        format!("{who}: {given}")
     }
 }
 

@@ -85,6 +85,32 @@ pub enum SignatureError {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// HMAC-SHA256 over `fields` under a `domain` naming what is signed, so a tag made for one
+/// kind of object never verifies as another.
+fn tag(secret: &Secret, domain: &str, fields: &[&str]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC accepts keys of any length");
+    // Length-prefix every field so no two different field lists share an encoding.
+    for field in std::iter::once(domain).chain(fields.iter().copied()) {
+        mac.update(&(field.len() as u64).to_be_bytes());
+        mac.update(field.as_bytes());
+    }
+    mac
+}
+
+/// Checks a hex `signature` against `mac` in constant time.
+fn check(mac: HmacSha256, signature: &str) -> Result<(), SignatureError> {
+    let tag = hex::decode(signature).map_err(|_| SignatureError::Invalid)?;
+    mac.verify_slice(&tag).map_err(|_| SignatureError::Invalid)
+}
+
+fn expiry(now: i64, expires: i64) -> Result<(), SignatureError> {
+    if now > expires {
+        return Err(SignatureError::Expired { expires });
+    }
+    Ok(())
+}
+
 fn mac(
     secret: &Secret,
     instance: &InstanceId,
@@ -93,23 +119,18 @@ fn mac(
     channel_id: &str,
     expires: i64,
 ) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(secret.expose().as_bytes())
-        .expect("HMAC accepts keys of any length");
-    // Length-prefix every field so no two different field lists share an encoding.
-    let expires = expires.to_string();
-    for field in [
+    tag(
+        secret,
         "teleport-mattermost/action/v1",
-        &instance.namespace,
-        &instance.name,
-        action.as_str(),
-        request_id,
-        channel_id,
-        &expires,
-    ] {
-        mac.update(&(field.len() as u64).to_be_bytes());
-        mac.update(field.as_bytes());
-    }
-    mac
+        &[
+            &instance.namespace,
+            &instance.name,
+            action.as_str(),
+            request_id,
+            channel_id,
+            &expires.to_string(),
+        ],
+    )
 }
 
 impl ActionContext {
@@ -139,28 +160,126 @@ impl ActionContext {
         instance: &InstanceId,
         now: i64,
     ) -> Result<(), SignatureError> {
-        let tag = hex::decode(&self.signature).map_err(|_| SignatureError::Invalid)?;
-        mac(
-            secret,
-            instance,
-            self.action,
-            &self.request_id,
-            &self.channel_id,
-            self.expires,
-        )
-        .verify_slice(&tag)
-        .map_err(|_| SignatureError::Invalid)?;
-        if now > self.expires {
-            return Err(SignatureError::Expired {
-                expires: self.expires,
-            });
-        }
-        Ok(())
+        check(
+            mac(
+                secret,
+                instance,
+                self.action,
+                &self.request_id,
+                &self.channel_id,
+                self.expires,
+            ),
+            &self.signature,
+        )?;
+        expiry(now, self.expires)
     }
 
     /// The context as the JSON object posted in `integration.context`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a context always serializes")
+    }
+}
+
+/// The `state` of a reason dialog. Unlike a button's context, it travels through the
+/// reviewer's browser and comes back with the submission, so the reviewer can read and change
+/// it: it is signed over everything it says, including who it was opened for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialogState {
+    /// What submitting does.
+    pub action: Action,
+    /// The access request id.
+    pub request_id: String,
+    /// The channel of the pressed post.
+    pub channel_id: String,
+    /// The pressed post, for the late-outcome thread reply.
+    pub post_id: String,
+    /// The Mattermost user the dialog was opened for; the submitter must be them.
+    pub user_id: String,
+    /// Unix seconds after which the dialog no longer works.
+    pub expires: i64,
+    /// Hex HMAC-SHA256 over the other fields and the instance.
+    pub signature: String,
+}
+
+/// The unsigned fields of a [`DialogState`].
+#[derive(Debug, Clone, Copy)]
+pub struct DialogFields<'a> {
+    /// What submitting does.
+    pub action: Action,
+    /// The access request id.
+    pub request_id: &'a str,
+    /// The channel of the pressed post.
+    pub channel_id: &'a str,
+    /// The pressed post.
+    pub post_id: &'a str,
+    /// Who the dialog is for.
+    pub user_id: &'a str,
+    /// Unix seconds after which it no longer works.
+    pub expires: i64,
+}
+
+fn dialog_mac(secret: &Secret, instance: &InstanceId, f: DialogFields<'_>) -> HmacSha256 {
+    tag(
+        secret,
+        "teleport-mattermost/dialog/v1",
+        &[
+            &instance.namespace,
+            &instance.name,
+            f.action.as_str(),
+            f.request_id,
+            f.channel_id,
+            f.post_id,
+            f.user_id,
+            &f.expires.to_string(),
+        ],
+    )
+}
+
+impl DialogState {
+    /// Builds and signs a state.
+    pub fn signed(secret: &Secret, instance: &InstanceId, fields: DialogFields<'_>) -> Self {
+        let tag = dialog_mac(secret, instance, fields).finalize();
+        Self {
+            action: fields.action,
+            request_id: fields.request_id.to_string(),
+            channel_id: fields.channel_id.to_string(),
+            post_id: fields.post_id.to_string(),
+            user_id: fields.user_id.to_string(),
+            expires: fields.expires,
+            signature: hex::encode(tag.into_bytes()),
+        }
+    }
+
+    fn fields(&self) -> DialogFields<'_> {
+        DialogFields {
+            action: self.action,
+            request_id: &self.request_id,
+            channel_id: &self.channel_id,
+            post_id: &self.post_id,
+            user_id: &self.user_id,
+            expires: self.expires,
+        }
+    }
+
+    /// Checks the signature in constant time, then the expiry against `now` (unix seconds).
+    pub fn verify(
+        &self,
+        secret: &Secret,
+        instance: &InstanceId,
+        now: i64,
+    ) -> Result<(), SignatureError> {
+        check(dialog_mac(secret, instance, self.fields()), &self.signature)?;
+        expiry(now, self.expires)
+    }
+
+    /// The state as the string a dialog carries.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a state always serializes")
+    }
+
+    /// Parses a submitted state; `None` when it is not one of ours.
+    pub fn decode(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
     }
 }
 
@@ -249,5 +368,74 @@ mod tests {
             c.verify(&secret(), &instance(), 1_000),
             Err(SignatureError::Invalid)
         );
+    }
+
+    fn dialog() -> DialogState {
+        DialogState::signed(
+            &secret(),
+            &instance(),
+            DialogFields {
+                action: Action::Deny,
+                request_id: "req-1",
+                channel_id: "chan-1",
+                post_id: "post-1",
+                user_id: "user-1",
+                expires: 2_000,
+            },
+        )
+    }
+
+    #[test]
+    fn a_dialog_state_survives_its_round_trip_through_the_browser() {
+        let back = DialogState::decode(&dialog().encode()).unwrap();
+        assert_eq!(back.verify(&secret(), &instance(), 1_000), Ok(()));
+        assert_eq!(
+            back.verify(&secret(), &instance(), 2_001),
+            Err(SignatureError::Expired { expires: 2_000 })
+        );
+    }
+
+    #[test]
+    fn any_changed_dialog_field_is_rejected() {
+        type Change = fn(&mut DialogState);
+        let changes: [(&str, Change); 6] = [
+            ("action", |d| d.action = Action::Approve),
+            ("request", |d| d.request_id = "req-2".into()),
+            ("channel", |d| d.channel_id = "chan-2".into()),
+            ("post", |d| d.post_id = "post-2".into()),
+            ("user (someone else's dialog)", |d| {
+                d.user_id = "user-2".into()
+            }),
+            ("expiry", |d| d.expires += 60),
+        ];
+        for (what, change) in changes {
+            let mut d = dialog();
+            change(&mut d);
+            assert_eq!(
+                d.verify(&secret(), &instance(), 1_000),
+                Err(SignatureError::Invalid),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_button_signature_does_not_sign_a_dialog() {
+        // Same secret, overlapping fields: the domains keep the two apart.
+        let button = ActionContext::signed(
+            &secret(),
+            &instance(),
+            Action::Deny,
+            "req-1",
+            "chan-1",
+            2_000,
+        );
+        let mut d = dialog();
+        d.signature = button.signature;
+        assert_eq!(
+            d.verify(&secret(), &instance(), 1_000),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(DialogState::decode("not json"), None);
     }
 }

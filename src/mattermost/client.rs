@@ -378,6 +378,34 @@ impl MattermostClient {
         Ok(created)
     }
 
+    /// Opens an interactive dialog for the user a button press came from
+    /// (`POST /api/v4/actions/dialogs/open`). `trigger_id` is the press's; Mattermost accepts
+    /// it for 3 seconds after the press, so this is tried once, never repeated.
+    pub async fn open_dialog(
+        &self,
+        trigger_id: &str,
+        url: &Url,
+        dialog: &serde_json::Value,
+    ) -> Result<(), MattermostError> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "trigger_id": trigger_id,
+            "url": url.as_str(),
+            "dialog": dialog,
+        }))
+        .expect("a dialog serializes");
+        let _: serde_json::Value = self
+            .call(Call {
+                method: Method::POST,
+                url: self.url(&["actions", "dialogs", "open"]),
+                body: Some(body),
+                idempotent: false,
+                what: None,
+                max_answer: MAX_ANSWER_BYTES,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Replaces a post's message and props (`PUT /api/v4/posts/{id}`). Props not sent are
     /// removed, so send the complete set.
     pub async fn update_post(&self, post: &Post) -> Result<Post, MattermostError> {

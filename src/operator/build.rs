@@ -290,14 +290,16 @@ pub fn build(
                     " (a long random value, e.g. openssl rand -hex 32)",
                 )
                 .map(text);
-            let url = format!(
-                "{}/v1/actions/{namespace}/{name}",
-                cb.public_url.trim_end_matches('/')
-            );
+            let base = cb.public_url.trim_end_matches('/');
+            let url = format!("{base}/v1/actions/{namespace}/{name}");
+            let dialog_url = format!("{base}/v1/dialogs/{namespace}/{name}");
             let weak = secret
                 .as_deref()
                 .and_then(crate::callback::signature::weak_secret);
-            match (secret, url::Url::parse(&url)) {
+            match (
+                secret,
+                url::Url::parse(&url).and_then(|a| Ok((a, url::Url::parse(&dialog_url)?))),
+            ) {
                 (Some(_), _) if weak.is_some() => {
                     reader.problems.push(Problem::Invalid {
                         field: "callback.signingSecretRef".into(),
@@ -305,10 +307,13 @@ pub fn build(
                     });
                     None
                 }
-                (Some(s), Ok(action_url)) => Some(CallbackSettings {
+                (Some(s), Ok((action_url, dialog_url))) => Some(CallbackSettings {
                     action_url,
+                    dialog_url,
                     signing_secret: Secret::new(s),
                     answer_within: crate::callback::DEFAULT_ANSWER_WITHIN,
+                    deny_reason: cb.deny_reason,
+                    approve_reason: cb.approve_reason,
                 }),
                 (_, Err(e)) => {
                     reader.problems.push(Problem::Invalid {

@@ -189,6 +189,7 @@ impl prometheus_client::collector::Collector for Probes {
             ("refused", &outcomes.refused),
             ("malformed", &outcomes.malformed),
             ("unauthorized", &outcomes.unauthorized),
+            ("prompted", &outcomes.prompted),
         ]
         .into_iter()
         .map(|(o, c)| (vec![("outcome", o.to_string())], load(c) as f64))

@@ -36,12 +36,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
-use base64::Engine as _;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use teleport_mattermost::mattermost::{Channel, Team, User};
 use tokio::sync::oneshot;
+
+mod dialogs;
+pub use dialogs::{DialogAnswer, OpenedDialog};
 
 /// Mattermost's `PostMessageMaxRunesV2` (65535 bytes / 4): the longest message, in
 /// characters, a current server accepts.
@@ -191,6 +193,12 @@ struct Server {
     /// Longest message accepted (`MaxPostSize` of the client config).
     max_post_size: usize,
     bucket: Option<Bucket>,
+    /// Signatures of the trigger ids issued.
+    signatures: std::collections::HashSet<String>,
+    /// How old new trigger ids claim to be.
+    trigger_age: Duration,
+    /// Dialogs opened, oldest first.
+    dialogs: Vec<dialogs::OpenedDialog>,
 }
 
 /// A made-up answer to calls of one method and path.
@@ -615,7 +623,7 @@ impl MattermostDouble {
         username: &str,
         server: Option<&str>,
     ) -> anyhow::Result<PressOutcome> {
-        let (url, request) = {
+        let (url, mut request) = {
             let state = self.state();
             let post = state
                 .post_index
@@ -662,7 +670,7 @@ impl MattermostDouble {
                 "team_id": channel.map(|c| c.team_id.as_str()).unwrap_or_default(),
                 "team_domain": team.map(|t| t.name.as_str()).unwrap_or_default(),
                 "post_id": post.id,
-                "trigger_id": trigger_id(&user.id),
+                "trigger_id": "",
                 "type": action.get("type").and_then(Value::as_str).unwrap_or_default(),
                 "data_source": action.get("data_source").and_then(Value::as_str).unwrap_or_default(),
             });
@@ -676,6 +684,10 @@ impl MattermostDouble {
             }
             (url, request)
         };
+        // Issued once the state lock is released: issuing records the trigger.
+        let user_id = request["user_id"].as_str().unwrap_or_default().to_string();
+        let age = self.state().trigger_age;
+        request["trigger_id"] = json!(dialogs::issue_trigger(&self.shared, &user_id, age));
 
         let response = self
             .shared
@@ -812,21 +824,6 @@ fn find_action<'a>(props: &'a Map<String, Value>, wanted: &str) -> anyhow::Resul
         })
 }
 
-/// Mattermost's trigger id: base64 of `clientTriggerId:userId:millis:signature`.
-fn trigger_id(user_id: &str) -> String {
-    let mut signature = [0u8; 64];
-    rand::rng().fill(&mut signature[..]);
-    let engine = base64::engine::general_purpose::STANDARD;
-    let data = format!(
-        "{}:{}:{}:{}",
-        new_id(),
-        user_id,
-        now_ms(),
-        engine.encode(signature)
-    );
-    engine.encode(data)
-}
-
 // ---------------------------------------------------------------------------------------
 // HTTP side
 
@@ -846,6 +843,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/channels/{channel_id}/posts", get(channel_posts))
         .route("/posts", post(create_post))
         .route("/posts/{post_id}", get(get_post).put(update_post))
+        .route("/actions/dialogs/open", post(dialogs::open))
         .fallback(not_found_route);
     Router::new()
         .nest("/api/v4", api)

@@ -11,8 +11,8 @@ use teleport_mattermost::callback::{Registry, router};
 use teleport_mattermost::http_server;
 use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost::settings::{
-    CallbackSettings, InstanceId, MattermostSettings, PluginSettings, RateLimit, RetryPolicy,
-    Secret, TeleportSettings, TokenSource,
+    CallbackSettings, InstanceId, MattermostSettings, PluginSettings, RateLimit, ReasonPrompt,
+    RetryPolicy, Secret, TeleportSettings, TokenSource,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,10 @@ pub struct StackOptions {
     pub retry: RetryPolicy,
     /// How long a press may take before it is answered "still being processed".
     pub answer_within: Duration,
+    /// Whether Deny asks for a reason.
+    pub deny_reason: ReasonPrompt,
+    /// Whether Approve asks for a reason.
+    pub approve_reason: ReasonPrompt,
     /// The callback server's connection limits.
     pub server_limits: http_server::Limits,
     /// How often the plugin pings Teleport on an idle connection.
@@ -76,6 +80,8 @@ impl Default for StackOptions {
                 max_delay: Duration::from_secs(2),
             },
             answer_within: teleport_mattermost::callback::DEFAULT_ANSWER_WITHIN,
+            deny_reason: ReasonPrompt::Never,
+            approve_reason: ReasonPrompt::Never,
             server_limits: http_server::Limits::default(),
             keepalive: teleport_mattermost::teleport::client::KEEPALIVE_INTERVAL,
             teleport_ping_policy: crate::grpc_link::PingPolicy::default(),
@@ -160,6 +166,14 @@ impl Plugin {
                 .expect("callback url"),
                 signing_secret: Secret::new("test-signing-secret-0123456789abcdef"),
                 answer_within: options.answer_within,
+                dialog_url: format!(
+                    "http://{addr}/v1/dialogs/{}/{}",
+                    instance_id.namespace, instance_id.name
+                )
+                .parse()
+                .expect("dialog url"),
+                deny_reason: options.deny_reason,
+                approve_reason: options.approve_reason,
             }),
             instance: instance_id,
             recipients: options.recipients.clone(),
