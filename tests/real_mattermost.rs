@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use teleport_mattermost::message::{self, Links};
 use teleport_mattermost::request::RequestState;
-use teleport_mattermost::settings::RetryPolicy;
+use teleport_mattermost::settings::{ReasonPrompt, RetryPolicy};
 use teleport_mattermost_testkit::real_mattermost::{Api, Env, Events, env};
 use teleport_mattermost_testkit::stack::{CHANNEL, MattermostTarget, Plugin, StackOptions, TEAM};
 use teleport_mattermost_testkit::teleport::NewRequest;
@@ -60,6 +60,8 @@ struct Options {
     recipients: Vec<String>,
     /// Replaces the provisioned bot token.
     token: Option<String>,
+    /// Whether Deny asks for a reason.
+    deny_reason: ReasonPrompt,
 }
 
 /// The plugin under test posting to the real Mattermost; it dereferences to the
@@ -116,6 +118,7 @@ impl Real {
             &StackOptions {
                 approvers: options.approvers,
                 recipients: options.recipients,
+                deny_reason: options.deny_reason,
                 init_timeout: Duration::from_secs(5),
                 // The server's own limiter is what is exercised here, with the retry
                 // policy an install gets by default.
@@ -594,4 +597,121 @@ async fn a_20000_character_reason_is_posted_whole_up_to_the_servers_limit() {
     assert!(chars <= limit && chars > limit - 200, "{chars} of {limit}");
     assert!(text.contains("(truncated)"));
     assert!(text.contains(&format!("**Request ID**: {id}")));
+}
+
+#[tokio::test]
+async fn a_deny_reason_is_asked_in_mattermosts_own_dialog_and_recorded() {
+    let env = real_env!();
+    let real = Real::started(
+        env,
+        Options {
+            deny_reason: ReasonPrompt::Required,
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = real.teleport.create_request(request("bob@example.com"));
+    let post_id = real.wait_posted(&id).await;
+    let team_id = real
+        .api
+        .get(&format!("/teams/name/{TEAM}"), &real.env.admin_token)
+        .await["id"]
+        .as_str()
+        .expect("team id")
+        .to_string();
+    let (carol, mut events) = real.session("carol").await;
+    let (status, body) = real.press(&post_id, message::ACTION_DENY, &carol).await;
+    assert_eq!(status, 200, "press answered {body}");
+    // The server checked our trigger_id and handed the dialog to carol's client.
+    let opened = events
+        .dialog_for(&id)
+        .await
+        .expect("an open_dialog event for carol");
+    assert!(
+        opened["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/v1/dialogs/test/team-a")),
+        "{opened}"
+    );
+    assert_eq!(opened["dialog"]["elements"][0]["optional"], false);
+    let state = opened["dialog"]["state"].as_str().unwrap().to_string();
+    assert!(
+        real.teleport.state_changes().is_empty(),
+        "nothing decided yet"
+    );
+    // The state came back through the browser: a flipped action, or carol's dialog
+    // submitted from alice's session, is refused and reaches nothing.
+    let mut flipped: Value = serde_json::from_str(&state).unwrap();
+    flipped["action"] = "approve".into();
+    let (status, body) =
+        submit_reason(&real, &opened, &team_id, &carol, &flipped.to_string(), "x").await;
+    // Mattermost turns our 401 into its generic "Action integration error." (400).
+    assert_eq!(status, 400, "a tampered state is refused: {body}");
+    assert_eq!(
+        body["id"],
+        "api.post.do_action.action_integration.app_error"
+    );
+    let (alice, _alice_events) = real.session("alice").await;
+    let (status, body) = submit_reason(&real, &opened, &team_id, &alice, &state, "x").await;
+    assert_eq!(status, 400, "another user's dialog is refused: {body}");
+    assert!(real.teleport.state_changes().is_empty());
+
+    // An empty reason keeps the dialog open with the field's error.
+    let (status, body) = submit_reason(&real, &opened, &team_id, &carol, &state, " ").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["errors"]["reason"], "A reason is required to deny this request.",
+        "{body}"
+    );
+    assert!(real.teleport.state_changes().is_empty());
+
+    let (status, body) = submit_reason(
+        &real,
+        &opened,
+        &team_id,
+        &carol,
+        &state,
+        "no change window today",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.get("error").is_none() && body.get("errors").is_none(),
+        "closed: {body}"
+    );
+    let changes = real.teleport.state_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].state, RequestState::Denied);
+    assert_eq!(changes[0].delegator, "mattermost:carol@example.com");
+    assert!(
+        changes[0].reason.ends_with(": no change window today"),
+        "{}",
+        changes[0].reason
+    );
+    let post = real.post(&post_id).await;
+    let text = post["message"].as_str().unwrap();
+    assert!(text.contains("❌ DENIED by @carol"), "{post}");
+    assert!(text.contains("no change window today"), "{post}");
+    assert!(actions(&post).is_empty(), "no buttons: {post}");
+}
+
+/// Submits the reason dialog `opened` as the holder of `session`, through Mattermost.
+async fn submit_reason(
+    real: &Real,
+    opened: &Value,
+    team_id: &str,
+    session: &str,
+    state: &str,
+    reason: &str,
+) -> (u16, Value) {
+    real.api
+        .submit_dialog(
+            session,
+            opened,
+            state,
+            &real.channel_id,
+            team_id,
+            serde_json::json!({ "reason": reason }),
+        )
+        .await
 }

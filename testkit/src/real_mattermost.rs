@@ -165,6 +165,38 @@ impl Api {
         (status, body)
     }
 
+    /// Submits a dialog as the holder of `session`, as the webapp does
+    /// (`POST /api/v4/actions/dialogs/submit`): the server sets `user_id` from the session,
+    /// checks the channel and team, and forwards the rest to `url`. Returns the status and
+    /// body Mattermost answered (the integration's `{error, errors}` on 200).
+    pub async fn submit_dialog(
+        &self,
+        session: &str,
+        opened: &Value,
+        state: &str,
+        channel_id: &str,
+        team_id: &str,
+        submission: Value,
+    ) -> (u16, Value) {
+        let (status, _, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/actions/dialogs/submit",
+                Some(session),
+                Some(json!({
+                    "url": opened["url"],
+                    "callback_id": opened["dialog"]["callback_id"],
+                    "state": state,
+                    "channel_id": channel_id,
+                    "team_id": team_id,
+                    "submission": submission,
+                    "cancelled": false,
+                })),
+            )
+            .await;
+        (status, body)
+    }
+
     /// Logs `username` in and opens their websocket, where ephemeral answers arrive.
     pub async fn session(&self, env: &Env, username: &str) -> (String, Events) {
         let token = self.login(username, &env.password).await;
@@ -309,6 +341,22 @@ impl Events {
                 _ => return None,
             }
         }
+    }
+
+    /// The next dialog the server opened for this user about `request_id`: the
+    /// `open_dialog` event's `{trigger_id, url, dialog}`. Dialogs for other tests' requests
+    /// are told apart by the request id in the dialog's state.
+    pub async fn dialog_for(&mut self, request_id: &str) -> Option<Value> {
+        let opened = |e: &Value| -> Option<Value> {
+            if e["event"] != "open_dialog" {
+                return None;
+            }
+            let opened: Value = serde_json::from_str(e["data"]["dialog"].as_str()?).ok()?;
+            let state: Value = serde_json::from_str(opened["dialog"]["state"].as_str()?).ok()?;
+            (state["request_id"] == request_id).then_some(opened)
+        };
+        let event = self.next_matching(WAIT, |e| opened(e).is_some()).await?;
+        opened(&event)
     }
 
     /// The message of the next ephemeral post sent to this user about `post_id`.
