@@ -17,7 +17,8 @@ use url::Url;
 
 use crate::settings::{
     CallbackSettings, DEFAULT_CONCURRENCY, InstanceId, MattermostSettings, PluginSettings,
-    RateLimit, ReasonPrompt, RetryPolicy, Secret, TeleportSettings, TokenSource,
+    RateLimit, ReasonPrompt, ReminderSettings, RequesterLookup, RequesterSettings, RetryPolicy,
+    Secret, TeleportSettings, TokenSource,
 };
 use crate::telemetry::{LogFormat, LogOutput, LogSettings, parse_severity};
 use crate::teleport::route::ConnectionMode;
@@ -132,6 +133,19 @@ public_addr = "example.com"
 output = "stderr" # "stdout", "stderr" or a file path such as "/var/lib/teleport/mattermost.log"
 severity = "INFO" # "DEBUG", "INFO", "WARN" or "ERROR"; RUST_LOG, when set, replaces it
 # format = "text"  # "text" or "json"
+
+# Direct messages to the requester about their own request: how it was decided, by whom and
+# why (nothing is sent unless lookup is set).
+# [requester]
+# lookup = "email"        # the Teleport user name is their Mattermost "email" or "username"
+# notify_on_post = true   # also tell them when the request is posted for review
+
+# Reminders in the threads of requests still pending, mentioning the suggested reviewers;
+# they stop as soon as the request is decided.
+# [reminders]
+# after = "30m"  # the first one, this long after the request was made (at least 1m)
+# every = "1h"   # the next ones, this long apart (default: after)
+# max = 3        # at most this many per request (1 to 20)
 "#;
 
 /// Everything `teleport-mattermost start` needs, from one TOML file.
@@ -323,13 +337,19 @@ const HTTP_KEYS: &[&str] = &[
 ];
 /// The keys of [log].
 const LOG_KEYS: &[&str] = &["output", "severity", "format"];
+/// The keys of [requester].
+const REQUESTER_KEYS: &[&str] = &["lookup", "notify_on_post"];
+/// The keys of [reminders].
+const REMINDER_KEYS: &[&str] = &["after", "every", "max"];
 
 /// The sections and their keys.
-const SECTIONS: [(&str, &[&str]); 4] = [
+const SECTIONS: [(&str, &[&str]); 6] = [
     ("teleport", TELEPORT_KEYS),
     ("mattermost", MATTERMOST_KEYS),
     ("http", HTTP_KEYS),
     ("log", LOG_KEYS),
+    ("requester", REQUESTER_KEYS),
+    ("reminders", REMINDER_KEYS),
 ];
 
 /// Moves keys written at the top of the file, the way the seed document's example shows them,
@@ -588,18 +608,10 @@ impl Checker {
 
     fn config(&mut self, root: &Table) -> Option<StandaloneConfig> {
         for key in root.keys() {
-            if ![
-                "teleport",
-                "mattermost",
-                "http",
-                "log",
-                "role_to_recipients",
-            ]
-            .contains(&key.as_str())
-            {
+            if !SECTIONS.iter().any(|(name, _)| name == key) && key != "role_to_recipients" {
                 self.problem(
                     key.clone(),
-                    "unknown section or key; known sections are [teleport], [mattermost], [http], [log] and [role_to_recipients]",
+                    "unknown section or key; known sections are [teleport], [mattermost], [http], [log], [requester], [reminders] and [role_to_recipients]",
                 );
             }
         }
@@ -607,6 +619,8 @@ impl Checker {
         let mattermost = self.mattermost(root);
         let http = self.http(root);
         let log = self.log(root);
+        let requester = self.requester(root);
+        let reminders = self.reminders(root);
 
         // Teleport's newer plugin reads a top-level [role_to_recipients]; accept it too.
         let top_level = self.role_map("role_to_recipients", root.get("role_to_recipients"));
@@ -620,6 +634,7 @@ impl Checker {
         role_map.extend(top_level);
 
         let (teleport, identity, http, log) = (teleport?, identity?, http?, log?);
+        let (requester, reminders) = (requester?, reminders?);
         let action_url = callback_url(&http.public_url, ACTION_PATH);
         let dialog_url = callback_url(&http.public_url, DIALOG_PATH);
         Some(StandaloneConfig {
@@ -639,6 +654,8 @@ impl Checker {
                 role_to_recipients: role_map,
                 approvers,
                 concurrency: DEFAULT_CONCURRENCY,
+                requester,
+                reminders,
             },
             identity,
             mattermost_ca_file: self.ca_file.take(),
@@ -922,6 +939,87 @@ impl Checker {
             deny_reason: deny_reason?,
             approve_reason: approve_reason?,
         })
+    }
+
+    fn requester(&mut self, root: &Table) -> Option<RequesterSettings> {
+        let s = self.section(root, "requester", REQUESTER_KEYS);
+        let lookup = match self.string(&s, "lookup") {
+            None => Some(RequesterLookup::None),
+            Some(text) => {
+                let parsed = RequesterLookup::parse(&text);
+                if parsed.is_none() {
+                    self.problem(
+                        s.key("lookup"),
+                        format!(
+                            "{text:?} is not a choice; use \"email\", \"username\" or \"none\""
+                        ),
+                    );
+                }
+                parsed
+            }
+        };
+        let notify_on_post = self.boolean(&s, "notify_on_post");
+        Some(RequesterSettings {
+            lookup: lookup?,
+            notify_on_post: notify_on_post?,
+        })
+    }
+
+    /// `Some(None)` when there is no [reminders] section.
+    fn reminders(&mut self, root: &Table) -> Option<Option<ReminderSettings>> {
+        let s = self.section(root, "reminders", REMINDER_KEYS);
+        if s.table.is_none_or(|t| t.is_empty()) {
+            return Some(None);
+        }
+        let duration = |checker: &mut Self, key: &str| -> Option<Option<std::time::Duration>> {
+            match checker.string(&s, key) {
+                None => Some(None),
+                Some(text) => match crate::settings::parse_duration(&text) {
+                    Ok(d) => Some(Some(d)),
+                    Err(why) => {
+                        checker.problem(s.key(key), why);
+                        None
+                    }
+                },
+            }
+        };
+        let after = duration(self, "after");
+        let every = duration(self, "every");
+        let max = self.integer(&s, "max", 1, i64::from(crate::settings::MAX_REMINDERS));
+        let after = match after? {
+            Some(a) => a,
+            None => {
+                self.problem(
+                    s.key("after"),
+                    "is required for reminders; set e.g. after = \"30m\"",
+                );
+                return None;
+            }
+        };
+        let settings = ReminderSettings {
+            after,
+            every: every?.unwrap_or(after),
+            max: max.map_or(crate::settings::DEFAULT_REMINDERS, |m| m as u32),
+        };
+        if let Some((field, message)) = settings.problem() {
+            self.problem(s.key(field), message);
+            return None;
+        }
+        Some(Some(settings))
+    }
+
+    fn boolean(&mut self, s: &Section<'_>, key: &str) -> Option<bool> {
+        match s.get(key) {
+            None => Some(false),
+            Some(Value::Boolean(b)) => Some(*b),
+            Some(other) => {
+                self.problem(
+                    s.key(key),
+                    format!("must be true or false, not a {}", other.type_str()),
+                );
+                None
+            }
+        }
     }
 
     fn reason_prompt(&mut self, s: &Section<'_>, key: &str) -> Option<ReasonPrompt> {

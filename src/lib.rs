@@ -9,6 +9,7 @@ pub mod config;
 pub mod http_server;
 pub mod mattermost;
 pub mod message;
+pub mod notice;
 pub mod operator;
 pub mod plugin_data;
 pub mod request;

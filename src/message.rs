@@ -219,12 +219,12 @@ fn render_post(
 }
 
 /// Go's RFC 822 layout in UTC (`02 Jan 06 15:04 UTC`), as Teleport's plugin prints times.
-fn go_time(t: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn go_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%d %b %y %H:%M UTC").to_string()
 }
 
 /// `45m`, `8h`, `8h 30m`, `3d 4h`.
-fn human_duration(d: chrono::Duration) -> String {
+pub(crate) fn human_duration(d: chrono::Duration) -> String {
     let minutes = d.num_minutes().max(0);
     let (days, hours, mins) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
     match (days, hours, mins) {
@@ -294,7 +294,7 @@ fn status_emoji(status: RequestState) -> Option<&'static str> {
 }
 
 /// `r1, r2, …`, cut after [`MAX_ROLES_CHARS`] characters with `(and N more)`.
-fn roles_list(roles: &[String]) -> String {
+pub(crate) fn roles_list(roles: &[String]) -> String {
     let mut out = String::new();
     let mut chars = 0;
     for (shown, role) in roles.iter().enumerate() {

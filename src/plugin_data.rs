@@ -41,9 +41,14 @@ pub const KEY_CLAIM: &str = "mm_claim";
 /// Ours: how many reviews the posts' progress line shows.
 pub const KEY_REVIEWS_SHOWN: &str = "mm_reviews_shown";
 
+/// Ours: notes made once per request, `channelID/tag` items joined by `,`: the requester's
+/// direct messages (`posted`, `APPROVED`, …) and the reminders (`remind1`, …) in each thread.
+/// The bare item `requester-unknown` records that the requester has no Mattermost account.
+pub const KEY_NOTES: &str = "mm_notes";
+
 /// Every key this plugin writes; encoding always emits all of them so that clearing one
 /// deletes it in Teleport (an empty `Set` value deletes the key).
-pub const ALL_KEYS: [&str; 14] = [
+pub const ALL_KEYS: [&str; 15] = [
     KEY_USER,
     KEY_ROLES,
     KEY_REQUEST_REASON,
@@ -58,7 +63,11 @@ pub const ALL_KEYS: [&str; 14] = [
     KEY_EDITED,
     KEY_CLAIM,
     KEY_REVIEWS_SHOWN,
+    KEY_NOTES,
 ];
+
+/// The [`KEY_NOTES`] item recording that the requester could not be found in Mattermost.
+const REQUESTER_UNKNOWN: &str = "requester-unknown";
 
 /// One post made for a request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -84,13 +93,22 @@ pub enum Slot {
         /// Review index in the request.
         index: usize,
     },
+    /// A note made once: a direct message to the requester, or a reminder in a thread.
+    Note {
+        /// Where it is posted.
+        channel_id: String,
+        /// Which note (`posted`, `APPROVED`, `remind1`, …): ASCII letters, digits and `-`.
+        tag: String,
+    },
 }
 
 impl Slot {
     /// The channel this slot posts to.
     pub fn channel_id(&self) -> &str {
         match self {
-            Slot::Root { channel_id } | Slot::Reply { channel_id, .. } => channel_id,
+            Slot::Root { channel_id }
+            | Slot::Reply { channel_id, .. }
+            | Slot::Note { channel_id, .. } => channel_id,
         }
     }
 
@@ -98,10 +116,17 @@ impl Slot {
         match self {
             Slot::Root { channel_id } => channel_id.clone(),
             Slot::Reply { channel_id, index } => format!("{channel_id}/r{index}"),
+            Slot::Note { channel_id, tag } => format!("{channel_id}/n{tag}"),
         }
     }
 
     fn decode(s: &str) -> Option<Slot> {
+        if let Some((channel_id, tag)) = s.split_once("/n") {
+            return Some(Slot::Note {
+                channel_id: channel_id.to_string(),
+                tag: tag.to_string(),
+            });
+        }
         match s.split_once("/r") {
             Some((channel_id, index)) => Some(Slot::Reply {
                 channel_id: channel_id.to_string(),
@@ -202,6 +227,8 @@ pub struct PluginData {
     pub claim: Option<Claim>,
     /// How many reviews the posts' progress line shows.
     pub reviews_shown: usize,
+    /// Notes made once ([`KEY_NOTES`]).
+    pub notes: Vec<String>,
 }
 
 fn split_list(s: &str) -> impl Iterator<Item = &str> {
@@ -257,6 +284,7 @@ impl PluginData {
                 .unwrap_or_default(),
             claim: Claim::decode(get(KEY_CLAIM)),
             reviews_shown: get(KEY_REVIEWS_SHOWN).parse().unwrap_or(0),
+            notes: split_list(get(KEY_NOTES)).map(str::to_string).collect(),
         }
     }
 
@@ -316,6 +344,7 @@ impl PluginData {
                     n => n.to_string(),
                 },
             ),
+            (KEY_NOTES.into(), self.notes.join(",")),
         ])
     }
 
@@ -332,6 +361,43 @@ impl PluginData {
             && self.claim.is_none()
             && self.resolved_by.is_empty()
             && self.reviews_shown == 0
+            && self.notes.is_empty()
+    }
+
+    /// True when the note `tag` was made in `channel_id`.
+    pub fn noted(&self, channel_id: &str, tag: &str) -> bool {
+        let item = format!("{channel_id}/{tag}");
+        self.notes.contains(&item)
+    }
+
+    /// True when the note `tag` was made in any channel.
+    pub fn noted_any(&self, tag: &str) -> bool {
+        let suffix = format!("/{tag}");
+        self.notes.iter().any(|n| n.ends_with(&suffix))
+    }
+
+    /// Records that the note `tag` exists in `channel_id` and drops its intent.
+    pub fn record_note(&mut self, channel_id: &str, tag: &str) {
+        let slot = Slot::Note {
+            channel_id: channel_id.to_string(),
+            tag: tag.to_string(),
+        };
+        self.inflight.retain(|i| i.slot != slot);
+        if !self.noted(channel_id, tag) {
+            self.notes.push(format!("{channel_id}/{tag}"));
+        }
+    }
+
+    /// True once the requester was found to have no Mattermost account.
+    pub fn requester_unknown(&self) -> bool {
+        self.notes.iter().any(|n| n == REQUESTER_UNKNOWN)
+    }
+
+    /// Records that the requester has no Mattermost account: they are not looked up again.
+    pub fn mark_requester_unknown(&mut self) {
+        if !self.requester_unknown() {
+            self.notes.push(REQUESTER_UNKNOWN.to_string());
+        }
     }
 
     /// The post in a channel, if one was recorded.
@@ -754,5 +820,41 @@ mod tests {
         assert_eq!(data.messages.len(), 1);
         assert_eq!(data.inflight.len(), 1);
         assert_eq!(data.reviews_count, 0);
+    }
+
+    #[test]
+    fn notes_and_their_intents_round_trip_and_are_recorded_once() {
+        let mut data = PluginData::default();
+        let note = Slot::Note {
+            channel_id: "dm1".into(),
+            tag: "APPROVED".into(),
+        };
+        let reminder = Slot::Note {
+            channel_id: "chan".into(),
+            tag: "remind2".into(),
+        };
+        data.add_intents([&note, &reminder], 5);
+        let back = PluginData::decode(&data.encode());
+        assert_eq!(back.intent(&note).map(|i| i.since_ms), Some(5));
+        assert_eq!(
+            back.intent(&reminder).map(|i| i.slot.clone()),
+            Some(reminder.clone())
+        );
+        let mut data = back;
+        data.record_note("dm1", "APPROVED");
+        data.record_note("dm1", "APPROVED");
+        assert_eq!(data.notes, vec!["dm1/APPROVED".to_string()]);
+        assert!(data.intent(&note).is_none(), "recording drops the intent");
+        assert!(data.noted("dm1", "APPROVED") && data.noted_any("APPROVED"));
+        assert!(!data.noted_any("DENIED"));
+        data.mark_requester_unknown();
+        data.mark_requester_unknown();
+        let back = PluginData::decode(&data.encode());
+        assert!(back.requester_unknown());
+        assert_eq!(back.notes.len(), 2);
+        assert!(
+            !back.is_someone_elses_fresh_record(),
+            "notes are ours: the record is not another plugin's"
+        );
     }
 }

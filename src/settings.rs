@@ -318,6 +318,106 @@ pub struct PluginSettings {
     pub approvers: Vec<String>,
     /// How many requests are processed at once.
     pub concurrency: usize,
+    /// What the requester is told.
+    pub requester: RequesterSettings,
+    /// Reminders for requests left unreviewed; `None` sends none.
+    pub reminders: Option<ReminderSettings>,
+}
+
+/// How the requester's Mattermost account is found from their Teleport user name.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RequesterLookup {
+    /// The requester is not messaged (the default).
+    #[default]
+    None,
+    /// The Teleport user name is the requester's Mattermost email.
+    Email,
+    /// The Teleport user name is the requester's Mattermost username (for an email-style
+    /// name, the part before the @).
+    Username,
+}
+
+impl RequesterLookup {
+    /// The name used in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequesterLookup::None => "none",
+            RequesterLookup::Email => "email",
+            RequesterLookup::Username => "username",
+        }
+    }
+
+    /// Parses a config value.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "none" => Some(RequesterLookup::None),
+            "email" => Some(RequesterLookup::Email),
+            "username" => Some(RequesterLookup::Username),
+            _ => None,
+        }
+    }
+}
+
+/// What the requester is told by direct message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequesterSettings {
+    /// How their account is found; `None` tells them nothing.
+    pub lookup: RequesterLookup,
+    /// Also tell them when the request is posted for review, not only how it ended.
+    pub notify_on_post: bool,
+}
+
+/// Reminders in the threads of requests still pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReminderSettings {
+    /// The first reminder comes this long after the request was created.
+    pub after: Duration,
+    /// Later reminders come this long after the previous one.
+    pub every: Duration,
+    /// At most this many reminders per request.
+    pub max: u32,
+}
+
+/// The shortest reminder delay or interval accepted: reminders are for humans.
+pub const MIN_REMINDER_INTERVAL: Duration = Duration::from_secs(60);
+/// The most reminders one request may get.
+pub const MAX_REMINDERS: u32 = 20;
+/// Reminders per request when not set.
+pub const DEFAULT_REMINDERS: u32 = 3;
+
+impl ReminderSettings {
+    /// Why these settings cannot work, if they cannot: `(field, message)`.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        let min = humantime::format_duration(MIN_REMINDER_INTERVAL);
+        if self.after < MIN_REMINDER_INTERVAL {
+            return Some(("after", format!("must be at least {min}")));
+        }
+        if self.every < MIN_REMINDER_INTERVAL {
+            return Some(("every", format!("must be at least {min}")));
+        }
+        if self.max == 0 || self.max > MAX_REMINDERS {
+            return Some(("max", format!("must be between 1 and {MAX_REMINDERS}")));
+        }
+        None
+    }
+}
+
+/// Parses a duration such as "30m", "1h30m" or "2h 15m".
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{text:?} is not a duration ({e}); use e.g. \"30m\", \"1h30m\" or \"2h\"")
+    })
 }
 
 /// Default number of requests processed concurrently by one instance.

@@ -487,3 +487,48 @@ fn reason_prompts_default_to_never_and_name_their_choices() {
     );
     assert!(has_problem(&p, "http.approve_reason"), "{p:?}");
 }
+
+#[test]
+fn requester_and_reminder_sections_parse_and_name_their_problems() {
+    use std::time::Duration;
+    use teleport_mattermost::settings::{ReminderSettings, RequesterLookup};
+    let seed = config::parse(SEED).unwrap();
+    assert_eq!(seed.settings.requester.lookup, RequesterLookup::None);
+    assert_eq!(seed.settings.reminders, None, "off by default");
+
+    let set = format!(
+        "{SEED}\n[requester]\nlookup = \"username\"\nnotify_on_post = true\n\n[reminders]\nafter = \"30m\"\nmax = 2\n"
+    );
+    let c = config::parse(&set).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.settings.requester.lookup, RequesterLookup::Username);
+    assert!(c.settings.requester.notify_on_post);
+    assert_eq!(
+        c.settings.reminders,
+        Some(ReminderSettings {
+            after: Duration::from_secs(1800),
+            every: Duration::from_secs(1800),
+            max: 2
+        }),
+        "every defaults to after"
+    );
+
+    let wrong = format!(
+        "{SEED}\n[requester]\nlookup = \"phone\"\nnotify_on_post = \"yes\"\n\n[reminders]\nafter = \"20s\"\nevery = \"soon\"\nmax = 50\n"
+    );
+    let p = problems(&wrong);
+    for key in [
+        "requester.lookup",
+        "requester.notify_on_post",
+        "reminders.every",
+        "reminders.max",
+    ] {
+        assert!(has_problem(&p, key), "{key}: {p:?}");
+    }
+    let short = format!("{SEED}\n[reminders]\nafter = \"20s\"\n");
+    assert_eq!(
+        problems(&short),
+        vec!["reminders.after: must be at least 1m".to_string()]
+    );
+    let missing = format!("{SEED}\n[reminders]\nevery = \"1h\"\n");
+    assert!(has_problem(&problems(&missing), "reminders.after"));
+}

@@ -510,3 +510,53 @@ async fn a_resource_asking_for_a_deny_reason_opens_the_dialog_and_records_the_re
         changes[0].reason
     );
 }
+
+#[tokio::test]
+async fn a_resource_telling_the_requester_messages_them_and_bad_reminders_are_named() {
+    let env = Env::start().await;
+    let operator = Operator::start(&env).await;
+    env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
+        .await;
+    // Reminders more often than once a minute are refused with the field named.
+    let too_often = format!(
+        "{}  reminders:\n    after: 30s\n",
+        env.cr_yaml("platform", operator.callback)
+    );
+    env.apply(&too_often).unwrap();
+    let cr = env.wait_condition("platform", "Ready", "False").await;
+    let ready = cr.status.unwrap().condition("Ready").unwrap().clone();
+    assert!(
+        ready
+            .message
+            .contains("reminders.after: must be at least 1m"),
+        "{}",
+        ready.message
+    );
+
+    let telling = format!(
+        "{}  requester:\n    lookup: email\n  reminders:\n    after: 1h\n",
+        env.cr_yaml("platform", operator.callback)
+    );
+    env.apply(&telling).unwrap();
+    env.wait_condition("platform", "Ready", "True").await;
+    let id = env.teleport.create_request(request());
+    let post_id = env.recorded_post(&id).await;
+    env.mattermost
+        .press(&post_id, "Approve", "alice")
+        .await
+        .unwrap();
+    let bot = env.mattermost.bot_user_id();
+    let bob = env.mattermost.user_id("bob").expect("bob");
+    let dm = env.mattermost.dm_channel_id(&bot, &bob);
+    let told = || {
+        env.mattermost
+            .posts_in(&dm)
+            .into_iter()
+            .any(|p| p.message.contains("was APPROVED by @alice"))
+    };
+    assert!(
+        teleport_mattermost_testkit::stack::Stack::eventually(Duration::from_secs(20), told).await,
+        "bob is told: {:?}",
+        env.mattermost.posts_in(&dm)
+    );
+}

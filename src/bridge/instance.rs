@@ -105,6 +105,13 @@ pub struct Counters {
     pub jobs_done: AtomicU64,
     /// Requests found claimed by another plugin before this one posted them.
     pub foreign_records: AtomicU64,
+    /// Direct messages sent to requesters.
+    pub requester_notes: AtomicU64,
+    /// Requests whose requester has no Mattermost account the plugin could find (counted once
+    /// per request).
+    pub requester_unknown: AtomicU64,
+    /// Reminder replies posted.
+    pub reminders: AtomicU64,
 }
 
 impl Counters {

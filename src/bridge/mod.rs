@@ -6,11 +6,12 @@
 //! job is retried with backoff until it succeeds, so nothing is dropped.
 
 mod instance;
+mod notes;
 mod queue;
 pub mod recipients;
 mod reconcile;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,8 +28,8 @@ use queue::Queues;
 pub(crate) use reconcile::links as links_for;
 
 use crate::mattermost::MattermostError;
-use crate::request::RequestState;
-use crate::settings::RetryPolicy;
+use crate::request::{AccessRequest, RequestState};
+use crate::settings::{ReminderSettings, RetryPolicy};
 use crate::teleport::client::{
     MIN_SERVER_VERSION, TeleportError, WatchEvent, check_server_version,
 };
@@ -52,6 +53,13 @@ pub enum BridgeError {
     },
 }
 
+/// How often the reminder schedule is checked: often enough that a reminder comes within a
+/// quarter of its interval (and at most 30 s) of its time.
+fn reminder_tick(settings: &ReminderSettings) -> Duration {
+    (settings.after.min(settings.every) / 4)
+        .clamp(Duration::from_millis(200), Duration::from_secs(30))
+}
+
 /// Backoff for reconnecting and for retrying failed jobs: jittered, 0.5 s doubling to `max`.
 pub(crate) fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
     RetryPolicy::forever(Duration::from_millis(500), max).delays()
@@ -62,7 +70,8 @@ pub struct Bridge {
     instance: Arc<Instance>,
     queues: Arc<Mutex<Queues>>,
     permits: Arc<Semaphore>,
-    pending: Arc<Mutex<HashSet<String>>>,
+    /// The latest snapshot of every pending request, for the reminder schedule.
+    pending: Arc<Mutex<HashMap<String, Box<AccessRequest>>>>,
     tasks: TaskTracker,
 }
 
@@ -190,7 +199,27 @@ impl Bridge {
         self.resync(shutdown).await?;
         *healthy = true;
 
-        while let Some(event) = watch.next().await? {
+        let mut reminders = settings.reminders.map(|r| {
+            let mut tick = tokio::time::interval(reminder_tick(&r));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            (r, tick, HashMap::new())
+        });
+        loop {
+            let event = tokio::select! {
+                event = watch.next() => event?,
+                () = async {
+                    match reminders.as_mut() {
+                        Some((_, tick, _)) => { tick.tick().await; }
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some((r, _, queued)) = reminders.as_mut() {
+                        self.queue_due_reminders(r, queued, shutdown);
+                    }
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
             instance.update_status(|s| s.last_event_time = Some(Utc::now()));
             match event {
                 WatchEvent::Put(request) => {
@@ -285,11 +314,38 @@ impl Bridge {
         }
     }
 
+    /// Queues the pending requests whose next reminder is due, each once per reminder slot
+    /// (`queued` remembers the slot last queued; plugin data decides what was posted).
+    fn queue_due_reminders(
+        &self,
+        settings: &ReminderSettings,
+        queued: &mut HashMap<String, u32>,
+        shutdown: &CancellationToken,
+    ) {
+        let now = Utc::now();
+        let due: Vec<(Box<AccessRequest>, u32)> = {
+            let pending = self.pending.lock().expect("pending lock");
+            queued.retain(|id, _| pending.contains_key(id));
+            pending
+                .values()
+                .filter_map(|r| {
+                    let n = crate::notice::reminders_due(r.created?, now, settings);
+                    (n > queued.get(&r.id).copied().unwrap_or(0)).then(|| (r.clone(), n))
+                })
+                .collect()
+        };
+        for (request, n) in due {
+            queued.insert(request.id.clone(), n);
+            let id = request.id.clone();
+            self.submit(&id, Job::Put(request), shutdown);
+        }
+    }
+
     fn track_pending(&self, id: &str, job: &Job) {
         let mut pending = self.pending.lock().expect("pending lock");
         match job {
             Job::Put(request) if request.state == RequestState::Pending => {
-                pending.insert(id.to_string());
+                pending.insert(id.to_string(), request.clone());
             }
             _ => {
                 pending.remove(id);

@@ -9,10 +9,12 @@ use serde_json::{Map, Value};
 
 use super::BridgeError;
 use super::instance::{Counters, Instance};
+use super::notes;
 use super::recipients::{Recipient, recipients_for};
 use crate::callback::signature::{Action, ActionContext};
 use crate::mattermost::{MattermostError, NewPost, Post};
 use crate::message::{self, Buttons, Links};
+use crate::notice;
 use crate::plugin_data::{MessageRef, PluginData, Slot};
 use crate::request::{AccessRequest, RequestState};
 use crate::teleport::client::TeleportClient;
@@ -78,7 +80,9 @@ pub(crate) async fn put(instance: &Instance, request: &AccessRequest) -> Result<
             let posted = ensure_posted(instance, &teleport, request).await?;
             if let Some(data) = posted.data {
                 let data = ensure_replies(instance, &teleport, request, data).await?;
-                ensure_progress_shown(instance, &teleport, request, data).await?;
+                ensure_progress_shown(instance, &teleport, request, data.clone()).await?;
+                notes::tell_posted(instance, &teleport, request, &data).await?;
+                notes::ensure_reminder(instance, &teleport, request, &data).await?;
             }
             if let Some(e) = posted.retry {
                 // Fail the job so that its retry reaches the recipients left out.
@@ -91,7 +95,10 @@ pub(crate) async fn put(instance: &Instance, request: &AccessRequest) -> Result<
                 return Ok(());
             };
             let data = ensure_replies(instance, &teleport, request, data).await?;
-            if data.resolution != Some(state) || data.needs_edit() {
+            let told = data
+                .resolution
+                .is_none_or(|r| !notes::requester_owed(instance, &data, notice::outcome_tag(r)));
+            if data.resolution != Some(state) || data.needs_edit() || !told {
                 resolve(
                     instance,
                     &teleport,
@@ -212,15 +219,18 @@ async fn direct_channel(
     if crate::callback::people::is_requester(requester, who) {
         return Ok(None);
     }
-    let bot = match instance.bot_user_id() {
-        Some(id) => id.to_string(),
-        None => {
-            let me = mm.me().await?;
-            instance.set_bot_user_id(me.id.clone());
-            me.id
-        }
-    };
+    let bot = bot_user_id(instance).await?;
     Ok(Some(mm.direct_channel(&bot, &user.id).await?.id))
+}
+
+/// The bot's own user id, looked up once.
+pub(super) async fn bot_user_id(instance: &Instance) -> Result<String, MattermostError> {
+    if let Some(id) = instance.bot_user_id() {
+        return Ok(id.to_string());
+    }
+    let me = instance.mattermost().me().await?;
+    instance.set_bot_user_id(me.id.clone());
+    Ok(me.id)
 }
 
 /// What [`ensure_posted`] leaves behind.
@@ -428,7 +438,7 @@ fn buttons(instance: &Instance, request: &AccessRequest, channel_id: &str) -> Op
 }
 
 /// Looks for a post this plugin made for `slot` since shortly before the intent was recorded.
-async fn find_post(
+pub(super) async fn find_post(
     instance: &Instance,
     slot: &Slot,
     request_id: &str,
@@ -457,9 +467,11 @@ pub(crate) fn post_matches(post: &Post, slot: &Slot, request_id: &str) -> bool {
         .props
         .get(message::PROP_REVIEW_INDEX)
         .and_then(Value::as_u64);
+    let note = post.props.get(notice::PROP_NOTE).and_then(Value::as_str);
     match slot {
-        Slot::Root { .. } => review.is_none() && post.root_id.is_empty(),
+        Slot::Root { .. } => review.is_none() && note.is_none() && post.root_id.is_empty(),
         Slot::Reply { index, .. } => review == Some(*index as u64),
+        Slot::Note { tag, .. } => note == Some(tag.as_str()),
     }
 }
 
@@ -614,9 +626,19 @@ pub(crate) async fn resolve(
     else {
         return Ok(()); // never posted
     };
-    if !data.needs_edit() {
-        return Ok(());
+    if data.needs_edit() {
+        show_resolution(instance, teleport, id, &data).await?;
     }
+    notes::tell_outcome(instance, teleport, id, &data).await
+}
+
+/// Edits every message once to show the recorded resolution and who acted.
+async fn show_resolution(
+    instance: &Instance,
+    teleport: &TeleportClient,
+    id: &str,
+    data: &PluginData,
+) -> Result<(), BridgeError> {
     let resolution = data.resolution.expect("needs_edit implies a resolution");
     let request = data.as_request(id);
     let actor = data.actor().map(str::to_string);

@@ -10,7 +10,8 @@ use super::crd::{CaBundleKind, CaBundleRef, ConnectionSpec, MattermostAccessPlug
 use crate::bridge::Credentials;
 use crate::settings::{
     CaBundle, CallbackSettings, DEFAULT_CONCURRENCY, InstanceId, MattermostSettings,
-    PluginSettings, RateLimit, RetryPolicy, Secret, TeleportSettings, TokenSource,
+    PluginSettings, RateLimit, ReminderSettings, RequesterSettings, RetryPolicy, Secret,
+    TeleportSettings, TokenSource,
 };
 use crate::teleport::identity::{Identity, IdentityError, PemSource};
 use crate::teleport::route::ConnectionMode;
@@ -347,6 +348,45 @@ pub fn build(
         }
     };
 
+    let reminders = spec.reminders.as_ref().and_then(|r| {
+        let mut duration = |field: &str, text: &str| match crate::settings::parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                reader.problems.push(Problem::Invalid {
+                    field: format!("reminders.{field}"),
+                    message,
+                });
+                None
+            }
+        };
+        let after = duration("after", &r.after)?;
+        let every = match &r.every {
+            Some(text) => duration("every", text)?,
+            None => after,
+        };
+        let settings = ReminderSettings {
+            after,
+            every,
+            max: r.max,
+        };
+        if let Some((field, message)) = settings.problem() {
+            reader.problems.push(Problem::Invalid {
+                field: format!("reminders.{field}"),
+                message,
+            });
+            return None;
+        }
+        Some(settings)
+    });
+    let requester = spec
+        .requester
+        .as_ref()
+        .map(|r| RequesterSettings {
+            lookup: r.lookup,
+            notify_on_post: r.notify_on_post,
+        })
+        .unwrap_or_default();
+
     let problems = reader.problems;
     match (identity, token, url) {
         (Some(identity), Some(token), Some(url)) if problems.is_empty() => {
@@ -385,6 +425,8 @@ pub fn build(
                     role_to_recipients: spec.role_to_recipients.clone(),
                     approvers: spec.approvers.clone(),
                     concurrency: defaults.concurrency,
+                    requester,
+                    reminders,
                 },
                 credentials: Credentials { identity, token },
             })

@@ -140,6 +140,27 @@ impl prometheus_client::collector::Collector for Probes {
         )?;
         family(
             &mut encoder,
+            "teleport_mattermost_requester_messages",
+            "Direct messages sent to requesters about their requests.",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.requester_notes)),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_requester_unknown",
+            "Requests whose requester has no Mattermost account the plugin could find.",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.requester_unknown)),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_reminders",
+            "Reminder replies posted in the threads of requests left unreviewed.",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.reminders)),
+        )?;
+        family(
+            &mut encoder,
             "teleport_mattermost_jobs_done",
             "Access request events and resync items handled to completion.",
             MetricType::Counter,

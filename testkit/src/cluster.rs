@@ -79,6 +79,7 @@ impl Env {
         mattermost.add_team(TEAM);
         let channel_id = mattermost.add_channel(TEAM, CHANNEL);
         mattermost.add_user("alice", "alice@example.com");
+        mattermost.add_user("bob", "bob@example.com");
         Env {
             cp,
             client,

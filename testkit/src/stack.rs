@@ -51,6 +51,10 @@ pub struct StackOptions {
     pub deny_reason: ReasonPrompt,
     /// Whether Approve asks for a reason.
     pub approve_reason: ReasonPrompt,
+    /// What the requester is told.
+    pub requester: teleport_mattermost::settings::RequesterSettings,
+    /// Reminders (any interval: not validated here, so tests can use seconds).
+    pub reminders: Option<teleport_mattermost::settings::ReminderSettings>,
     /// The callback server's connection limits.
     pub server_limits: http_server::Limits,
     /// How often the plugin pings Teleport on an idle connection.
@@ -82,6 +86,8 @@ impl Default for StackOptions {
             answer_within: teleport_mattermost::callback::DEFAULT_ANSWER_WITHIN,
             deny_reason: ReasonPrompt::Never,
             approve_reason: ReasonPrompt::Never,
+            requester: Default::default(),
+            reminders: None,
             server_limits: http_server::Limits::default(),
             keepalive: teleport_mattermost::teleport::client::KEEPALIVE_INTERVAL,
             teleport_ping_policy: crate::grpc_link::PingPolicy::default(),
@@ -180,6 +186,8 @@ impl Plugin {
             role_to_recipients: options.role_to_recipients.clone(),
             approvers: options.approvers.clone(),
             concurrency: options.concurrency,
+            requester: options.requester,
+            reminders: options.reminders,
         };
         let client_cert = pki.client("access-plugin-mattermost");
         let instance = Instance::new(
