@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use teleport_mattermost::message::{self, Links};
 use teleport_mattermost::request::RequestState;
-use teleport_mattermost::settings::{ReasonPrompt, RetryPolicy};
+use teleport_mattermost::settings::{
+    ReasonPrompt, ReminderSettings, RequesterLookup, RequesterSettings, RetryPolicy,
+};
 use teleport_mattermost_testkit::real_mattermost::{Api, Env, Events, env};
 use teleport_mattermost_testkit::stack::{CHANNEL, MattermostTarget, Plugin, StackOptions, TEAM};
 use teleport_mattermost_testkit::teleport::NewRequest;
@@ -62,6 +64,10 @@ struct Options {
     token: Option<String>,
     /// Whether Deny asks for a reason.
     deny_reason: ReasonPrompt,
+    /// What the requester is told.
+    requester: RequesterSettings,
+    /// Reminders.
+    reminders: Option<ReminderSettings>,
 }
 
 /// The plugin under test posting to the real Mattermost; it dereferences to the
@@ -119,6 +125,8 @@ impl Real {
                 approvers: options.approvers,
                 recipients: options.recipients,
                 deny_reason: options.deny_reason,
+                requester: options.requester,
+                reminders: options.reminders,
                 init_timeout: Duration::from_secs(5),
                 // The server's own limiter is what is exercised here, with the retry
                 // policy an install gets by default.
@@ -620,13 +628,25 @@ async fn a_deny_reason_is_asked_in_mattermosts_own_dialog_and_recorded() {
         .expect("team id")
         .to_string();
     let (carol, mut events) = real.session("carol").await;
-    let (status, body) = real.press(&post_id, message::ACTION_DENY, &carol).await;
-    assert_eq!(status, 200, "press answered {body}");
-    // The server checked our trigger_id and handed the dialog to carol's client.
-    let opened = events
-        .dialog_for(&id)
-        .await
-        .expect("an open_dialog event for carol");
+    // The server accepts a press's trigger_id for 3 seconds. The other tests share the bot,
+    // and Mattermost's rate limiter counts per user: when their bursts hold the bot's
+    // dialog call past that, the press is refused with "press Deny again", as a reviewer
+    // would see it, and is pressed again.
+    let mut refusals = Vec::new();
+    let opened = loop {
+        let (status, body) = real.press(&post_id, message::ACTION_DENY, &carol).await;
+        assert_eq!(status, 200, "press answered {body}");
+        match events.dialog_or_answer(&id, &post_id).await {
+            Some(Ok(opened)) => break opened,
+            Some(Err(text)) if text.contains("Press Deny again") && refusals.len() < 5 => {
+                refusals.push(text);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => {
+                panic!("neither a dialog nor a retryable answer: {other:?} after {refusals:?}")
+            }
+        }
+    };
     assert!(
         opened["url"]
             .as_str()
@@ -714,4 +734,129 @@ async fn submit_reason(
             serde_json::json!({ "reason": reason }),
         )
         .await
+}
+
+#[tokio::test]
+async fn the_requester_is_messaged_and_reminders_stop_after_approval() {
+    let env = real_env!();
+    let real = Real::started(
+        env,
+        Options {
+            requester: RequesterSettings {
+                lookup: RequesterLookup::Email,
+                notify_on_post: true,
+            },
+            reminders: Some(ReminderSettings {
+                after: Duration::from_secs(2),
+                every: Duration::from_secs(2),
+                max: 3,
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = real.teleport.create_request(NewRequest {
+        suggested_reviewers: vec!["carol@example.com".into()],
+        ..request("bob@example.com")
+    });
+    let post_id = real.wait_posted(&id).await;
+
+    // Bob reads his direct channel with the bot, as himself.
+    let bob = real.api.login("bob", &real.env.password).await;
+    let bob_id = real.api.user_id("bob", &bob).await;
+    let bot_id = real
+        .instance
+        .bot_user_id()
+        .expect("health check ran")
+        .to_string();
+    let (status, _, dm) = real
+        .api
+        .call(
+            reqwest::Method::POST,
+            "/channels/direct",
+            Some(&bob),
+            Some(serde_json::json!([bob_id, bot_id])),
+        )
+        .await;
+    assert_eq!(status, 201, "{dm}");
+    let dm_id = dm["id"].as_str().unwrap().to_string();
+    let messages = |posts: Vec<Value>| -> Vec<String> {
+        posts
+            .iter()
+            .filter(|p| p["props"]["teleport_request_id"] == id.as_str())
+            .map(|p| p["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + WAIT;
+    let mut told = Vec::new();
+    while Instant::now() < deadline && told.is_empty() {
+        told = messages(real.api.channel_posts(&dm_id, &bob).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        told,
+        vec![format!(
+            "⏳ Your access request `{id}` for roles dba, auditor was posted to ~{CHANNEL} for review. You will get a message here when it is decided."
+        )]
+    );
+
+    // A reminder in the channel thread, mentioning the suggested reviewer.
+    let reminders = |posts: &[Value]| -> Vec<Value> {
+        posts
+            .iter()
+            .filter(|p| {
+                p["root_id"] == post_id.as_str()
+                    && p["props"]["teleport_note"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("remind"))
+            })
+            .cloned()
+            .collect()
+    };
+    let admin = real.env.admin_token.clone();
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline && seen.is_empty() {
+        seen = reminders(&real.api.channel_posts(&real.channel_id, &admin).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!seen.is_empty(), "a reminder was posted in the thread");
+    let first = seen.last().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        first.starts_with("⏰ Reminder 1 of 3: this request has waited")
+            && first.ends_with(" @carol"),
+        "{first}"
+    );
+
+    let (alice, _events) = real.session("alice").await;
+    let (status, body) = real.press(&post_id, message::ACTION_APPROVE, &alice).await;
+    assert_eq!(status, 200, "{body}");
+    let at_decision = reminders(&real.api.channel_posts(&real.channel_id, &admin).await).len();
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline && told.len() < 2 {
+        told = messages(real.api.channel_posts(&dm_id, &bob).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Newest first.
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(
+        told[0].starts_with(&format!(
+            "✅ Your access request `{id}` for roles dba, auditor was APPROVED by @alice."
+        )),
+        "{}",
+        told[0]
+    );
+
+    // Two more reminder intervals: nothing after the approval, and no slot twice.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = reminders(&real.api.channel_posts(&real.channel_id, &admin).await);
+    assert_eq!(after.len(), at_decision, "no reminder after the approval");
+    let tags: std::collections::BTreeSet<&str> = after
+        .iter()
+        .map(|p| p["props"]["teleport_note"].as_str().unwrap())
+        .collect();
+    assert_eq!(tags.len(), after.len(), "each slot once: {tags:?}");
 }

@@ -347,16 +347,28 @@ impl Events {
     /// `open_dialog` event's `{trigger_id, url, dialog}`. Dialogs for other tests' requests
     /// are told apart by the request id in the dialog's state.
     pub async fn dialog_for(&mut self, request_id: &str) -> Option<Value> {
-        let opened = |e: &Value| -> Option<Value> {
-            if e["event"] != "open_dialog" {
-                return None;
-            }
-            let opened: Value = serde_json::from_str(e["data"]["dialog"].as_str()?).ok()?;
-            let state: Value = serde_json::from_str(opened["dialog"]["state"].as_str()?).ok()?;
-            (state["request_id"] == request_id).then_some(opened)
-        };
-        let event = self.next_matching(WAIT, |e| opened(e).is_some()).await?;
-        opened(&event)
+        let event = self
+            .next_matching(WAIT, |e| opened_dialog(e, request_id).is_some())
+            .await?;
+        opened_dialog(&event, request_id)
+    }
+
+    /// What a press that may open a dialog led to: `Ok` with the dialog opened for
+    /// `request_id`, or `Err` with the ephemeral answer on `post_id` (a refusal).
+    pub async fn dialog_or_answer(
+        &mut self,
+        request_id: &str,
+        post_id: &str,
+    ) -> Option<Result<Value, String>> {
+        let event = self
+            .next_matching(WAIT, |e| {
+                opened_dialog(e, request_id).is_some() || ephemeral_message(e, post_id).is_some()
+            })
+            .await?;
+        match opened_dialog(&event, request_id) {
+            Some(dialog) => Some(Ok(dialog)),
+            None => ephemeral_message(&event, post_id).map(Err),
+        }
     }
 
     /// The message of the next ephemeral post sent to this user about `post_id`.
@@ -367,15 +379,34 @@ impl Events {
     /// them apart.
     pub async fn ephemeral_on(&mut self, post_id: &str) -> Option<String> {
         let event = self
-            .next_matching(WAIT, |e| {
-                e["event"] == "ephemeral_message"
-                    && e["data"]["post"]
-                        .as_str()
-                        .and_then(|p| serde_json::from_str::<Value>(p).ok())
-                        .is_some_and(|p| p["root_id"] == post_id)
-            })
+            .next_matching(WAIT, |e| ephemeral_message(e, post_id).is_some())
             .await?;
-        let post: Value = serde_json::from_str(event["data"]["post"].as_str()?).ok()?;
-        post["message"].as_str().map(str::to_string)
+        ephemeral_message(&event, post_id)
     }
+}
+
+/// The `{trigger_id, url, dialog}` of an `open_dialog` event about `request_id`.
+fn opened_dialog(event: &Value, request_id: &str) -> Option<Value> {
+    if event["event"] != "open_dialog" {
+        return None;
+    }
+    let opened: Value = serde_json::from_str(event["data"]["dialog"].as_str()?).ok()?;
+    let state: Value = serde_json::from_str(opened["dialog"]["state"].as_str()?).ok()?;
+    (state["request_id"] == request_id).then_some(opened)
+}
+
+/// The message of an `ephemeral_message` event threaded under `post_id`.
+///
+/// Mattermost sends an action's ephemeral answer to every session of the user, and the tests
+/// share one server and run in parallel, so answers to other tests' presses arrive too;
+/// Mattermost threads the answer under the pressed post, which tells them apart.
+fn ephemeral_message(event: &Value, post_id: &str) -> Option<String> {
+    if event["event"] != "ephemeral_message" {
+        return None;
+    }
+    let post: Value = serde_json::from_str(event["data"]["post"].as_str()?).ok()?;
+    if post["root_id"] != post_id {
+        return None;
+    }
+    post["message"].as_str().map(str::to_string)
 }
