@@ -108,8 +108,9 @@ secret = "signing-secret-value"
 # "dba" = ["my-team/dba-oncall"]
 # "*" = ["alice@example.com"]
 
-# Client-side limit of calls to Mattermost; 429 answers are retried regardless.
-# rate_limit_per_second = 10  # 0 disables the limiter
+# The most calls per second to Mattermost. Below it the plugin paces itself to the rate
+# limit the server announces (X-RateLimit headers); 429 answers are retried regardless.
+# rate_limit_per_second = 100  # 0 disables the ceiling and the pacing
 # rate_limit_burst = 100
 
 [http]

@@ -83,11 +83,12 @@ pub struct RateLimit {
 }
 
 impl Default for RateLimit {
-    /// Mattermost's own default `RateLimitSettings` (10/s, burst 100), so a default
-    /// install never trips a server that has rate limiting switched on.
+    /// A ceiling well above Mattermost's own default `RateLimitSettings` (10/s, burst 100):
+    /// a server that limits calls says so in its answers and is paced to below this, so
+    /// the ceiling only holds back a burst to a server that does not limit at all.
     fn default() -> Self {
         Self {
-            per_second: 10,
+            per_second: 100,
             burst: 100,
         }
     }

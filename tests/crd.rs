@@ -171,7 +171,7 @@ fn secret_key_names_default_to_what_tctl_and_the_docs_produce() {
         default("spec.callback.signingSecretRef.key"),
         "signingSecret"
     );
-    assert_eq!(default("spec.mattermost.rateLimit.perSecond"), 10);
+    assert_eq!(default("spec.mattermost.rateLimit.perSecond"), 100);
     assert_eq!(default("spec.mattermost.rateLimit.burst"), 100);
     assert_eq!(default("spec.suspend"), false);
 }

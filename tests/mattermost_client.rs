@@ -655,3 +655,36 @@ async fn an_internal_ca_is_refused_at_once_with_a_hint_and_trusted_with_its_bund
             .contains("no PEM CERTIFICATE")
     );
 }
+
+#[tokio::test]
+async fn the_client_learns_the_servers_rate_and_paces_a_burst_below_it() {
+    let (mm, _, channel_id) = setup().await;
+    // The server allows 40/s with bursts of 30; the client's ceiling is the default 100/s.
+    mm.set_rate_limit(40, 30);
+    let mut s = settings(&mm, TokenSource::Literal(Secret::new(mm.bot_token())));
+    s.rate_limit = RateLimit::default();
+    s.url = format!("{}?pacing-test", mm.url()).parse().unwrap();
+    let client = MattermostClient::new(&s).unwrap();
+    let posts = (0..150).map(|i| {
+        let client = client.clone();
+        let channel_id = channel_id.clone();
+        async move {
+            client
+                .create_post(&NewPost::new(&channel_id, format!("post {i}")))
+                .await
+        }
+    });
+    let results = futures::future::join_all(posts).await;
+    assert!(results.iter().all(Result::is_ok), "every post went through");
+    assert_eq!(mm.posts().len(), 150, "none twice");
+    let stats = client.stats();
+    let learned = stats
+        .learned_rate
+        .expect("the rate was learned from X-RateLimit headers");
+    assert!((learned - 40.0).abs() < 8.0, "learned {learned}/s");
+    // Without pacing, 150 concurrent posts into a 31-call bucket meet about 120 refusals.
+    assert!(
+        stats.rate_limited < 30,
+        "paced, the server refuses few: {stats:?}"
+    );
+}

@@ -210,6 +210,16 @@ impl Drop for Standalone {
     }
 }
 
+/// A peer process stopped when the test ends, also when it panics.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Mattermost as the test sees it.
 struct Chat {
     env: Env,
@@ -598,13 +608,15 @@ async fn takeover_from_teleports_go_plugin_reposts_nothing_and_edits_its_posts()
     let (teleport, files) = cluster().await;
     let dir = tempfile::tempdir().unwrap();
     let go_log = dir.path().join("go-plugin.log");
-    let mut go = Command::new(real_teleport::bin_dir().join("tm-teleport-mattermost-plugin"))
-        .args(["start", "-c"])
-        .arg(go_plugin_config(dir.path(), &env, &teleport, &files))
-        .stdout(std::fs::File::create(&go_log).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("go-plugin.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut go = Peer(
+        Command::new(real_teleport::bin_dir().join("tm-teleport-mattermost-plugin"))
+            .args(["start", "-c"])
+            .arg(go_plugin_config(dir.path(), &env, &teleport, &files))
+            .stdout(std::fs::File::create(&go_log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("go-plugin.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let id = teleport
         .create_request(REQUESTER, "posted by the Go plugin")
         .unwrap();
@@ -624,9 +636,9 @@ async fn takeover_from_teleports_go_plugin_reposts_nothing_and_edits_its_posts()
         "the Go plugin posts no buttons"
     );
     let _ = Command::new("kill")
-        .args(["-TERM", &go.id().to_string()])
+        .args(["-TERM", &go.0.id().to_string()])
         .status();
-    let _ = go.wait();
+    let _ = go.0.wait();
 
     let plugin = Standalone::start(&seed_config(
         &env,
@@ -1028,13 +1040,15 @@ async fn running_next_to_teleports_go_plugin_posts_each_request_once_and_warns()
     let chat = Chat::new(env.clone()).await;
     let (teleport, files) = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut go = Command::new(real_teleport::bin_dir().join("tm-teleport-mattermost-plugin"))
-        .args(["start", "-c"])
-        .arg(go_plugin_config(dir.path(), &env, &teleport, &files))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("go-plugin.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let go = Peer(
+        Command::new(real_teleport::bin_dir().join("tm-teleport-mattermost-plugin"))
+            .args(["start", "-c"])
+            .arg(go_plugin_config(dir.path(), &env, &teleport, &files))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("go-plugin.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let plugin = Standalone::start(&seed_config(
         &env,
         &teleport,
@@ -1091,7 +1105,6 @@ async fn running_next_to_teleports_go_plugin_posts_each_request_once_and_warns()
         "of {} requests, the Go plugin posted {go_posted}",
         ids.len()
     );
-    let _ = go.kill();
-    let _ = go.wait();
+    drop(go);
     drop(plugin);
 }

@@ -36,12 +36,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Counters of the client's retry behaviour, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ClientStats {
     /// Attempts repeated after a 429, 5xx or transport error.
     pub retries: u64,
     /// 429 answers received.
     pub rate_limited: u64,
+    /// The server's rate limit as learned from its answers, in calls per second.
+    pub learned_rate: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -192,6 +194,7 @@ impl MattermostClient {
         ClientStats {
             retries: self.inner.counters.retries.load(Ordering::Relaxed),
             rate_limited: self.inner.counters.rate_limited.load(Ordering::Relaxed),
+            learned_rate: self.inner.limiter.as_ref().and_then(|l| l.learned_rate()),
         }
     }
 
@@ -591,7 +594,12 @@ impl MattermostClient {
                     }
                     let backoff = delays.next().unwrap_or(inner.retry.max_delay);
                     let wait = if code == 429 {
-                        retry::server_wait(&headers, inner.retry.max_delay).unwrap_or(backoff)
+                        inner
+                            .limiter
+                            .as_ref()
+                            .and_then(|l| l.wait_after_429())
+                            .or_else(|| retry::server_wait(&headers, inner.retry.max_delay))
+                            .unwrap_or(backoff)
                     } else {
                         backoff
                     };
@@ -625,7 +633,15 @@ impl MattermostClient {
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
-        let mut response = request.send().await.map_err(Failure::Transport)?;
+        let sent = request.send().await;
+        if let Some(limiter) = &self.inner.limiter {
+            let answered = sent.as_ref().ok();
+            limiter.observe(
+                answered.map(|r| r.headers()),
+                answered.is_some_and(|r| r.status() == StatusCode::TOO_MANY_REQUESTS),
+            );
+        }
+        let mut response = sent.map_err(Failure::Transport)?;
         let status = response.status();
         let headers = response.headers().clone();
         tracing::debug!(method = %call.method, path = call.url.path(), status = status.as_u16(), "Mattermost call");

@@ -1,4 +1,5 @@
-//! Client-side rate limiting, one bucket per Mattermost server.
+//! Client-side rate limiting, one bucket per Mattermost server: the configured ceiling, and
+//! below it the pace learned from the server's own rate-limit headers ([`super::pacing`]).
 //!
 //! Mattermost's own limiter counts per token or per client address, so several plugin
 //! instances posting to one server share its budget. Sharing one bucket per base URL across
@@ -7,24 +8,67 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use governor::clock::DefaultClock;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use super::pacing::{Bucket, Pacer, Wait};
 use crate::settings::RateLimit;
 
-/// A governor limiter plus the quota it was built from.
+/// A governor limiter (the ceiling) plus the quota it was built from, and the pace learned
+/// from the server.
 #[derive(Debug)]
 pub(crate) struct Limiter {
     inner: RateLimiter<NotKeyed, InMemoryState, DefaultClock>,
     quota: RateLimit,
+    pacer: Mutex<Pacer>,
 }
 
 impl Limiter {
-    /// Waits until one more call is allowed.
+    /// Waits until one more call is allowed: by the ceiling, then by the server's pace.
     pub(crate) async fn acquire(&self) {
         self.inner.until_ready().await;
+        loop {
+            let wait = self.pacer().delay(Instant::now());
+            match wait {
+                Wait::Go => break,
+                Wait::Slot(d) => {
+                    tokio::time::sleep(d).await;
+                    break;
+                }
+                Wait::Recheck(d) => tokio::time::sleep(d).await,
+            }
+        }
+        self.pacer().sending();
+    }
+
+    /// Learns from the answer to a call [`Limiter::acquire`] let through: its rate-limit
+    /// headers (`refused` for a 429), or `None` when no answer came.
+    pub(crate) fn observe(&self, headers: Option<&reqwest::header::HeaderMap>, refused: bool) {
+        let mut pacer = self.pacer();
+        match headers.map(Bucket::from_headers) {
+            Some(Some(bucket)) => pacer.observe(Instant::now(), bucket, refused),
+            Some(None) => pacer.unlimited(),
+            None => pacer.lost(),
+        }
+    }
+
+    /// How long to wait before retrying a 429, when the pace is known: only a moment, since
+    /// [`Limiter::acquire`] spaces the retry at the server's rate (its `Retry-After` is
+    /// rounded up to whole seconds, far longer than one call's share at 50/s).
+    pub(crate) fn wait_after_429(&self) -> Option<Duration> {
+        self.pacer().rate().map(|_| Duration::from_millis(10))
+    }
+
+    /// The server's rate as learned, in calls per second.
+    pub(crate) fn learned_rate(&self) -> Option<f64> {
+        self.pacer().rate()
+    }
+
+    fn pacer(&self) -> std::sync::MutexGuard<'_, Pacer> {
+        self.pacer.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -56,6 +100,7 @@ pub(crate) fn for_server(base_url: &str, rate: RateLimit) -> Option<Arc<Limiter>
     let limiter = Arc::new(Limiter {
         inner: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
         quota: rate,
+        pacer: Mutex::default(),
     });
     registry.insert(base_url.to_string(), Arc::downgrade(&limiter));
     Some(limiter)

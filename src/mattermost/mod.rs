@@ -14,6 +14,7 @@ mod client;
 mod error;
 mod limiter;
 mod model;
+pub mod pacing;
 mod retry;
 mod token;
 

@@ -286,8 +286,10 @@ pub struct MattermostSpec {
     pub channel: String,
     /// The Secret holding the Mattermost bot's access token.
     pub token_secret_ref: TokenSecretRef,
-    /// Client-side limit on calls to Mattermost. Default 10 per second with bursts of 100,
-    /// Mattermost's own server defaults.
+    /// The most calls per second the plugin makes to Mattermost (a ceiling; default 100 per
+    /// second with bursts of 100). Below it, the plugin paces itself to the rate limit the
+    /// server announces in its X-RateLimit headers, so it neither runs into 429s nor leaves
+    /// the server's allowance unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
     /// Extra certificate authorities to trust for the Mattermost URL (PEM), for a server
@@ -579,11 +581,11 @@ fn default_signing_key() -> String {
 }
 
 fn default_per_second() -> u32 {
-    10
+    crate::settings::RateLimit::default().per_second
 }
 
 fn default_burst() -> u32 {
-    100
+    crate::settings::RateLimit::default().burst
 }
 
 #[cfg(test)]
@@ -622,7 +624,7 @@ mattermost:
         assert_eq!(
             spec.rate_limit(),
             RateLimitSpec {
-                per_second: 10,
+                per_second: 100,
                 burst: 100
             }
         );

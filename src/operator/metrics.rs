@@ -187,6 +187,17 @@ impl prometheus_client::collector::Collector for Probes {
             MetricType::Counter,
             &counter(&|i| i.mattermost().stats().rate_limited),
         )?;
+        let learned: Vec<(Labels, f64)> = instances
+            .iter()
+            .filter_map(|i| Some((labels(i), i.mattermost().stats().learned_rate?)))
+            .collect();
+        family(
+            &mut encoder,
+            "teleport_mattermost_mattermost_rate_learned",
+            "The Mattermost server's rate limit as learned from its X-RateLimit headers, in calls per second.",
+            MetricType::Gauge,
+            &learned,
+        )?;
         let now = Utc::now();
         let expiry: Vec<(Labels, f64)> = instances
             .iter()
