@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use teleport_mattermost::request::RequestState;
 use teleport_mattermost::settings::ReasonPrompt;
-use teleport_mattermost_testkit::mattermost::{OpenedDialog, Post};
+use teleport_mattermost_testkit::mattermost::{
+    ACTION_INTEGRATION_ERROR, DialogAnswer, OpenedDialog, Post,
+};
 use teleport_mattermost_testkit::stack::{Stack, StackOptions};
 use teleport_mattermost_testkit::teleport::NewRequest;
 
@@ -61,6 +63,14 @@ async fn press_for_dialog(stack: &Stack, post: &Post, action: &str, user: &str) 
     let dialogs = stack.mattermost.dialogs_for(user);
     assert_eq!(dialogs.len(), before + 1, "one dialog opened for {user}");
     dialogs.last().cloned().unwrap()
+}
+
+/// A submission our callback refused with `status`: the reviewer's client sees only
+/// Mattermost's generic 400, as a real server relays it.
+fn refused_by_us(answer: &DialogAnswer, status: u16) {
+    assert_eq!(answer.integration_status, status, "{answer:?}");
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(answer.body["id"], ACTION_INTEGRATION_ERROR, "{answer:?}");
 }
 
 fn reason(text: &str) -> Value {
@@ -173,7 +183,7 @@ async fn a_tampered_or_misdirected_submission_is_refused() {
         )
         .await
         .unwrap();
-    assert_eq!(moved.status, 401, "{moved:?}");
+    refused_by_us(&moved, 401);
     let mut state: Value = serde_json::from_str(&dialog.state()).unwrap();
     state["action"] = json!("approve");
     let flipped = mm
@@ -186,7 +196,7 @@ async fn a_tampered_or_misdirected_submission_is_refused() {
         )
         .await
         .unwrap();
-    assert_eq!(flipped.status, 401, "{flipped:?}");
+    refused_by_us(&flipped, 401);
     let garbage = mm
         .submit_dialog(
             &dialog,
@@ -197,16 +207,16 @@ async fn a_tampered_or_misdirected_submission_is_refused() {
         )
         .await
         .unwrap();
-    assert_eq!(garbage.status, 400, "{garbage:?}");
+    refused_by_us(&garbage, 400);
 
     // Carol's dialog, submitted by alice (the server sets user_id from alice's session).
     let stolen = mm
         .submit_dialog(&dialog, "alice", &post.channel_id, reason("x"), None)
         .await
         .unwrap();
-    assert_eq!(stolen.status, 401, "{stolen:?}");
+    refused_by_us(&stolen, 401);
     assert!(
-        stolen.body["error"]
+        stolen.integration_body["error"]
             .as_str()
             .unwrap()
             .contains("another user")
@@ -216,7 +226,7 @@ async fn a_tampered_or_misdirected_submission_is_refused() {
         .submit_dialog(&dialog, "carol", "some-other-channel", reason("x"), None)
         .await
         .unwrap();
-    assert_eq!(elsewhere.status, 401, "{elsewhere:?}");
+    refused_by_us(&elsewhere, 401);
 
     assert!(
         stack.teleport.state_changes().is_empty(),

@@ -669,7 +669,7 @@ async fn a_deny_reason_is_asked_in_mattermosts_own_dialog_and_recorded() {
     assert_eq!(status, 400, "a tampered state is refused: {body}");
     assert_eq!(
         body["id"],
-        "api.post.do_action.action_integration.app_error"
+        teleport_mattermost_testkit::mattermost::ACTION_INTEGRATION_ERROR
     );
     let (alice, _alice_events) = real.session("alice").await;
     let (status, body) = submit_reason(&real, &opened, &team_id, &alice, &state, "x").await;

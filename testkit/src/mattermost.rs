@@ -43,7 +43,7 @@ use teleport_mattermost::mattermost::{Channel, Team, User};
 use tokio::sync::oneshot;
 
 mod dialogs;
-pub use dialogs::{DialogAnswer, OpenedDialog};
+pub use dialogs::{ACTION_INTEGRATION_ERROR, DialogAnswer, OpenedDialog};
 
 /// Mattermost's `PostMessageMaxRunesV2` (65535 bytes / 4): the longest message, in
 /// characters, a current server accepts.

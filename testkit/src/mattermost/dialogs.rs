@@ -21,6 +21,9 @@ use std::sync::Arc;
 /// `model.InteractiveDialogTriggerTimeoutMilliseconds`.
 const TRIGGER_TIMEOUT_MS: i64 = 3000;
 
+/// The error id Mattermost answers a client with when the integration refused its request.
+pub const ACTION_INTEGRATION_ERROR: &str = "api.post.do_action.action_integration.app_error";
+
 /// A dialog the server handed to a user's client.
 #[derive(Debug, Clone)]
 pub struct OpenedDialog {
@@ -50,13 +53,21 @@ impl OpenedDialog {
     }
 }
 
-/// What the integration answered a submission with.
+/// What the reviewer's client got back for a submission, as Mattermost relays it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DialogAnswer {
-    /// HTTP status of the integration's answer (Mattermost reports an error unless 200).
+    /// HTTP status the client sees: the integration's 200, or Mattermost's own 400 for any
+    /// other answer of the integration (as a 6.7 server does).
     pub status: u16,
-    /// The answer as JSON (`{}`, `{"error": …}` or `{"errors": {…}}`), or a JSON string.
+    /// The integration's answer as JSON (`{}`, `{"error": …}` or `{"errors": {…}}`), or on a
+    /// non-200 answer Mattermost's `AppError` with id
+    /// `api.post.do_action.action_integration.app_error`.
     pub body: Value,
+    /// HTTP status of the integration's own answer, which the client never sees (the server
+    /// logs it).
+    pub integration_status: u16,
+    /// The integration's own answer, parsed as JSON where it is.
+    pub integration_body: Value,
 }
 
 impl DialogAnswer {
@@ -236,9 +247,29 @@ impl MattermostDouble {
             .send()
             .await
             .with_context(|| format!("POST {}", dialog.url))?;
-        let status = response.status().as_u16();
+        let integration_status = response.status().as_u16();
         let text = response.text().await.context("reading the dialog answer")?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(DialogAnswer { status, body })
+        let integration_body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if integration_status != 200 {
+            // The real server hides the integration's answer behind its generic error.
+            return Ok(DialogAnswer {
+                status: 400,
+                body: json!({
+                    "id": ACTION_INTEGRATION_ERROR,
+                    "message": "Action integration error.",
+                    "detailed_error": format!("status={integration_status}"),
+                    "request_id": new_id(),
+                    "status_code": 400,
+                }),
+                integration_status,
+                integration_body,
+            });
+        }
+        Ok(DialogAnswer {
+            status: integration_status,
+            body: integration_body.clone(),
+            integration_status,
+            integration_body,
+        })
     }
 }
