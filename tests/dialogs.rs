@@ -14,37 +14,12 @@ use teleport_mattermost_testkit::mattermost::{
 use teleport_mattermost_testkit::stack::{Stack, StackOptions};
 use teleport_mattermost_testkit::teleport::NewRequest;
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn request(user: &str) -> NewRequest {
-    NewRequest {
-        user: user.into(),
-        roles: vec!["dba".into()],
-        reason: "fix the prod database".into(),
-        ..Default::default()
-    }
-}
-
 fn with_reasons(deny: ReasonPrompt, approve: ReasonPrompt) -> StackOptions {
     StackOptions {
         deny_reason: deny,
         approve_reason: approve,
         ..Default::default()
     }
-}
-
-async fn started(options: StackOptions) -> Stack {
-    let stack = Stack::start(options).await;
-    stack.wait_connected().await;
-    stack
-}
-
-async fn posted(stack: &Stack, id: &str) -> Post {
-    assert!(
-        Stack::eventually(WAIT, || !stack.data(id).messages.is_empty()).await,
-        "request {id} was never posted"
-    );
-    stack.root_posts_for(id).remove(0)
 }
 
 /// Presses `action` as `user` and returns the one dialog it opened.
@@ -79,9 +54,11 @@ fn reason(text: &str) -> Value {
 
 #[tokio::test]
 async fn deny_asks_for_a_required_reason_and_records_it_in_teleport_and_the_post() {
-    let stack = started(with_reasons(ReasonPrompt::Required, ReasonPrompt::Never)).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(with_reasons(ReasonPrompt::Required, ReasonPrompt::Never)).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
 
     let dialog = press_for_dialog(&stack, &post, "Deny", "carol").await;
     assert_eq!(dialog.dialog["elements"][0]["optional"], json!(false));
@@ -161,11 +138,15 @@ async fn deny_asks_for_a_required_reason_and_records_it_in_teleport_and_the_post
 
 #[tokio::test]
 async fn a_tampered_or_misdirected_submission_is_refused() {
-    let stack = started(with_reasons(ReasonPrompt::Optional, ReasonPrompt::Never)).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let other = stack.teleport.create_request(request("dave@example.com"));
-    let post = posted(&stack, &id).await;
-    posted(&stack, &other).await;
+    let stack = Stack::started(with_reasons(ReasonPrompt::Optional, ReasonPrompt::Never)).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let other = stack
+        .teleport
+        .create_request(NewRequest::by("dave@example.com"));
+    let post = stack.posted(&id).await;
+    stack.posted(&other).await;
     let dialog = press_for_dialog(&stack, &post, "Deny", "carol").await;
     let mm = &stack.mattermost;
 
@@ -245,9 +226,11 @@ async fn a_tampered_or_misdirected_submission_is_refused() {
 
 #[tokio::test]
 async fn cancelling_changes_nothing_and_the_buttons_still_work() {
-    let stack = started(with_reasons(ReasonPrompt::Required, ReasonPrompt::Never)).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(with_reasons(ReasonPrompt::Required, ReasonPrompt::Never)).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     let dialog = press_for_dialog(&stack, &post, "Deny", "carol").await;
     let cancelled = stack
         .mattermost
@@ -283,9 +266,11 @@ async fn every_press_check_is_made_again_on_submission() {
         approvers: vec!["carol".into(), "bob".into()],
         ..with_reasons(ReasonPrompt::Optional, ReasonPrompt::Optional)
     };
-    let stack = started(options).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(options).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
 
     // Not an approver: refused at the press, no dialog.
     let refused = stack
@@ -335,9 +320,11 @@ async fn every_press_check_is_made_again_on_submission() {
 #[tokio::test]
 async fn a_dialog_that_cannot_open_in_time_falls_back_as_configured() {
     // Required: nothing is decided without the reason.
-    let stack = started(with_reasons(ReasonPrompt::Required, ReasonPrompt::Optional)).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(with_reasons(ReasonPrompt::Required, ReasonPrompt::Optional)).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     // The press reaches us after Mattermost's 3-second trigger window.
     stack.mattermost.age_triggers(Duration::from_secs(4));
     let late = stack

@@ -10,21 +10,6 @@ use teleport_mattermost_testkit::teleport::NewRequest;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn request(user: &str) -> NewRequest {
-    NewRequest {
-        user: user.into(),
-        roles: vec!["dba".into()],
-        reason: "fix the prod database".into(),
-        ..Default::default()
-    }
-}
-
-async fn started(options: StackOptions) -> Stack {
-    let stack = Stack::start(options).await;
-    stack.wait_connected().await;
-    stack
-}
-
 async fn wait_posted(stack: &Stack, id: &str) -> teleport_mattermost_testkit::mattermost::Post {
     assert!(
         Stack::eventually(WAIT, || !stack.root_posts_for(id).is_empty()).await,
@@ -76,8 +61,10 @@ fn has_buttons(post: &teleport_mattermost_testkit::mattermost::Post) -> bool {
 
 #[tokio::test]
 async fn pending_request_is_posted_once_across_restart() {
-    let mut stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let mut stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
     assert_eq!(post.channel_id, stack.channel_id);
     assert!(
@@ -107,7 +94,7 @@ async fn pending_request_is_posted_once_across_restart() {
 
 #[tokio::test]
 async fn dms_and_channel_are_deduplicated_by_channel_and_unknown_recipients_skipped() {
-    let stack = started(StackOptions {
+    let stack = Stack::started(StackOptions {
         recipients: vec![
             "engineering/access-requests".into(),
             "alice@example.com".into(),
@@ -118,7 +105,7 @@ async fn dms_and_channel_are_deduplicated_by_channel_and_unknown_recipients_skip
     .await;
     let id = stack.teleport.create_request(NewRequest {
         suggested_reviewers: vec!["alice@example.com".into(), "carol".into()],
-        ..request("bob@example.com")
+        ..NewRequest::by("bob@example.com")
     });
     let bot = stack.mattermost.bot_user_id();
     let alice_dm = stack
@@ -148,7 +135,7 @@ async fn dms_and_channel_are_deduplicated_by_channel_and_unknown_recipients_skip
 
 #[tokio::test]
 async fn a_recipient_mattermost_fails_to_resolve_is_reached_by_the_retry_not_skipped() {
-    let stack = started(StackOptions::default()).await;
+    let stack = Stack::started(StackOptions::default()).await;
     // Looking carol up fails past the client's own retries (6 attempts) three times over,
     // more than the resync and the watch event make between them: a server fault, not an
     // answer about carol, so only a retry of the job can reach her once Mattermost recovers.
@@ -157,7 +144,7 @@ async fn a_recipient_mattermost_fails_to_resolve_is_reached_by_the_retry_not_ski
         .inject_status_on("/api/v4/users/username/carol", 18, 503);
     let id = stack.teleport.create_request(NewRequest {
         suggested_reviewers: vec!["carol".into()],
-        ..request("bob@example.com")
+        ..NewRequest::by("bob@example.com")
     });
     let carol_dm = stack.mattermost.dm_channel_id(
         &stack.mattermost.bot_user_id(),
@@ -184,7 +171,7 @@ async fn a_recipient_mattermost_fails_to_resolve_is_reached_by_the_retry_not_ski
 }
 #[tokio::test]
 async fn role_recipients_fall_back_to_star() {
-    let stack = started(StackOptions {
+    let stack = Stack::started(StackOptions {
         role_to_recipients: BTreeMap::from([
             ("admin".to_string(), vec!["carol@example.com".to_string()]),
             ("*".to_string(), vec!["alice".to_string()]),
@@ -192,7 +179,9 @@ async fn role_recipients_fall_back_to_star() {
         ..Default::default()
     })
     .await;
-    let id = stack.teleport.create_request(request("bob@example.com")); // role dba → "*"
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com")); // role dba → "*"
     assert!(Stack::eventually(WAIT, || stack.data(&id).messages.len() == 2).await);
     let bot = stack.mattermost.bot_user_id();
     let alice_dm = stack
@@ -203,8 +192,10 @@ async fn role_recipients_fall_back_to_star() {
 
 #[tokio::test]
 async fn reviews_become_thread_replies_in_order() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     let root = wait_posted(&stack, &id).await;
     assert!(Stack::eventually(WAIT, || !stack.data(&id).messages.is_empty()).await);
     stack.teleport.review(
@@ -248,8 +239,10 @@ async fn button_round_trip(
     answer: &str,
     outcome: &str,
 ) {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
     let pressed = stack
         .mattermost
@@ -301,12 +294,14 @@ async fn deny_button_denies() {
 
 #[tokio::test]
 async fn expiry_edits_every_post_to_expired() {
-    let stack = started(StackOptions {
+    let stack = Stack::started(StackOptions {
         recipients: vec!["alice@example.com".into()],
         ..Default::default()
     })
     .await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     assert!(Stack::eventually(WAIT, || stack.data(&id).messages.len() == 2).await);
     stack.teleport.expire(&id);
     assert!(
@@ -323,8 +318,10 @@ async fn expiry_edits_every_post_to_expired() {
 
 #[tokio::test]
 async fn delete_after_approved_leaves_approved_and_edits_once() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
     assert!(Stack::eventually(WAIT, || !stack.data(&id).messages.is_empty()).await);
     stack
@@ -355,12 +352,14 @@ async fn delete_after_approved_leaves_approved_and_edits_once() {
 
 #[tokio::test]
 async fn unauthorized_clicker_is_refused_and_nothing_changes() {
-    let stack = started(StackOptions {
+    let stack = Stack::started(StackOptions {
         approvers: vec!["alice".into()],
         ..Default::default()
     })
     .await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
     let outcome = stack
         .mattermost
@@ -382,8 +381,10 @@ async fn unauthorized_clicker_is_refused_and_nothing_changes() {
 
 #[tokio::test]
 async fn self_approval_is_refused() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
     let outcome = stack
         .mattermost
@@ -400,8 +401,10 @@ async fn self_approval_is_refused() {
 
 #[tokio::test]
 async fn click_on_an_expired_request_gets_a_friendly_answer_and_no_write() {
-    let mut stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let mut stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
     // The engine is down, so the post still shows its buttons when the request expires.
     stack.crash().await;
@@ -418,8 +421,10 @@ async fn click_on_an_expired_request_gets_a_friendly_answer_and_no_write() {
 
 #[tokio::test]
 async fn click_on_a_request_resolved_elsewhere_makes_no_write() {
-    let mut stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let mut stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     let post = wait_posted(&stack, &id).await;
     stack.crash().await;
     stack
@@ -436,10 +441,14 @@ async fn click_on_a_request_resolved_elsewhere_makes_no_write() {
 
 #[tokio::test]
 async fn stream_dropped_mid_burst_loses_nothing() {
-    let stack = started(StackOptions::default()).await;
+    let stack = Stack::started(StackOptions::default()).await;
     let mut ids = Vec::new();
     for i in 0..120 {
-        ids.push(stack.teleport.create_request(request("bob@example.com")));
+        ids.push(
+            stack
+                .teleport
+                .create_request(NewRequest::by("bob@example.com")),
+        );
         if i % 40 == 20 {
             stack.teleport.drop_watches();
         }
@@ -467,19 +476,25 @@ async fn stream_dropped_mid_burst_loses_nothing() {
 
 #[tokio::test]
 async fn requests_created_while_down_are_posted_after_restart() {
-    let mut stack = started(StackOptions::default()).await;
+    let mut stack = Stack::started(StackOptions::default()).await;
     stack.crash().await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     stack.restart().await;
     wait_posted(&stack, &id).await;
 }
 
 #[tokio::test]
 async fn rate_limit_storm_delays_but_loses_nothing() {
-    let stack = started(StackOptions::default()).await;
+    let stack = Stack::started(StackOptions::default()).await;
     stack.mattermost.inject_429(40, 0);
     let ids: Vec<String> = (0..20)
-        .map(|_| stack.teleport.create_request(request("bob@example.com")))
+        .map(|_| {
+            stack
+                .teleport
+                .create_request(NewRequest::by("bob@example.com"))
+        })
         .collect();
     assert!(
         Stack::eventually(Duration::from_secs(60), || ids
@@ -499,10 +514,12 @@ async fn rate_limit_storm_delays_but_loses_nothing() {
 
 #[tokio::test]
 async fn crash_between_posting_and_recording_gives_no_duplicate() {
-    let mut stack = started(StackOptions::default()).await;
+    let mut stack = Stack::started(StackOptions::default()).await;
     // The post is created but its response is lost, as if the process died right after.
     stack.mattermost.inject_lost_post_responses(1);
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     assert!(Stack::eventually(WAIT, || !stack.root_posts_for(&id).is_empty()).await);
     stack.crash().await;
     stack.restart().await;
@@ -522,10 +539,12 @@ async fn crash_between_posting_and_recording_gives_no_duplicate() {
 
 #[tokio::test]
 async fn install_taken_over_from_teleports_plugin_does_not_repost() {
-    let stack = started(StackOptions::default()).await;
+    let stack = Stack::started(StackOptions::default()).await;
     let mut stack = stack;
     stack.crash().await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     stack.teleport.set_plugin_data(
         &id,
         HashMap::from([
@@ -546,7 +565,7 @@ async fn install_taken_over_from_teleports_plugin_does_not_repost() {
 
 #[tokio::test]
 async fn identity_swap_keeps_working() {
-    let stack = started(StackOptions::default()).await;
+    let stack = Stack::started(StackOptions::default()).await;
     let first = stack.client_cert.serial_hex.clone();
     assert_eq!(stack.teleport.last_client_serial(), Some(first.clone()));
     let next = stack.pki.client("access-plugin-mattermost");
@@ -563,16 +582,22 @@ async fn identity_swap_keeps_working() {
         .await,
         "the new certificate is in use within 5 s"
     );
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     wait_posted(&stack, &id).await;
     assert_eq!(stack.teleport.last_client_serial(), Some(next.serial_hex));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests_are_each_posted_and_resolved_once() {
-    let stack = started(StackOptions::default()).await;
+    let stack = Stack::started(StackOptions::default()).await;
     let ids: Vec<String> = (0..200)
-        .map(|_| stack.teleport.create_request(request("bob@example.com")))
+        .map(|_| {
+            stack
+                .teleport
+                .create_request(NewRequest::by("bob@example.com"))
+        })
         .collect();
     assert!(
         Stack::eventually(Duration::from_secs(90), || ids
@@ -613,12 +638,14 @@ async fn two_hundred_concurrent_requests_are_each_posted_and_resolved_once() {
 
 #[tokio::test]
 async fn a_post_deleted_in_mattermost_does_not_block_the_resolution() {
-    let stack = started(StackOptions {
+    let stack = Stack::started(StackOptions {
         recipients: vec!["alice@example.com".into()],
         ..Default::default()
     })
     .await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     assert!(Stack::eventually(WAIT, || stack.data(&id).messages.len() == 2).await);
     let messages = stack.data(&id).messages;
     assert!(stack.mattermost.delete_post(&messages[0].post_id));
@@ -643,7 +670,7 @@ async fn a_20000_character_reason_is_posted_up_to_the_servers_limit() {
         stack.wait_connected().await;
         let id = stack.teleport.create_request(NewRequest {
             reason: "r".repeat(20_000),
-            ..request("bob@example.com")
+            ..NewRequest::by("bob@example.com")
         });
         let post = wait_posted(&stack, &id).await;
         let chars = post.message.chars().count();
@@ -656,12 +683,14 @@ async fn a_20000_character_reason_is_posted_up_to_the_servers_limit() {
 /// Each review updates the post's progress line, and the buttons stay.
 #[tokio::test]
 async fn reviews_update_the_progress_line_of_every_post() {
-    let stack = started(StackOptions {
+    let stack = Stack::started(StackOptions {
         recipients: vec!["alice@example.com".into()],
         ..Default::default()
     })
     .await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
     assert!(Stack::eventually(WAIT, || stack.data(&id).messages.len() == 2).await);
     stack.teleport.review(
         &id,

@@ -24,29 +24,6 @@ fn told(notify_on_post: bool) -> StackOptions {
     }
 }
 
-fn request(user: &str) -> NewRequest {
-    NewRequest {
-        user: user.into(),
-        roles: vec!["dba".into()],
-        reason: "fix the prod database".into(),
-        ..Default::default()
-    }
-}
-
-async fn started(options: StackOptions) -> Stack {
-    let stack = Stack::start(options).await;
-    stack.wait_connected().await;
-    stack
-}
-
-async fn posted(stack: &Stack, id: &str) -> Post {
-    assert!(
-        Stack::eventually(WAIT, || !stack.data(id).messages.is_empty()).await,
-        "request {id} was never posted"
-    );
-    stack.root_posts_for(id).remove(0)
-}
-
 /// The notes in the bot's direct channel with `username`.
 fn dms_to(stack: &Stack, username: &str) -> Vec<Post> {
     let bot = stack.mattermost.bot_user_id();
@@ -62,9 +39,11 @@ fn dms_to(stack: &Stack, username: &str) -> Vec<Post> {
 
 #[tokio::test]
 async fn the_requester_is_told_once_when_posted_and_when_decided() {
-    let mut stack = started(told(true)).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let mut stack = Stack::started(told(true)).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     assert!(
         Stack::eventually(WAIT, || dms_to(&stack, "bob").len() == 1).await,
         "bob is told his request was posted"
@@ -113,9 +92,11 @@ async fn the_requester_is_told_once_when_posted_and_when_decided() {
 
 #[tokio::test]
 async fn a_lost_answer_to_the_requester_message_is_adopted_not_repeated() {
-    let stack = started(told(false)).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(told(false)).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     // The DM reaches Mattermost, but its answer is lost: the retry finds it by its marker.
     stack.mattermost.inject_lost_post_responses(1);
     stack
@@ -139,9 +120,11 @@ async fn a_lost_answer_to_the_requester_message_is_adopted_not_repeated() {
 
 #[tokio::test]
 async fn a_requester_mattermost_does_not_know_is_counted_once_and_left_alone() {
-    let stack = started(told(true)).await;
-    let id = stack.teleport.create_request(request("nobody@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(told(true)).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("nobody@example.com"));
+    let post = stack.posted(&id).await;
     assert!(
         Stack::eventually(WAIT, || stack.data(&id).requester_unknown()).await,
         "recorded as unknown"
@@ -172,9 +155,11 @@ async fn a_requester_mattermost_does_not_know_is_counted_once_and_left_alone() {
 
 #[tokio::test]
 async fn by_default_the_requester_gets_nothing() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     stack
         .mattermost
         .press(&post.id, "Approve", "alice")
@@ -218,12 +203,12 @@ fn reminders_under(stack: &Stack, post: &Post) -> Vec<Post> {
 
 #[tokio::test]
 async fn reminders_come_once_per_slot_in_every_thread_up_to_max() {
-    let stack = started(reminding(1500, 1500, 2)).await;
+    let stack = Stack::started(reminding(1500, 1500, 2)).await;
     let id = stack.teleport.create_request(NewRequest {
         suggested_reviewers: vec!["carol@example.com".into(), "bob@example.com".into()],
-        ..request("bob@example.com")
+        ..NewRequest::by("bob@example.com")
     });
-    let post = posted(&stack, &id).await;
+    let post = stack.posted(&id).await;
     let threads = stack.data(&id).messages.clone();
     assert_eq!(threads.len(), 2, "the channel and carol's DM: {threads:?}");
     assert!(
@@ -260,9 +245,11 @@ async fn reminders_come_once_per_slot_in_every_thread_up_to_max() {
 
 #[tokio::test]
 async fn reminders_stop_the_moment_the_request_is_decided() {
-    let stack = started(reminding(1000, 1000, 5)).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(reminding(1000, 1000, 5)).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     assert!(Stack::eventually(WAIT, || reminders_under(&stack, &post).len() == 1).await);
     stack
         .mattermost
@@ -281,9 +268,11 @@ async fn reminders_stop_the_moment_the_request_is_decided() {
 
 #[tokio::test]
 async fn without_reminders_configured_none_are_posted() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(reminders_under(&stack, &post).is_empty());
 }

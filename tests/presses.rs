@@ -15,30 +15,6 @@ use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn request(user: &str) -> NewRequest {
-    NewRequest {
-        user: user.into(),
-        roles: vec!["dba".into()],
-        reason: "fix the prod database".into(),
-        ..Default::default()
-    }
-}
-
-async fn started(options: StackOptions) -> Stack {
-    let stack = Stack::start(options).await;
-    stack.wait_connected().await;
-    stack
-}
-
-/// The request's channel post, once it is recorded in plugin data (presses need that).
-async fn posted(stack: &Stack, id: &str) -> Post {
-    assert!(
-        Stack::eventually(WAIT, || !stack.data(id).messages.is_empty()).await,
-        "request {id} was never posted"
-    );
-    stack.root_posts_for(id).remove(0)
-}
-
 /// Waits until every post of the request shows `text` (the engine's edit).
 async fn posts_show(stack: &Stack, id: &str, text: &str) -> String {
     let shows = || {
@@ -72,9 +48,11 @@ fn ephemeral(outcome: &teleport_mattermost_testkit::mattermost::PressOutcome) ->
 
 #[tokio::test]
 async fn concurrent_approve_and_deny_decide_once_and_the_loser_is_told_who_decides() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
 
     let held = stack.teleport.hold(Rpc::SetAccessRequestState);
     let (alice, carol) = tokio::join!(
@@ -115,9 +93,11 @@ async fn concurrent_approve_and_deny_decide_once_and_the_loser_is_told_who_decid
 
 #[tokio::test]
 async fn a_double_click_writes_once() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     let held = stack.teleport.hold(Rpc::SetAccessRequestState);
     let (first, second) = tokio::join!(
         stack.mattermost.press(&post.id, "Approve", "alice"),
@@ -138,13 +118,15 @@ async fn a_double_click_writes_once() {
 
 #[tokio::test]
 async fn a_press_that_outlives_its_answer_completes_and_says_so_in_the_thread() {
-    let stack = started(StackOptions {
+    let stack = Stack::started(StackOptions {
         answer_within: Duration::from_millis(300),
         ..Default::default()
     })
     .await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     let held = stack.teleport.hold(Rpc::SetAccessRequestState);
     let answer = stack
         .mattermost
@@ -193,13 +175,15 @@ async fn a_press_that_outlives_its_answer_completes_and_says_so_in_the_thread() 
 
 #[tokio::test]
 async fn a_press_that_fails_late_releases_its_claim_and_names_nobody() {
-    let stack = started(StackOptions {
+    let stack = Stack::started(StackOptions {
         answer_within: Duration::from_millis(300),
         ..Default::default()
     })
     .await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     let held = stack.teleport.hold(Rpc::SetAccessRequestState);
     stack
         .teleport
@@ -240,9 +224,11 @@ async fn a_press_that_fails_late_releases_its_claim_and_names_nobody() {
 
 #[tokio::test]
 async fn a_claim_left_by_a_crashed_replica_expires_but_a_live_one_blocks() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     let with_claim = |at_ms: i64| {
         let mut data = stack.teleport.plugin_data(&id).unwrap();
         data.insert("mm_claim".into(), format!("DENIED|@zed|{at_ms}"));
@@ -273,9 +259,11 @@ async fn a_claim_left_by_a_crashed_replica_expires_but_a_live_one_blocks() {
 
 #[tokio::test]
 async fn a_revocation_in_teleport_edits_the_posts_and_does_not_name_the_approver() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     let pressed = stack
         .mattermost
         .press(&post.id, "Approve", "alice")
@@ -302,7 +290,7 @@ async fn a_revocation_in_teleport_edits_the_posts_and_does_not_name_the_approver
 
 #[tokio::test]
 async fn self_approval_is_refused_in_every_spelling() {
-    let stack = started(StackOptions {
+    let stack = Stack::started(StackOptions {
         approvers: vec!["frank".into(), "dave".into()],
         ..Default::default()
     })
@@ -310,8 +298,8 @@ async fn self_approval_is_refused_in_every_spelling() {
     stack.mattermost.add_user("frank", "frank@exämple.com");
     stack.mattermost.add_user("dave", ""); // email hidden from the bot
     for requester in ["FRANK@EXÄMPLE.COM", "frank@exa\u{308}mple.com"] {
-        let id = stack.teleport.create_request(request(requester));
-        let post = posted(&stack, &id).await;
+        let id = stack.teleport.create_request(NewRequest::by(requester));
+        let post = stack.posted(&id).await;
         let outcome = stack
             .mattermost
             .press(&post.id, "Approve", "frank")
@@ -322,8 +310,10 @@ async fn self_approval_is_refused_in_every_spelling() {
             "{requester}: {outcome:?}"
         );
     }
-    let id = stack.teleport.create_request(request("dave@example.com"));
-    let post = posted(&stack, &id).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("dave@example.com"));
+    let post = stack.posted(&id).await;
     let outcome = stack
         .mattermost
         .press(&post.id, "Approve", "dave")
@@ -338,10 +328,12 @@ async fn self_approval_is_refused_in_every_spelling() {
 
 #[tokio::test]
 async fn with_open_approvers_a_hidden_email_is_refused_and_the_status_says_why() {
-    let stack = started(StackOptions::default()).await;
+    let stack = Stack::started(StackOptions::default()).await;
     stack.mattermost.add_user("david", "");
-    let id = stack.teleport.create_request(request("dave@example.com"));
-    let post = posted(&stack, &id).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("dave@example.com"));
+    let post = stack.posted(&id).await;
     let outcome = stack
         .mattermost
         .press(&post.id, "Approve", "david")
@@ -359,9 +351,11 @@ async fn with_open_approvers_a_hidden_email_is_refused_and_the_status_says_why()
 
 #[tokio::test]
 async fn a_failed_state_change_tells_the_clicker_the_gist_and_the_admin_the_detail() {
-    let stack = started(StackOptions::default()).await;
-    let id = stack.teleport.create_request(request("bob@example.com"));
-    let post = posted(&stack, &id).await;
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
     stack
         .teleport
         .fail_next(Rpc::SetAccessRequestState, 1, Code::PermissionDenied);
@@ -405,7 +399,7 @@ async fn a_failed_state_change_tells_the_clicker_the_gist_and_the_admin_the_deta
 /// and the presser who produced it.
 #[tokio::test]
 async fn many_presses_from_many_users_give_one_write_and_posts_that_match_teleport() {
-    let stack = started(StackOptions {
+    let stack = Stack::started(StackOptions {
         recipients: vec!["carol@example.com".into()],
         ..Default::default()
     })
@@ -413,7 +407,9 @@ async fn many_presses_from_many_users_give_one_write_and_posts_that_match_telepo
     let users = ["alice", "carol", "mallory"];
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261201);
     for round in 0..6 {
-        let id = stack.teleport.create_request(request("bob@example.com"));
+        let id = stack
+            .teleport
+            .create_request(NewRequest::by("bob@example.com"));
         assert!(Stack::eventually(WAIT, || stack.data(&id).messages.len() == 2).await);
         let posts: Vec<String> = stack
             .data(&id)

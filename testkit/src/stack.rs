@@ -312,6 +312,9 @@ impl std::ops::DerefMut for Stack {
     }
 }
 
+/// How long [`Stack::posted`] waits for a request's post.
+const POSTED_WITHIN: Duration = Duration::from_secs(20);
+
 /// Users the Mattermost double knows: `(username, email)`.
 pub const USERS: [(&str, &str); 4] = [
     ("alice", "alice@example.com"),
@@ -339,6 +342,22 @@ impl Stack {
             mattermost,
             channel_id,
         }
+    }
+
+    /// [`Stack::start`], then waits until the plugin is connected to both doubles.
+    pub async fn started(options: StackOptions) -> Stack {
+        let stack = Stack::start(options).await;
+        stack.wait_connected().await;
+        stack
+    }
+
+    /// The request's channel post, once it is recorded in plugin data (presses need that).
+    pub async fn posted(&self, request_id: &str) -> crate::mattermost::Post {
+        assert!(
+            Stack::eventually(POSTED_WITHIN, || !self.data(request_id).messages.is_empty()).await,
+            "request {request_id} was never posted"
+        );
+        self.root_posts_for(request_id).remove(0)
     }
 
     /// Polls `check` until it returns true or `timeout` passes; returns whether it did.

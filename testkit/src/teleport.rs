@@ -87,6 +87,18 @@ impl Default for NewRequest {
     }
 }
 
+impl NewRequest {
+    /// A request by `user` for the role dba, with a reason: what most tests need.
+    pub fn by(user: &str) -> NewRequest {
+        NewRequest {
+            user: user.into(),
+            roles: vec!["dba".into()],
+            reason: "fix the prod database".into(),
+            ..Default::default()
+        }
+    }
+}
+
 /// One successful `SetAccessRequestState` call, as Teleport's audit log would show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
