@@ -30,15 +30,7 @@ struct Run {
 async fn run(label: &'static str, rate_limit: RateLimit, n: usize, server: (f64, u32)) -> Run {
     let env = env().expect("TM_REAL_MATTERMOST_* (run tests/mattermost/run-bench.sh)");
     let api = Api::new(&env.url);
-    let channel_id = api
-        .get(
-            &format!("/teams/name/{TEAM}/channels/name/{CHANNEL}"),
-            &env.admin_token,
-        )
-        .await["id"]
-        .as_str()
-        .expect("channel id")
-        .to_string();
+    let channel_id = api.channel_id(TEAM, CHANNEL, &env.admin_token).await;
     let plugin = Plugin::start(
         MattermostTarget {
             url: env.url.parse().expect("url"),

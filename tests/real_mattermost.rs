@@ -106,15 +106,7 @@ impl Real {
         let log_guard = tracing::subscriber::set_default(subscriber);
 
         let api = Api::new(&env.url);
-        let channel_id = api
-            .get(
-                &format!("/teams/name/{TEAM}/channels/name/{CHANNEL}"),
-                &env.admin_token,
-            )
-            .await["id"]
-            .as_str()
-            .expect("channel id")
-            .to_string();
+        let channel_id = api.channel_id(TEAM, CHANNEL, &env.admin_token).await;
         let target = MattermostTarget {
             url: env.url.parse().expect("Mattermost URL"),
             token: options.token.unwrap_or_else(|| env.bot_token.clone()),

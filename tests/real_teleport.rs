@@ -230,14 +230,9 @@ struct Chat {
 impl Chat {
     async fn new(env: Env) -> Chat {
         let api = Api::new(&env.url);
-        let channel = api
-            .get(
-                &format!("/teams/name/{TEAM}/channels/name/{CHANNEL}"),
-                &env.admin_token,
-            )
-            .await;
+        let channel_id = api.channel_id(TEAM, CHANNEL, &env.admin_token).await;
         Chat {
-            channel_id: channel["id"].as_str().unwrap().to_string(),
+            channel_id,
             env,
             api,
         }

@@ -141,6 +141,18 @@ impl Api {
             .to_string()
     }
 
+    /// A channel's id by its team's and its own URL names.
+    pub async fn channel_id(&self, team: &str, channel: &str, token: &str) -> String {
+        self.get(
+            &format!("/teams/name/{team}/channels/name/{channel}"),
+            token,
+        )
+        .await["id"]
+            .as_str()
+            .expect("channel id")
+            .to_string()
+    }
+
     /// A user's id by username.
     pub async fn user_id(&self, username: &str, token: &str) -> String {
         self.get(&format!("/users/username/{username}"), token)
