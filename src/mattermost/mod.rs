@@ -10,6 +10,7 @@
 //!   of that server in the process.
 //! - Teams, channels, users and direct channels are cached for a few minutes.
 
+mod cache;
 mod client;
 mod error;
 mod limiter;
@@ -17,6 +18,7 @@ mod model;
 pub mod pacing;
 mod retry;
 mod token;
+mod transport;
 
 pub use client::{ClientStats, MattermostClient};
 pub use error::{ApiError, MattermostError};
