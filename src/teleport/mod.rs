@@ -1,6 +1,7 @@
 //! Teleport Auth API client: generated gRPC types, mTLS identity, and the calls the bridge makes.
 
 pub mod client;
+pub mod error;
 pub mod identity;
 pub mod route;
 pub mod wire;
