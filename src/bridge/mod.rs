@@ -10,6 +10,7 @@ mod notes;
 mod queue;
 pub mod recipients;
 mod reconcile;
+mod updates;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
