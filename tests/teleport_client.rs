@@ -414,6 +414,37 @@ async fn plugin_data_needs_the_request_to_exist_and_outlives_it() {
 }
 
 #[tokio::test]
+async fn plugin_data_goes_once_its_grace_after_the_access_expiry_is_over() {
+    let s = setup().await;
+    // Teleport keeps the data an hour after the request's access expiry; here 300 ms after
+    // an expiry that has already passed.
+    s.teleport.set_plugin_data_grace(Duration::from_millis(300));
+    let id = s.teleport.create_request(NewRequest {
+        expires_in: Some(Duration::ZERO),
+        ..request_for("a@example.com")
+    });
+    s.client
+        .update_plugin_data(&id, map(&[("user", "a")]), HashMap::new())
+        .await
+        .unwrap();
+    s.teleport.expire(&id);
+    assert!(s.client.plugin_data(&id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(s.client.plugin_data(&id).await.unwrap(), None);
+    assert!(
+        s.client.list_plugin_data().await.unwrap().is_empty(),
+        "gone from the list too"
+    );
+    // Nothing can bring it back: the request is gone.
+    let err = s
+        .client
+        .update_plugin_data(&id, map(&[("user", "a")]), HashMap::new())
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+}
+
+#[tokio::test]
 async fn lists_plugin_data_of_every_request_that_has_some() {
     let s = setup().await;
     let a = s.teleport.create_request(request_for("a@example.com"));

@@ -9,7 +9,8 @@
 //!   entry, every expected value must be `""`; otherwise each expected key must equal the
 //!   stored value, a missing key counting as `""`. A mismatch is `trace.CompareFailed`, sent
 //!   as gRPC `FailedPrecondition`. `Set` `""` deletes a key and an emptied entry is removed.
-//!   Creating plugin data requires the access request to exist; the data outlives it.
+//!   Creating plugin data requires the access request to exist; the data outlives it by an
+//!   hour after its access expiry (as a real v13.3.8 showed), then is gone.
 //! - `SetAccessRequestState` (`lib/services/local/dynamic_access.go`,
 //!   `AccessRequestV3.SetState`): a missing request is `NotFound`; a DENIED request cannot
 //!   change to another state (`InvalidArgument` "... (already denied)") while DENIED again is
@@ -19,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use teleport_mattermost::plugin_data::PluginData;
@@ -40,6 +41,8 @@ use crate::grpc_link::{PeerInfo, PingPolicy, PingStats, WatchedStream};
 use crate::pki::TestPki;
 
 const KIND_ACCESS_REQUEST: &str = "access_request";
+/// How long Teleport keeps plugin data after its request's access expiry.
+const PLUGIN_DATA_GRACE: Duration = Duration::from_secs(3600);
 
 /// The RPCs of the double, for fault injection and call counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,6 +124,11 @@ struct State {
     next_seq: u64,
     /// request id → plugin name → data. Outlives the request, as in Teleport.
     plugin_data: HashMap<String, HashMap<String, HashMap<String, String>>>,
+    /// request id → when the plugin data of a deleted request disappears.
+    plugin_data_expires: HashMap<String, Instant>,
+    /// How long plugin data outlives its request's access expiry; an hour unless a test
+    /// shortens it.
+    plugin_data_grace: Option<Duration>,
     ping: proto::PingResponse,
     state_changes: Vec<StateChange>,
     serials: Vec<String>,
@@ -137,6 +145,21 @@ struct State {
 }
 
 impl State {
+    /// Forgets the plugin data of deleted requests once its time is up.
+    fn drop_expired_plugin_data(&mut self) {
+        let now = Instant::now();
+        let gone: Vec<String> = self
+            .plugin_data_expires
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.plugin_data_expires.remove(&id);
+            self.plugin_data.remove(&id);
+        }
+    }
+
     /// Sends to every open watch, dropping closed ones. Called with the lock held, so events
     /// reach every watcher in the order the changes happened.
     fn emit(&mut self, event: proto::Event) {
@@ -264,7 +287,9 @@ fn server_tls(cert_pem: &str, key_pem: &str, ca_pem: &str) -> rustls::ServerConf
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking test thread must not hide the double's state from the others.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.drop_expired_plugin_data();
+        state
     }
 
     /// Waits while calls of `rpc` are held by the test.
@@ -480,12 +505,23 @@ impl TeleportDouble {
         s.emit_put(id);
     }
 
-    /// Deletes the request, as Teleport does on expiry, and emits DELETE. Plugin data stays.
+    /// Deletes the request, as Teleport does on expiry, and emits DELETE. Plugin data stays
+    /// for an hour after the request's access expiry (or [`Self::set_plugin_data_grace`]).
     pub fn expire(&self, id: &str) {
         let mut s = self.inner.lock();
-        if s.requests.remove(id).is_none() {
+        let Some((_, removed)) = s.requests.remove(id) else {
             return;
-        }
+        };
+        let until_expiry = removed
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.expires.as_ref())
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+            .and_then(|at| (at - Utc::now()).to_std().ok())
+            .unwrap_or_default();
+        let grace = s.plugin_data_grace.unwrap_or(PLUGIN_DATA_GRACE);
+        s.plugin_data_expires
+            .insert(id.to_owned(), Instant::now() + until_expiry + grace);
         let event = proto::Event {
             r#type: Operation::Delete as i32,
             resource: Some(event::Resource::ResourceHeader(types::ResourceHeader {
@@ -519,6 +555,12 @@ impl TeleportDouble {
         all.into_iter()
             .map(|(_, r)| AccessRequest::from(r))
             .collect()
+    }
+
+    /// How long plugin data outlives its deleted request's access expiry (an hour, as in
+    /// Teleport), for tests that need to see it go.
+    pub fn set_plugin_data_grace(&self, grace: Duration) {
+        self.inner.lock().plugin_data_grace = Some(grace);
     }
 
     /// The `mattermost` plugin's data for a request.
