@@ -74,6 +74,22 @@ pub(crate) fn links(instance: &Instance) -> Links {
     }
 }
 
+/// A request's post text showing `state` (and who produced it), fitted to the server.
+pub(super) async fn post_text(
+    instance: &Instance,
+    request: &AccessRequest,
+    state: RequestState,
+    actor: Option<&str>,
+) -> String {
+    message::post_text_within(
+        request,
+        state,
+        actor,
+        &links(instance),
+        instance.mattermost().max_post_chars().await,
+    )
+}
+
 /// Handles a request snapshot (watch PUT or resync).
 pub(crate) async fn put(instance: &Instance, request: &AccessRequest) -> Result<(), BridgeError> {
     let teleport = instance.teleport().await?;
@@ -393,13 +409,7 @@ async fn create_root(
     request: &AccessRequest,
     target: &Target,
 ) -> Result<Post, BridgeError> {
-    let text = message::post_text_within(
-        request,
-        RequestState::Pending,
-        None,
-        &links(instance),
-        instance.mattermost().max_post_chars().await,
-    );
+    let text = post_text(instance, request, RequestState::Pending, None).await;
     let buttons = buttons(instance, request, &target.channel_id);
     let post = instance
         .mattermost()

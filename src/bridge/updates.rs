@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::BridgeError;
 use super::instance::{Counters, Instance};
 use super::notes;
-use super::reconcile::{buttons, find_post, links, modify};
+use super::reconcile::{buttons, find_post, modify, post_text};
 use crate::mattermost::{NewPost, Post};
 use crate::message;
 use crate::plugin_data::{MessageRef, PluginData, Slot};
@@ -107,37 +107,14 @@ pub(super) async fn ensure_progress_shown(
     if request.reviews.len() == data.reviews_shown || data.messages.is_empty() {
         return Ok(());
     }
-    let text = message::post_text_within(
-        request,
-        RequestState::Pending,
-        None,
-        &links(instance),
-        instance.mattermost().max_post_chars().await,
-    );
-    let mm = instance.mattermost();
-    for m in &data.messages {
-        let edited = mm
-            .update_post(&Post {
-                id: m.post_id.clone(),
-                channel_id: m.channel_id.clone(),
-                message: text.clone(),
-                root_id: String::new(),
-                props: message::post_props(
-                    &request.id,
-                    buttons(instance, request, &m.channel_id).as_ref(),
-                ),
-                create_at: 0,
-                update_at: 0,
-            })
-            .await;
-        match edited {
-            Ok(_) => Counters::inc(&instance.counters.updates),
-            Err(e) if e.is_not_found() || e.status() == Some(403) => {
-                tracing::warn!(request = %request.id, post = %m.post_id, error = %e, "cannot edit the post (deleted, or the bot lost access); leaving it")
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let text = post_text(instance, request, RequestState::Pending, None).await;
+    edit_posts(instance, &request.id, &data.messages, &text, |m| {
+        message::post_props(
+            &request.id,
+            buttons(instance, request, &m.channel_id).as_ref(),
+        )
+    })
+    .await?;
     let shown = request.reviews.len();
     modify(teleport, &request.id, |current| {
         let mut d = current?;
@@ -182,37 +159,9 @@ async fn show_resolution(
     let resolution = data.resolution.expect("needs_edit implies a resolution");
     let request = data.as_request(id);
     let actor = data.actor().map(str::to_string);
-    let text = message::post_text_within(
-        &request,
-        resolution,
-        actor.as_deref(),
-        &links(instance),
-        instance.mattermost().max_post_chars().await,
-    );
-    let props: Map<String, Value> = message::post_props(id, None);
-    let mm = instance.mattermost();
-    for m in &data.messages {
-        let edited = mm
-            .update_post(&Post {
-                id: m.post_id.clone(),
-                channel_id: m.channel_id.clone(),
-                message: text.clone(),
-                root_id: String::new(),
-                props: props.clone(),
-                create_at: 0,
-                update_at: 0,
-            })
-            .await;
-        match edited {
-            Ok(_) => Counters::inc(&instance.counters.updates),
-            // Mattermost answers 403 (not 404) for a post that was deleted: there is nothing
-            // left to edit, and retrying forever would block the request's queue.
-            Err(e) if e.is_not_found() || e.status() == Some(403) => {
-                tracing::warn!(request = %id, post = %m.post_id, error = %e, "cannot edit the post (deleted, or the bot lost access); leaving it")
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let text = post_text(instance, &request, resolution, actor.as_deref()).await;
+    let props = message::post_props(id, None);
+    edit_posts(instance, id, &data.messages, &text, |_| props.clone()).await?;
     // Record what the posts now show. If the decision moved on meanwhile (a revocation, or
     // the press recording itself), the recorded edit no longer matches and the next event or
     // resync edits again.
@@ -224,5 +173,29 @@ async fn show_resolution(
         Some(d)
     })
     .await?;
+    Ok(())
+}
+
+/// Replaces the text of each of a request's posts, with the props `props_for` gives it.
+async fn edit_posts(
+    instance: &Instance,
+    request_id: &str,
+    messages: &[MessageRef],
+    text: &str,
+    props_for: impl Fn(&MessageRef) -> Map<String, Value>,
+) -> Result<(), BridgeError> {
+    let mm = instance.mattermost();
+    for m in messages {
+        let post = Post::replacement(&m.channel_id, &m.post_id, text.to_owned(), props_for(m));
+        match mm.update_post(&post).await {
+            Ok(_) => Counters::inc(&instance.counters.updates),
+            // Mattermost answers 403 (not 404) for a post that was deleted: there is nothing
+            // left to edit, and retrying forever would block the request's queue.
+            Err(e) if e.is_not_found() || e.status() == Some(403) => {
+                tracing::warn!(request = %request_id, post = %m.post_id, error = %e, "cannot edit the post (deleted, or the bot lost access); leaving it")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }

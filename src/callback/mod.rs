@@ -471,15 +471,12 @@ async fn submitted(registry: &Registry, id: &InstanceId, body: Body) -> Response
 
 /// Replaces the pressed post's message and props with `update`.
 async fn show_update(instance: &Instance, channel_id: &str, post_id: &str, update: Value) {
-    let post = crate::mattermost::Post {
-        id: post_id.to_string(),
-        channel_id: channel_id.to_string(),
-        message: update["message"].as_str().unwrap_or_default().to_string(),
-        root_id: String::new(),
-        props: update["props"].as_object().cloned().unwrap_or_default(),
-        create_at: 0,
-        update_at: 0,
-    };
+    let post = crate::mattermost::Post::replacement(
+        channel_id,
+        post_id,
+        update["message"].as_str().unwrap_or_default().to_string(),
+        update["props"].as_object().cloned().unwrap_or_default(),
+    );
     if let Err(e) = instance.mattermost().update_post(&post).await {
         tracing::warn!(post = %post_id, error = %e, "could not show the decision on the pressed post; the watcher edits it");
     }

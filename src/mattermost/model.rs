@@ -83,6 +83,25 @@ pub struct Post {
     pub update_at: i64,
 }
 
+impl Post {
+    /// The new text and props of root post `id` in `channel_id`, for
+    /// [`super::MattermostClient::update_post`] (which sends only these).
+    pub fn replacement(
+        channel_id: &str,
+        id: &str,
+        message: String,
+        props: Map<String, Value>,
+    ) -> Post {
+        Post {
+            id: id.to_owned(),
+            channel_id: channel_id.to_owned(),
+            message,
+            props,
+            ..Post::default()
+        }
+    }
+}
+
 /// A post to create (`POST /api/v4/posts`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct NewPost {
