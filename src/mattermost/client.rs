@@ -121,14 +121,7 @@ impl MattermostClient {
                 let mut url = self.url(&["config", "client"]);
                 url.query_pairs_mut().append_pair("format", "old");
                 let answer: Result<std::collections::HashMap<String, serde_json::Value>, _> = self
-                    .call(Call {
-                        method: Method::GET,
-                        url,
-                        body: None,
-                        idempotent: true,
-                        what: None,
-                        max_answer: MAX_ANSWER_BYTES,
-                    })
+                    .call(Call::get(url, None, MAX_ANSWER_BYTES))
                     .await;
                 let size = answer.ok().and_then(|config| {
                     let value = config.get("MaxPostSize")?;
@@ -343,16 +336,7 @@ impl MattermostClient {
         url.query_pairs_mut()
             .append_pair("since", &since_ms.max(1).to_string());
         let endpoint = endpoint(&Method::GET, &url);
-        let list: PostList = self
-            .call(Call {
-                method: Method::GET,
-                url,
-                body: None,
-                idempotent: true,
-                what: None,
-                max_answer: MAX_POST_LIST_BYTES,
-            })
-            .await?;
+        let list: PostList = self.call(Call::get(url, None, MAX_POST_LIST_BYTES)).await?;
         list.into_ordered().map_err(|e| MattermostError::Decode {
             endpoint,
             reason: e.to_string(),

@@ -46,6 +46,20 @@ pub(super) struct Call<'a> {
     pub(super) max_answer: usize,
 }
 
+impl<'a> Call<'a> {
+    /// A GET of `url` (always safe to repeat) whose answer may be up to `max_answer` bytes.
+    pub(super) fn get(url: Url, what: Option<&'a str>, max_answer: usize) -> Call<'a> {
+        Call {
+            method: Method::GET,
+            url,
+            body: None,
+            idempotent: true,
+            what,
+            max_answer,
+        }
+    }
+}
+
 /// Why one attempt failed.
 pub(super) enum Failure {
     Transport(reqwest::Error),
@@ -92,15 +106,8 @@ impl MattermostClient {
         segments: &[&str],
         what: Option<&str>,
     ) -> Result<T, MattermostError> {
-        self.call(Call {
-            method: Method::GET,
-            url: self.url(segments),
-            body: None,
-            idempotent: true,
-            what,
-            max_answer: MAX_ANSWER_BYTES,
-        })
-        .await
+        self.call(Call::get(self.url(segments), what, MAX_ANSWER_BYTES))
+            .await
     }
 
     /// `{base}/api/v4/{segments…}`, each segment percent-encoded (emails, odd usernames).
