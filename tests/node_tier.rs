@@ -31,7 +31,7 @@ use teleport_mattermost_testkit::node::{
 };
 use teleport_mattermost_testkit::pki::{ClientCert, TestPki};
 use teleport_mattermost_testkit::pod::chart_dir;
-use teleport_mattermost_testkit::stack::{CHANNEL, TEAM};
+use teleport_mattermost_testkit::stack::{CHANNEL, TEAM, provision};
 use teleport_mattermost_testkit::teleport::{NewRequest, TeleportDouble};
 
 /// The operator's namespace: it enforces the "restricted" Pod Security Standard.
@@ -209,10 +209,8 @@ impl During {
 
 fn request(reason: &str) -> NewRequest {
     NewRequest {
-        user: "bob@example.com".into(),
-        roles: vec!["dba".into()],
         reason: reason.into(),
-        ..Default::default()
+        ..NewRequest::by("bob@example.com")
     }
 }
 
@@ -238,11 +236,7 @@ impl Tier {
         let pki = TestPki::new();
         let teleport = TeleportDouble::start(&pki).await;
         let mattermost = MattermostDouble::start().await;
-        mattermost.add_team(TEAM);
-        let channel_id = mattermost.add_channel(TEAM, CHANNEL);
-        mattermost.add_user("alice", "alice@example.com");
-        mattermost.add_user("bob", "bob@example.com");
-        mattermost.add_user("carol", "carol@example.com");
+        let channel_id = provision(&mattermost);
         let teleport_fwd = forward(node.ip, teleport.address().parse()?).await?;
         let mm_addr = mattermost.url();
         let mattermost_fwd = forward(

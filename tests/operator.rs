@@ -365,14 +365,13 @@ async fn fifty_objects_reconcile_to_ready() {
 async fn a_mattermost_behind_an_internal_ca_is_trusted_through_a_ca_bundle_configmap() {
     use teleport_mattermost_testkit::mattermost::MattermostDouble;
     use teleport_mattermost_testkit::pki::TestPki;
-    use teleport_mattermost_testkit::stack::CHANNEL;
+    use teleport_mattermost_testkit::stack::provision;
     let env = Env::start().await;
     let operator = Operator::start(&env).await;
     let corp = TestPki::new();
     let (cert, key) = corp.server_cert();
     let internal = MattermostDouble::start_https(&cert, &key).await;
-    internal.add_team(TEAM);
-    let channel = internal.add_channel(TEAM, CHANNEL);
+    let channel = provision(&internal);
     env.put_all_secrets(&env.pki.client("access-plugin-mattermost"))
         .await;
     env.put_secret("mm-bot-token", &[("token", &internal.bot_token())])

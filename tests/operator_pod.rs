@@ -18,10 +18,8 @@ const POLL: Duration = Duration::from_millis(250);
 
 fn request(reason: &str) -> NewRequest {
     NewRequest {
-        user: "bob@example.com".into(),
-        roles: vec!["dba".into()],
         reason: reason.into(),
-        ..Default::default()
+        ..NewRequest::by("bob@example.com")
     }
 }
 

@@ -10,7 +10,7 @@ use teleport_mattermost::request::RequestState;
 use teleport_mattermost_testkit::cluster::free_addr;
 use teleport_mattermost_testkit::mattermost::MattermostDouble;
 use teleport_mattermost_testkit::pki::{ClientCert, TestPki};
-use teleport_mattermost_testkit::stack::{CHANNEL, Stack, TEAM};
+use teleport_mattermost_testkit::stack::{CHANNEL, Stack, TEAM, provision};
 use teleport_mattermost_testkit::teleport::{NewRequest, TeleportDouble};
 
 fn write_identity(dir: &Path, cert: &ClientCert) {
@@ -34,9 +34,7 @@ async fn start_posts_approves_reloads_and_stops_gracefully() {
     let pki = TestPki::new();
     let teleport = TeleportDouble::start(&pki).await;
     let mattermost = MattermostDouble::start().await;
-    mattermost.add_team(TEAM);
-    mattermost.add_channel(TEAM, CHANNEL);
-    mattermost.add_user("alice", "alice@example.com");
+    provision(&mattermost);
 
     let dir = tempfile::tempdir().unwrap();
     let first = pki.client("access-plugin-mattermost");
@@ -238,8 +236,7 @@ async fn ca_file_trusts_a_mattermost_behind_an_internal_ca() {
     let corp = TestPki::new();
     let (cert, key) = corp.server_cert();
     let mattermost = MattermostDouble::start_https(&cert, &key).await;
-    mattermost.add_team(TEAM);
-    mattermost.add_channel(TEAM, CHANNEL);
+    provision(&mattermost);
     let dir = tempfile::tempdir().unwrap();
     write_identity(dir.path(), &pki.client("access-plugin-mattermost"));
     std::fs::write(dir.path().join("corp-ca.pem"), corp.ca_pem()).unwrap();

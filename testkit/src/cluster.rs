@@ -76,10 +76,7 @@ impl Env {
         let pki = TestPki::new();
         let teleport = TeleportDouble::start(&pki).await;
         let mattermost = MattermostDouble::start().await;
-        mattermost.add_team(TEAM);
-        let channel_id = mattermost.add_channel(TEAM, CHANNEL);
-        mattermost.add_user("alice", "alice@example.com");
-        mattermost.add_user("bob", "bob@example.com");
+        let channel_id = crate::stack::provision(&mattermost);
         Env {
             cp,
             client,

@@ -323,15 +323,22 @@ pub const USERS: [(&str, &str); 4] = [
     ("mallory", "mallory@example.com"),
 ];
 
+/// Gives a Mattermost double the team, channel and users every test expects: `TEAM/CHANNEL`
+/// and [`USERS`]. Returns the channel's id.
+pub fn provision(mattermost: &MattermostDouble) -> String {
+    mattermost.add_team(TEAM);
+    let channel_id = mattermost.add_channel(TEAM, CHANNEL);
+    for (user, email) in USERS {
+        mattermost.add_user(user, email);
+    }
+    channel_id
+}
+
 impl Stack {
     /// Starts the Mattermost double and a plugin posting to it.
     pub async fn start(options: StackOptions) -> Stack {
         let mattermost = MattermostDouble::start().await;
-        mattermost.add_team(TEAM);
-        let channel_id = mattermost.add_channel(TEAM, CHANNEL);
-        for (user, email) in USERS {
-            mattermost.add_user(user, email);
-        }
+        let channel_id = provision(&mattermost);
         let target = MattermostTarget {
             url: mattermost.url(),
             token: mattermost.bot_token(),
