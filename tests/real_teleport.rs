@@ -16,6 +16,7 @@ use serde_json::Value;
 use teleport_mattermost::message;
 use teleport_mattermost_testkit::real_mattermost::{self, Api, Env};
 use teleport_mattermost_testkit::real_teleport::{self, Mode, PLUGIN_USER, RealTeleport};
+use teleport_mattermost_testkit::tarball;
 
 const WAIT: Duration = Duration::from_secs(60);
 const TEAM: &str = "engineering";
@@ -310,45 +311,11 @@ async fn wait_state(teleport: &RealTeleport, id: &str, state: &str) {
 }
 
 /// The release tarball, installed with its own `install` script into a temporary prefix, as
-/// the seed document's standalone install goes; returns the prefix and the installed binary.
-fn installed_from_the_tarball() -> (tempfile::TempDir, PathBuf) {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let work = tempfile::tempdir().unwrap();
-    let made = Command::new(repo.join("packaging/tarball.sh"))
-        .args([env!("CARGO_PKG_VERSION")])
-        .arg(plugin_binary())
-        .arg(work.path().join("dist"))
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
-    let tarball = String::from_utf8(made.stdout).unwrap().trim().to_string();
-    assert!(
-        Command::new("tar")
-            .args(["xzf", &tarball])
-            .current_dir(work.path())
-            .status()
-            .unwrap()
-            .success()
-    );
-    let prefix = work.path().join("prefix");
-    let installed = Command::new(work.path().join("teleport-mattermost/install"))
-        .arg("--prefix")
-        .arg(&prefix)
-        .output()
-        .unwrap();
-    assert!(installed.status.success(), "{installed:?}");
-    let unit = prefix.join("lib/systemd/system/teleport-mattermost.service");
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&unit)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success() && verify.stderr.is_empty(),
-        "systemd-analyze verify: {}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    (work, prefix.join("bin/teleport-mattermost"))
+/// the seed document's standalone install goes, with its unit verified.
+fn installed_from_the_tarball() -> tarball::Installed {
+    let installed = tarball::make_and_install(env!("CARGO_PKG_VERSION"), &plugin_binary());
+    tarball::assert_unit_verifies(&installed.unit());
+    installed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +323,8 @@ async fn the_seed_walkthrough_runs_for_real() {
     let env = tier5!();
     let chat = Chat::new(env.clone()).await;
     let (teleport, files) = cluster().await;
-    let (_install, binary) = installed_from_the_tarball();
+    let install = installed_from_the_tarball();
+    let binary = install.binary();
     let plugin = Standalone::start_as(
         &binary,
         &seed_config_of(&binary, &env, &teleport, &tls_identity(&files), free_port()),

@@ -3,10 +3,11 @@
 //! installed into a prefix with its own `install` script, its systemd unit verified by
 //! `systemd-analyze verify`. Pushing to GHCR cannot be tested here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use teleport_mattermost_testkit::control_plane::peer_binary;
+use teleport_mattermost_testkit::tarball;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -57,19 +58,22 @@ fn a_tag_publishes_both_architectures_the_chart_and_the_release_assets() {
 
 #[test]
 fn the_standalone_tarball_installs_into_a_prefix_with_a_verified_unit() {
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("dist");
-    let made = Command::new(repo().join("packaging/tarball.sh"))
-        .args(["9.9.9", env!("CARGO_BIN_EXE_teleport-mattermost")])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
-    let tarball = out.join("teleport-access-mattermost-v9.9.9-linux-amd64-bin.tar.gz");
+    let installed = tarball::make_and_install(
+        "9.9.9",
+        Path::new(env!("CARGO_BIN_EXE_teleport-mattermost")),
+    );
+    let tarball = &installed.tarball;
+    assert_eq!(
+        tarball,
+        &installed
+            .work
+            .path()
+            .join("dist/teleport-access-mattermost-v9.9.9-linux-amd64-bin.tar.gz")
+    );
     assert!(tarball.exists());
     let listing = Command::new("tar")
         .arg("tzf")
-        .arg(&tarball)
+        .arg(tarball)
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
@@ -85,26 +89,10 @@ fn the_standalone_tarball_installs_into_a_prefix_with_a_verified_unit() {
             "{file} missing from:\n{listing}"
         );
     }
-    assert!(
-        Command::new("tar")
-            .arg("xzf")
-            .arg(&tarball)
-            .current_dir(work.path())
-            .status()
-            .unwrap()
-            .success()
-    );
-    let prefix = work.path().join("prefix");
-    let installed = Command::new(work.path().join("teleport-mattermost/install"))
-        .arg("--prefix")
-        .arg(&prefix)
-        .output()
-        .unwrap();
-    assert!(installed.status.success(), "{installed:?}");
-    assert!(String::from_utf8_lossy(&installed.stdout).contains("teleport-mattermost v"));
-    let unit_path = prefix.join("lib/systemd/system/teleport-mattermost.service");
+    assert!(installed.install_output.contains("teleport-mattermost v"));
+    let unit_path = installed.unit();
     let unit = std::fs::read_to_string(&unit_path).unwrap();
-    let bin = prefix.join("bin/teleport-mattermost");
+    let bin = installed.binary();
     assert!(unit.contains(&format!(
         "ExecStart={} start --config=/etc/teleport-mattermost.toml",
         bin.display()
@@ -124,14 +112,5 @@ fn the_standalone_tarball_installs_into_a_prefix_with_a_verified_unit() {
         "ExecStart=/usr/local/bin/teleport-mattermost start --config=/etc/teleport-mattermost.toml"
     ));
 
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&unit_path)
-        .output()
-        .expect("systemd-analyze (Debian package systemd) is installed");
-    let complaints = String::from_utf8_lossy(&verify.stderr);
-    assert!(
-        verify.status.success() && complaints.trim().is_empty(),
-        "systemd-analyze verify: {complaints}"
-    );
+    tarball::assert_unit_verifies(&unit_path);
 }

@@ -13,4 +13,5 @@ pub mod pod;
 pub mod real_mattermost;
 pub mod real_teleport;
 pub mod stack;
+pub mod tarball;
 pub mod teleport;
