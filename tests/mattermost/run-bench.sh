@@ -10,18 +10,13 @@ cd "$(dirname "$0")/../.."
 CACHE="${TM_PEERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/teleport-mattermost/peers}"
 [ -x "$CACHE/mattermost/bin/mattermost" ] || { echo "real Mattermost not built; run tests/mattermost/build.sh" >&2; exit 3; }
 
-bin=$(cargo bench --bench pacing --no-run --message-format=json \
-  | jq -r 'select(.reason == "compiler-artifact" and .target.name == "pacing" and .executable != null) | .executable' \
-  | tail -n 1)
-[ -x "$bin" ] || { echo "could not find the pacing bench binary" >&2; exit 1; }
+# shellcheck source=tests/mattermost/lib.sh
+. tests/mattermost/lib.sh
+bin=$(cargo_artifact pacing bench --bench pacing --no-run)
 
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(10 50)
 for rate in "${rates[@]}"; do
   export TM_MM_RATE_PERSEC="$rate" TM_MM_RATE_BURST="${TM_MM_RATE_BURST:-100}"
-  if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
-    unshare --net -- bash -c 'ip link set lo up && exec "$@"' bench tests/mattermost/run.sh "$bin"
-  else
-    tests/mattermost/run.sh "$bin"
-  fi
+  with_real_mattermost bench "$bin"
 done

@@ -21,17 +21,9 @@ if [ ! -x "$CACHE/mattermost/bin/mattermost" ]; then
   fi
 fi
 
-bin=$(cargo test --test real_mattermost --no-run --message-format=json \
-  | jq -r 'select(.reason == "compiler-artifact" and .target.name == "real_mattermost" and .executable != null) | .executable' \
-  | tail -n 1)
-[ -x "$bin" ] || { echo "could not find the real_mattermost test binary" >&2; exit 1; }
+# shellcheck source=tests/mattermost/lib.sh
+. tests/mattermost/lib.sh
+bin=$(cargo_artifact real_mattermost test --test real_mattermost --no-run)
 
 threads="${TM_TIER4_THREADS:-4}"
-if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
-  echo "[tier4] running in a private network namespace (loopback only)" >&2
-  exec unshare --net -- bash -c 'ip link set lo up && exec "$@"' tier4 \
-    tests/mattermost/run.sh "$bin" --test-threads "$threads" "$@"
-else
-  echo "[tier4] not root: running WITHOUT a private network namespace (servers still bind 127.0.0.1 only)" >&2
-  exec tests/mattermost/run.sh "$bin" --test-threads "$threads" "$@"
-fi
+with_real_mattermost tier4 "$bin" --test-threads "$threads" "$@"

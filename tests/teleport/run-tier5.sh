@@ -26,10 +26,9 @@ for peer in teleport/bin/tm-teleport teleport/bin/tctl teleport/bin/tbot matterm
   fi
 done
 
-bin=$(cargo test --test real_teleport --no-run --message-format=json \
-  | jq -r 'select(.reason == "compiler-artifact" and .target.name == "real_teleport" and .executable != null) | .executable' \
-  | tail -n 1)
-[ -x "$bin" ] || { echo "could not find the real_teleport test binary" >&2; exit 1; }
+# shellcheck source=tests/mattermost/lib.sh
+. tests/mattermost/lib.sh
+bin=$(cargo_artifact real_teleport test --test real_teleport --no-run)
 # The standalone binary the walkthrough runs, built by the same cargo invocation.
 export TM_PLUGIN_BINARY="$PWD/target/debug/teleport-mattermost"
 
@@ -37,11 +36,4 @@ export TM_PLUGIN_BINARY="$PWD/target/debug/teleport-mattermost"
 # seed's walkthrough has it; this Mattermost is told not to verify it.
 export TM_MM_INSECURE_OUTGOING=1
 threads="${TM_TIER5_THREADS:-4}"
-if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
-  echo "[tier5] running in a private network namespace (loopback only)" >&2
-  exec unshare --net -- bash -c 'ip link set lo up && exec "$@"' tier5 \
-    tests/mattermost/run.sh "$bin" --test-threads "$threads" "$@"
-else
-  echo "[tier5] not root: running WITHOUT a private network namespace (servers still bind 127.0.0.1 only)" >&2
-  exec tests/mattermost/run.sh "$bin" --test-threads "$threads" "$@"
-fi
+with_real_mattermost tier5 "$bin" --test-threads "$threads" "$@"
