@@ -1,18 +1,21 @@
 //! teleport-mattermost: Teleport access requests in Mattermost, with Approve/Deny buttons.
 //!
 //! Data flows one way: Teleport event → [`bridge`] → [`message`] → [`mattermost`]. A button
-//! press flows back: [`callback`] → [`teleport`].
+//! press flows back: [`callback`] → [`teleport`]. Both work through an [`instance`] and ask
+//! [`review`] who may decide; neither asks the other.
 
 pub mod bridge;
 pub mod callback;
 pub mod config;
 pub mod http_server;
+pub mod instance;
 pub mod mattermost;
 pub mod message;
 pub mod notice;
 pub mod operator;
 pub mod plugin_data;
 pub mod request;
+pub mod review;
 pub mod settings;
 pub mod standalone;
 pub mod telemetry;

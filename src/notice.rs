@@ -5,8 +5,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::message::{PROP_REQUEST_ID, escape_text, human_duration, roles_list};
+use crate::message::markdown::{code_span, labelled_block};
+use crate::message::{
+    MAX_NAME_CHARS, PROP_REQUEST_ID, REASON_LIMIT_CHARS, human_duration, roles_list,
+};
 use crate::request::RequestState;
+use crate::review::reason::is_username;
 use crate::settings::ReminderSettings;
 
 /// Post prop on notes: which note a post is (`posted`, `APPROVED`, `remind1`, …), so one
@@ -35,7 +39,11 @@ pub fn note_props(request_id: &str, tag: &str) -> Map<String, Value> {
 
 /// `` `id` for roles a, b `` (or for resources, when the request names any).
 fn what(id: &str, roles: &[String]) -> String {
-    format!("`{}` for roles {}", id.replace('`', "'"), roles_list(roles))
+    format!(
+        "{} for roles {}",
+        code_span(id, MAX_NAME_CHARS),
+        roles_list(roles)
+    )
 }
 
 /// The direct message telling the requester their request awaits review in `channel`.
@@ -56,8 +64,11 @@ pub fn requester_outcome(
     reason: &str,
 ) -> String {
     let request = what(id, roles);
-    let by = match actor {
-        Some(who) => format!(" by {who}"),
+    let by = match actor
+        .and_then(|a| a.strip_prefix('@'))
+        .filter(|a| is_username(a))
+    {
+        Some(who) => format!(" by @{who}"),
         None => " in Teleport".to_owned(),
     };
     let mut text = match state {
@@ -73,20 +84,30 @@ pub fn requester_outcome(
         ),
     };
     if !reason.trim().is_empty() && state != RequestState::Expired {
-        text.push_str(&format!("\n**Reason**: {}", escape_text(reason)));
+        text.push('\n');
+        text.push_str(&labelled_block("Reason", reason, REASON_LIMIT_CHARS));
     }
     text
 }
 
+/// The most people one reminder mentions.
+pub const MAX_REMINDER_MENTIONS: usize = 10;
+
 /// Reminder `n` of `max`, posted in the request's thread `waited` after it was created,
-/// mentioning the suggested reviewers found in Mattermost.
+/// mentioning `mentions` (Mattermost usernames of people who may decide; anything else, and
+/// any beyond [`MAX_REMINDER_MENTIONS`], is left out).
 pub fn reminder(n: u32, max: u32, waited: chrono::Duration, mentions: &[String]) -> String {
     let mut text = format!(
         "⏰ Reminder {n} of {max}: this request has waited {} for a review.",
         human_duration(waited)
     );
-    if !mentions.is_empty() {
-        let names: Vec<String> = mentions.iter().map(|m| format!("@{m}")).collect();
+    let names: Vec<String> = mentions
+        .iter()
+        .filter(|m| is_username(m))
+        .take(MAX_REMINDER_MENTIONS)
+        .map(|m| format!("@{m}"))
+        .collect();
+    if !names.is_empty() {
         text.push(' ');
         text.push_str(&names.join(" "));
     }
@@ -186,11 +207,11 @@ mod tests {
                 Some("@carol"),
                 "not on call"
             ),
-            "❌ Your access request `r1` for roles dba was DENIED by @carol.\n**Reason**: ```\nnot on call```"
+            "❌ Your access request `r1` for roles `dba` was DENIED by @carol.\n**Reason**:\n```\nnot on call\n```"
         );
         assert_eq!(
             requester_outcome("r1", &roles, RequestState::Approved, None, ""),
-            "✅ Your access request `r1` for roles dba was APPROVED in Teleport. You can use it now."
+            "✅ Your access request `r1` for roles `dba` was APPROVED in Teleport. You can use it now."
         );
         assert!(
             requester_outcome("r1", &roles, RequestState::Expired, None, "x").starts_with("⌛")
@@ -204,5 +225,13 @@ mod tests {
             ),
             "⏰ Reminder 1 of 3: this request has waited 30m for a review. @alice @carol"
         );
+        let many: Vec<String> = ["channel", "x y", "all"]
+            .into_iter()
+            .map(String::from)
+            .chain((0..20).map(|i| format!("user{i}")))
+            .collect();
+        let text = reminder(1, 3, chrono::Duration::minutes(30), &many);
+        assert!(!text.contains("@channel") && !text.contains("@all") && !text.contains("@x"));
+        assert_eq!(text.matches('@').count(), MAX_REMINDER_MENTIONS);
     }
 }

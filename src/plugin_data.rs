@@ -481,31 +481,26 @@ impl PluginData {
         changed
     }
 
-    /// Who produced the recorded resolution through a button: the press that set it, or the
-    /// live claim deciding it (the watch event can arrive before the press records itself).
-    /// None when it came from elsewhere (tctl, another tool, expiry, a revocation).
-    pub fn actor(&self) -> Option<&str> {
-        let resolution = self.resolution?;
-        if !self.resolved_by.is_empty() && self.resolved_as.is_none_or(|s| s == resolution) {
-            return Some(&self.resolved_by);
-        }
-        self.claim
-            .as_ref()
-            .filter(|c| c.state == resolution)
-            .map(|c| c.by.as_str())
+    /// Who produced the recorded resolution, as Teleport's own resolve reason says (a press
+    /// writes "Approved by Mattermost user @alice …"): never the holder of a claim, whose
+    /// press may have failed while someone decided in tctl or the web UI. None when the
+    /// decision came from elsewhere (tctl, the web UI, expiry, a revocation).
+    pub fn actor(&self) -> Option<String> {
+        crate::review::reason::decided_by(self.resolution?, &self.resolve_reason)
     }
 
     /// True when messages still need editing to show the resolution and who acted.
     pub fn needs_edit(&self) -> bool {
         self.resolution.is_some()
-            && (self.edited != self.resolution || self.edited_by != self.actor().unwrap_or(""))
+            && (self.edited != self.resolution
+                || self.edited_by != self.actor().unwrap_or_default())
             && !self.messages.is_empty()
     }
 
     /// Records that every message now shows the resolution and its actor.
     pub fn mark_edited(&mut self) {
         self.edited = self.resolution;
-        self.edited_by = self.actor().unwrap_or("").to_string();
+        self.edited_by = self.actor().unwrap_or_default();
     }
 
     /// Takes the decision for a press by `by` to `state`, unless a live claim or an earlier
@@ -520,7 +515,7 @@ impl PluginData {
         if let Some(resolution) = self.resolution {
             return Err(ClaimRefused::Decided {
                 state: resolution,
-                by: self.actor().map(str::to_string),
+                by: self.actor(),
             });
         }
         if !self.resolved_by.is_empty() {
@@ -773,21 +768,24 @@ mod tests {
     }
 
     #[test]
-    fn the_actor_is_who_produced_teleports_final_state() {
+    fn the_actor_is_who_teleports_reason_says_decided_never_a_claim() {
         let mut data = PluginData::default();
         let claim = data
             .claim(RequestState::Approved, "@alice", 0, 60_000)
             .unwrap();
-        data.resolve(RequestState::Approved, "");
-        assert_eq!(
-            data.actor(),
-            Some("@alice"),
-            "the live claim names the presser"
-        );
+        // Approved in tctl while alice's press still held its claim.
+        data.resolve(RequestState::Approved, "approved by the on-call admin");
+        assert_eq!(data.actor(), None, "the claim holder did not decide");
         data.record_decision(&claim);
-        assert_eq!(data.actor(), Some("@alice"));
-        data.resolve(RequestState::Denied, "revoked with tctl");
-        assert_eq!(data.actor(), None, "a revocation is not alice's");
+        assert_eq!(data.actor(), None, "nor after recording her press");
+        let mut pressed = PluginData::default();
+        pressed.resolve(
+            RequestState::Approved,
+            "Approved by Mattermost user @alice (alice@example.com) via the Mattermost plugin",
+        );
+        assert_eq!(pressed.actor().as_deref(), Some("@alice"));
+        pressed.resolve(RequestState::Denied, "revoked with tctl");
+        assert_eq!(pressed.actor(), None, "a revocation is not alice's");
     }
 
     #[test]
@@ -802,7 +800,7 @@ mod tests {
         assert!(data.needs_edit());
         data.mark_edited();
         assert!(!data.needs_edit());
-        data.resolved_by = "@alice".into();
+        data.resolve_reason = "Denied by Mattermost user @alice via the Mattermost plugin".into();
         assert!(data.needs_edit(), "the posts must name who acted");
         data.mark_edited();
         assert_eq!(data.edited_by, "@alice");

@@ -125,6 +125,14 @@ pub struct AccessRequest {
     pub session_ttl: Option<DateTime<Utc>>,
 }
 
+impl AccessRequest {
+    /// True for a long-term request (Teleport v18+, `RequestKind` LONG_TERM).
+    // Until the wire model carries `RequestKind` (field 24), no request is long-term.
+    pub fn is_long_term(&self) -> bool {
+        false
+    }
+}
+
 /// Converts a protobuf timestamp, treating a missing or Go-zero one as unset.
 pub fn timestamp(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     let ts = ts?;

@@ -315,8 +315,13 @@ pub struct PluginSettings {
     pub recipients: Vec<String>,
     /// Recipients per requested role, with `"*"` as the fallback.
     pub role_to_recipients: BTreeMap<String, Vec<String>>,
-    /// Mattermost usernames or emails allowed to press the buttons; empty means anyone in the channel.
+    /// Mattermost usernames or emails allowed to press the buttons.
     pub approvers: Vec<String>,
+    /// Channels (`team/channel`) whose members may press the buttons. With neither these nor
+    /// `approvers`, the members of the instance's own channel may.
+    pub approver_channels: Vec<String>,
+    /// How many of a request's suggested reviewers get a direct message, at most.
+    pub max_suggested_reviewers: usize,
     /// How many requests are processed at once.
     pub concurrency: usize,
     /// What the requester is told.
@@ -420,6 +425,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         format!("{text:?} is not a duration ({e}); use e.g. \"30m\", \"1h30m\" or \"2h\"")
     })
 }
+
+/// Suggested reviewers messaged per request when not set: enough for a team's on-call and
+/// leads, few enough that a requester cannot flood Mattermost by listing hundreds.
+pub const DEFAULT_MAX_SUGGESTED_REVIEWERS: usize = 10;
+/// The most suggested reviewers an admin may have messaged per request.
+pub const MAX_SUGGESTED_REVIEWERS: usize = 50;
 
 /// Default number of requests processed concurrently by one instance.
 pub const DEFAULT_CONCURRENCY: usize = 32;

@@ -12,10 +12,11 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::{Bridge, Credentials, Instance};
+use crate::bridge::Bridge;
 use crate::callback::{Registry, router};
 use crate::config::{self, IdentityPaths, StandaloneConfig};
 use crate::http_server::{self, Limits, TlsConfig};
+use crate::instance::{Credentials, Instance};
 use crate::teleport::identity::{Identity, IdentityError, PemSource};
 
 /// Command-line switches of `start`.
@@ -159,7 +160,7 @@ pub async fn run(config: StandaloneConfig, options: Options) -> Result<(), Start
                 // Say once when the identity starts running out (tbot stopped renewing it, or
                 // the re-signing is due), and when it has expired.
                 let id = instance.credentials().identity.clone();
-                let health = crate::bridge::identity_health(&id.subject, id.not_before, id.not_after, chrono::Utc::now());
+                let health = crate::instance::identity_health(&id.subject, id.not_before, id.not_after, chrono::Utc::now());
                 if health.reason != identity_verdict {
                     match health.reason.as_str() {
                         "Valid" => {}

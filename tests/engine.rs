@@ -569,7 +569,7 @@ async fn identity_swap_keeps_working() {
     let first = stack.client_cert.serial_hex.clone();
     assert_eq!(stack.teleport.last_client_serial(), Some(first.clone()));
     let next = stack.pki.client("access-plugin-mattermost");
-    let credentials = teleport_mattermost::bridge::Credentials {
+    let credentials = teleport_mattermost::instance::Credentials {
         identity: next.identity(),
         token: stack.instance.credentials().token.clone(),
     };

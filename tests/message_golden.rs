@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
-use teleport_mattermost::message::{Links, escape_text, post_text, review_reply};
+use teleport_mattermost::message::markdown::code_block;
+use teleport_mattermost::message::{Links, post_text, review_reply};
 use teleport_mattermost::request::{AccessRequest, RequestState, Review};
 
 fn golden(name: &str, actual: &str) {
@@ -131,9 +132,9 @@ fn promoted() {
 #[test]
 fn reason_with_backticks_and_truncation() {
     let mut req = request();
-    // Backticks must not break out of the code span; the long tail must be cut at the
-    // byte budget without splitting the multibyte characters around the cut.
-    req.request_reason = format!("run `rm -rf /tmp/x` then {}", "日本語".repeat(200));
+    // Backticks must not break out of the code block; the long tail must be cut at the
+    // post's budget without splitting the multibyte characters around the cut.
+    req.request_reason = format!("run `rm -rf /tmp/x` then {}", "日本語".repeat(1500));
     golden(
         "reason_escaped_truncated",
         &post_text(&req, RequestState::Pending, None, &Links::Tsh),
@@ -163,13 +164,18 @@ fn review_reply_denied_without_reason() {
 }
 
 #[test]
-fn escape_text_output_stays_valid_utf8_at_every_length() {
+fn a_code_block_stays_valid_utf8_and_fenced_at_every_length() {
     // Sweeps cut points across multibyte characters of every width.
     for n in 480..520 {
-        let s: String = "aé日😀".chars().cycle().take(n).collect();
-        let out = escape_text(&s);
-        assert!(out.starts_with("```\n"));
-        assert!(out.ends_with("```") || out.ends_with("``` (truncated)"));
+        let s: String = "aé日😀`".chars().cycle().take(n).collect();
+        let block = code_block(&s, 500).unwrap();
+        assert!(block.text.starts_with("```\n"));
+        assert!(block.text.ends_with("\n```"));
+        assert_eq!(block.text.matches("```").count(), 2, "{}", block.text);
+        assert_eq!(
+            block.truncated,
+            s.chars().count() + s.matches('`').count() > 500
+        );
     }
 }
 
@@ -238,7 +244,7 @@ fn a_20000_character_reason_is_cut_to_the_servers_limit_and_nothing_else_is() {
         assert!(chars <= limit, "{chars} > {limit}");
         assert!(chars > limit - 200, "the limit is used: {chars} of {limit}");
         assert!(text.contains(&format!("**Request ID**: {}", req.id)));
-        assert!(text.contains("**User**: bob@example.com"));
+        assert!(text.contains("**User**: `bob@example.com`"));
         assert!(text.contains("**Status**: ❌ DENIED by @carol"));
         assert_eq!(text.matches("(truncated)").count(), 2);
     }
@@ -249,7 +255,7 @@ fn a_20000_character_reason_is_cut_to_the_servers_limit_and_nothing_else_is() {
         ..request()
     };
     let text = post_text_within(&short, RequestState::Denied, None, &web(), 4000);
-    assert!(text.contains("```\nshort```"), "{text}");
+    assert!(text.contains("**Reason**:\n```\nshort\n```"), "{text}");
 }
 
 /// A reason that fits is shown whole, backticks and all.

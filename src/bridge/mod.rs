@@ -5,11 +5,12 @@
 //! Jobs for one request run in order; different requests run concurrently, bounded. A failed
 //! job is retried with backoff until it succeeds, so nothing is dropped.
 
-mod instance;
 mod notes;
+mod posts;
 mod queue;
 pub mod recipients;
 mod reconcile;
+mod store;
 mod updates;
 
 use std::collections::{HashMap, HashSet};
@@ -21,13 +22,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use instance::{
-    Counters, Credentials, Health, Instance, InstanceStatus, identity_health, next_identity_change,
-};
 pub use queue::Job;
 use queue::Queues;
-pub(crate) use reconcile::links as links_for;
 
+use crate::instance::{Counters, Health, Instance};
 use crate::mattermost::MattermostError;
 use crate::request::{AccessRequest, RequestState};
 use crate::settings::{ReminderSettings, RetryPolicy};
@@ -323,7 +321,7 @@ impl Bridge {
         queued: &mut HashMap<String, u32>,
         shutdown: &CancellationToken,
     ) {
-        let now = Utc::now();
+        let now = self.instance.now();
         let due: Vec<(Box<AccessRequest>, u32)> = {
             let pending = self.pending.lock().expect("pending lock");
             queued.retain(|id, _| pending.contains_key(id));

@@ -8,9 +8,9 @@
 use chrono::Utc;
 
 use super::BridgeError;
-use super::instance::{Counters, Instance};
-use super::reconcile::{bot_user_id, find_post, modify};
-use crate::callback::people::{Clicker, is_requester};
+use super::posts;
+use super::store::{find_post, modify};
+use crate::instance::{Counters, Instance};
 use crate::mattermost::{MattermostError, NewPost, User};
 use crate::notice;
 use crate::plugin_data::{PluginData, Slot};
@@ -134,7 +134,7 @@ pub(super) async fn tell_requester(
         .await?;
         return Ok(());
     };
-    let bot = bot_user_id(instance).await?;
+    let bot = instance.bot_id().await?;
     let channel = instance.mattermost().direct_channel(&bot, &user.id).await?;
     let note = Note {
         channel_id: &channel.id,
@@ -193,31 +193,9 @@ pub(super) async fn tell_outcome(
     } else {
         &data.resolve_reason
     };
-    let text = notice::requester_outcome(request_id, &data.roles, state, data.actor(), reason);
+    let actor = data.actor();
+    let text = notice::requester_outcome(request_id, &data.roles, state, actor.as_deref(), reason);
     tell_requester(instance, teleport, request_id, data, tag, text).await
-}
-
-/// Mattermost usernames of the request's suggested reviewers, leaving out the requester and
-/// anyone Mattermost does not know.
-async fn mentions(instance: &Instance, request: &AccessRequest) -> Vec<String> {
-    let mm = instance.mattermost();
-    let mut out = Vec::new();
-    for reviewer in &request.suggested_reviewers {
-        let found = if reviewer.contains('@') {
-            mm.user_by_email(reviewer).await
-        } else {
-            mm.user_by_username(reviewer).await
-        };
-        let Ok(user) = found else { continue };
-        let who = Clicker {
-            username: &user.username,
-            email: &user.email,
-        };
-        if !is_requester(&request.user, who) && !out.contains(&user.username) {
-            out.push(user.username);
-        }
-    }
-    out
 }
 
 /// Posts the reminder due now in every thread of a pending request, once per slot.
@@ -233,7 +211,7 @@ pub(super) async fn ensure_reminder(
     if data.resolution.is_some() || data.messages.is_empty() {
         return Ok(());
     }
-    let now = Utc::now();
+    let now = instance.now();
     let done = |n| {
         let tag = notice::reminder_tag(n);
         data.messages
@@ -249,18 +227,25 @@ pub(super) async fn ensure_reminder(
         _ => return Ok(()),
     }
     let tag = notice::reminder_tag(n);
-    let text = notice::reminder(
-        n,
-        settings.max,
-        now - created,
-        &mentions(instance, request).await,
-    );
+    // Only people who may decide are mentioned, and only in channel threads: a direct
+    // message's reader is notified by the reminder itself.
+    let targets = posts::targets(instance, request).await?;
+    let deciders: Vec<String> = targets
+        .resolved
+        .iter()
+        .filter_map(|t| t.decider().map(str::to_string))
+        .collect();
+    let waited = now - created;
     for message in &data.messages {
+        let direct = targets
+            .get(&message.channel_id)
+            .is_none_or(|t| t.is_direct());
+        let mentions: &[String] = if direct { &[] } else { &deciders };
         let note = Note {
             channel_id: &message.channel_id,
             tag: &tag,
             root_id: Some(&message.post_id),
-            message: text.clone(),
+            message: notice::reminder(n, settings.max, waited, mentions),
         };
         if post_once(instance, teleport, &request.id, note).await? {
             Counters::inc(&instance.counters.reminders);

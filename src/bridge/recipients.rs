@@ -1,71 +1,86 @@
-//! Who hears about a request: the configured channel, suggested reviewers, `recipients`, and
-//! `role_to_recipients` (per role, falling back to `"*"`).
+//! Who hears about a request: the instance's channel, the admin's `recipients` and
+//! `role_to_recipients` (per role, falling back to `"*"`), and at most a few of the
+//! requester's suggested reviewers.
+//!
+//! Channels come only from the admin. A suggested reviewer is a person or nothing: a
+//! `team/channel` (or an empty or malformed entry) is dropped, so a requester can neither
+//! pick a channel nor fan a request out without bound.
 
 use std::collections::BTreeMap;
 
 use crate::request::AccessRequest;
+use crate::review::ChannelName;
+use crate::review::people::{NotAPerson, Person, PersonRef, is_requester};
 
-/// One recipient as configured or suggested, before it is resolved to a channel id.
+/// One recipient as the admin configured it, before it is resolved to a channel id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Recipient {
     /// A channel, by team and channel URL names.
-    Channel {
-        /// Team URL name.
-        team: String,
-        /// Channel URL name.
-        channel: String,
-    },
-    /// A user by email, reached by DM.
-    Email(String),
-    /// A user by username, reached by DM.
-    Username(String),
+    Channel(ChannelName),
+    /// A person, reached by direct message.
+    Person(PersonRef),
 }
 
 impl Recipient {
-    /// Classifies a configured entry: `team/channel`, an email, or a username (a leading `@` is dropped).
+    /// Classifies an admin's entry: `team/channel`, an email, or a username (a leading `@`
+    /// is dropped).
     pub fn parse(entry: &str) -> Option<Self> {
-        let entry = entry.trim();
-        if entry.is_empty() {
-            return None;
+        if let Some(channel) = ChannelName::parse(entry) {
+            return Some(Recipient::Channel(channel));
         }
-        if entry.contains('@') && !entry.starts_with('@') {
-            return Some(Recipient::Email(entry.to_string()));
-        }
-        if let Some((team, channel)) = entry.split_once('/') {
-            if !team.is_empty() && !channel.is_empty() {
-                return Some(Recipient::Channel {
-                    team: team.to_string(),
-                    channel: channel.to_string(),
-                });
-            }
-            return None;
-        }
-        Some(Recipient::Username(
-            entry.trim_start_matches('@').to_string(),
-        ))
+        PersonRef::parse(entry).ok().map(Recipient::Person)
     }
 }
 
 impl std::fmt::Display for Recipient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Recipient::Channel { team, channel } => write!(f, "channel {team}/{channel}"),
-            Recipient::Email(e) => write!(f, "user {e}"),
-            Recipient::Username(u) => write!(f, "user @{u}"),
+            Recipient::Channel(c) => write!(f, "channel {c}"),
+            Recipient::Person(p) => p.fmt(f),
         }
     }
 }
 
-/// Everyone a request goes to, in a stable order: the main channel first, then `recipients`,
-/// role recipients and suggested reviewers. Duplicate entries are dropped here; entries that
-/// resolve to the same channel id are dropped after resolution.
-pub fn recipients_for(
+/// Where a request goes, before Mattermost is asked anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fanout {
+    /// The instance's channel first, then the admin's recipients and role recipients, in a
+    /// stable order without duplicates.
+    pub admin: Vec<Recipient>,
+    /// The suggested reviewers that name people, without the requester or duplicates, in the
+    /// requester's order.
+    pub suggested: Vec<PersonRef>,
+    /// How many of `suggested` get a direct message: at most the admin's maximum.
+    pub messaged: usize,
+    /// Suggested reviewers that name no person, and why.
+    pub dropped: Vec<(String, NotAPerson)>,
+}
+
+impl Fanout {
+    /// The suggested reviewers who get a direct message.
+    pub fn messaged(&self) -> &[PersonRef] {
+        &self.suggested[..self.messaged]
+    }
+
+    /// The suggested reviewers' names, for the post's line about them.
+    pub fn suggested_names(&self) -> Vec<String> {
+        self.suggested
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect()
+    }
+}
+
+/// Plans where `request` goes: `main`, the admin's recipients, and the first
+/// `max_suggested` suggested reviewers that name people.
+pub fn fanout(
     request: &AccessRequest,
-    main: &Recipient,
+    main: &ChannelName,
     recipients: &[String],
     role_to_recipients: &BTreeMap<String, Vec<String>>,
-) -> Vec<Recipient> {
-    let mut out = vec![main.clone()];
+    max_suggested: usize,
+) -> Fanout {
+    let mut admin = vec![Recipient::Channel(main.clone())];
     let fallback = role_to_recipients.get("*");
     let by_role = request.roles.iter().flat_map(|role| {
         role_to_recipients
@@ -74,16 +89,40 @@ pub fn recipients_for(
             .into_iter()
             .flatten()
     });
-    let entries = recipients
+    for recipient in recipients
         .iter()
         .chain(by_role)
-        .chain(request.suggested_reviewers.iter());
-    for recipient in entries.filter_map(|e| Recipient::parse(e)) {
-        if !out.contains(&recipient) {
-            out.push(recipient);
+        .filter_map(|e| Recipient::parse(e))
+    {
+        if !admin.contains(&recipient) {
+            admin.push(recipient);
         }
     }
-    out
+
+    let mut suggested: Vec<PersonRef> = Vec::new();
+    let mut dropped = Vec::new();
+    for entry in &request.suggested_reviewers {
+        match PersonRef::parse(entry) {
+            Ok(person) => {
+                let (username, email) = match &person {
+                    PersonRef::Email(e) => ("", e.as_str()),
+                    PersonRef::Username(u) => (u.as_str(), ""),
+                };
+                let own = is_requester(&request.user, Person { username, email });
+                if !own && !suggested.contains(&person) {
+                    suggested.push(person);
+                }
+            }
+            Err(why) => dropped.push((entry.clone(), why)),
+        }
+    }
+    let messaged = suggested.len().min(max_suggested);
+    Fanout {
+        admin,
+        suggested,
+        messaged,
+        dropped,
+    }
 }
 
 #[cfg(test)]
@@ -94,7 +133,7 @@ mod tests {
     fn request(roles: &[&str], reviewers: &[&str]) -> AccessRequest {
         AccessRequest {
             id: "r".into(),
-            user: "bob".into(),
+            user: "bob@example.com".into(),
             roles: roles.iter().map(|s| s.to_string()).collect(),
             state: RequestState::Pending,
             suggested_reviewers: reviewers.iter().map(|s| s.to_string()).collect(),
@@ -102,27 +141,25 @@ mod tests {
         }
     }
 
-    fn main() -> Recipient {
-        Recipient::parse("team/access").unwrap()
+    fn main() -> ChannelName {
+        ChannelName::new("team", "access")
+    }
+
+    fn person(s: &str) -> Recipient {
+        Recipient::Person(PersonRef::parse(s).unwrap())
     }
 
     #[test]
-    fn parses_the_three_kinds() {
-        assert_eq!(
-            Recipient::parse(" a@example.com "),
-            Some(Recipient::Email("a@example.com".into()))
-        );
-        assert_eq!(
-            Recipient::parse("@alice"),
-            Some(Recipient::Username("alice".into()))
-        );
+    fn admin_entries_are_channels_or_people() {
         assert_eq!(
             Recipient::parse("t/c"),
-            Some(Recipient::Channel {
-                team: "t".into(),
-                channel: "c".into()
-            })
+            Some(Recipient::Channel(ChannelName::new("t", "c")))
         );
+        assert_eq!(
+            Recipient::parse(" a@example.com "),
+            Some(person("a@example.com"))
+        );
+        assert_eq!(Recipient::parse("@alice"), Some(person("alice")));
         assert_eq!(Recipient::parse(""), None);
         assert_eq!(Recipient::parse("/c"), None);
     }
@@ -133,32 +170,65 @@ mod tests {
             ("dba".to_string(), vec!["dba@example.com".to_string()]),
             ("*".to_string(), vec!["ops/oncall".to_string()]),
         ]);
-        let got = recipients_for(&request(&["dba", "admin"], &[]), &main(), &[], &map);
+        let got = fanout(&request(&["dba", "admin"], &[]), &main(), &[], &map, 10);
         assert_eq!(
-            got,
+            got.admin,
             vec![
-                main(),
-                Recipient::Email("dba@example.com".into()),
+                Recipient::Channel(main()),
+                person("dba@example.com"),
                 Recipient::parse("ops/oncall").unwrap(),
             ]
         );
     }
 
     #[test]
-    fn duplicates_are_dropped_and_order_is_stable() {
-        let got = recipients_for(
-            &request(&[], &["alice@example.com", "alice@example.com", "carol"]),
+    fn suggestions_are_people_never_channels_and_never_the_requester() {
+        let got = fanout(
+            &request(
+                &[],
+                &[
+                    "alice@example.com",
+                    "alice@example.com",
+                    "security/secret-channel",
+                    "",
+                    "carol",
+                    "bob",
+                    "BOB@example.com",
+                    "x y",
+                ],
+            ),
             &main(),
-            &["team/access".to_string(), "alice@example.com".to_string()],
+            &["team/access".to_string()],
             &BTreeMap::new(),
+            10,
         );
+        assert_eq!(got.admin, vec![Recipient::Channel(main())]);
         assert_eq!(
-            got,
+            got.suggested,
             vec![
-                main(),
-                Recipient::Email("alice@example.com".into()),
-                Recipient::Username("carol".into()),
+                PersonRef::Email("alice@example.com".into()),
+                PersonRef::Username("carol".into()),
             ]
         );
+        assert_eq!(
+            got.dropped,
+            vec![
+                ("security/secret-channel".to_string(), NotAPerson::Channel),
+                (String::new(), NotAPerson::Empty),
+                ("x y".to_string(), NotAPerson::Malformed),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_first_few_suggestions_are_messaged() {
+        let many: Vec<String> = (0..300).map(|i| format!("user{i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let got = fanout(&request(&[], &refs), &main(), &[], &BTreeMap::new(), 10);
+        assert_eq!(got.suggested.len(), 300);
+        assert_eq!(got.messaged().len(), 10);
+        assert_eq!(got.messaged()[9], PersonRef::Username("user9".into()));
+        let none = fanout(&request(&[], &refs), &main(), &[], &BTreeMap::new(), 0);
+        assert!(none.messaged().is_empty());
     }
 }

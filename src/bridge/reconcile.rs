@@ -3,19 +3,16 @@
 //! post is preceded by a recorded intent, so a crash at any point neither loses nor duplicates
 //! a post.
 
-use std::collections::HashMap;
-
 use chrono::Utc;
-use serde_json::Value;
 
 use super::BridgeError;
-use super::instance::{Counters, Instance};
 use super::notes;
-use super::recipients::{Recipient, recipients_for};
+use super::posts::{self, Target, Targets};
+use super::store::{find_post, modify, read};
 use super::updates::{ensure_progress_shown, ensure_replies, resolve};
-use crate::callback::signature::{Action, ActionContext};
-use crate::mattermost::{MattermostError, NewPost, Post};
-use crate::message::{self, Buttons, Links};
+use crate::instance::{Counters, Instance};
+use crate::mattermost::{NewPost, Post};
+use crate::message;
 use crate::notice;
 use crate::plugin_data::{MessageRef, PluginData, Slot};
 use crate::request::{AccessRequest, RequestState};
@@ -23,72 +20,6 @@ use crate::teleport::client::TeleportClient;
 
 /// How long a request another plugin claimed but has not posted yet is left to it.
 const OTHER_PLUGIN_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
-/// How far before a recorded intent to look for a post that may have been made.
-const ADOPT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
-/// Buttons stay valid this long when the request carries no expiry of its own.
-const DEFAULT_BUTTON_TTL_SECS: i64 = 7 * 24 * 3600;
-
-/// One resolved destination.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub channel_id: String,
-    pub label: String,
-}
-
-/// Reads this plugin's data for a request.
-async fn read(teleport: &TeleportClient, id: &str) -> Result<Option<PluginData>, BridgeError> {
-    Ok(teleport
-        .plugin_data(id)
-        .await?
-        .as_ref()
-        .map(PluginData::decode))
-}
-
-/// Applies `change` by compare-and-swap; `change` returns false for "nothing to write".
-/// Returns the data as stored afterwards (None when there is none).
-pub(crate) async fn modify(
-    teleport: &TeleportClient,
-    id: &str,
-    mut change: impl FnMut(Option<PluginData>) -> Option<PluginData>,
-) -> Result<Option<PluginData>, BridgeError> {
-    let mut latest: Option<PluginData> = None;
-    let written = teleport
-        .modify_plugin_data(id, |current: Option<&HashMap<String, String>>| {
-            let decoded = current.map(PluginData::decode);
-            latest = decoded.clone();
-            let next = change(decoded.clone())?;
-            if Some(&next) == decoded.as_ref() {
-                return None;
-            }
-            Some((next.encode(), next))
-        })
-        .await?;
-    Ok(written.or(latest))
-}
-
-/// The link style for messages, from the last `Ping` (before any: the `tsh` lines).
-pub(crate) fn links(instance: &Instance) -> Links {
-    match instance.cluster() {
-        Some(info) => Links::from_ping(info.advanced_workflows, &info.proxy_public_addr),
-        None => Links::Tsh,
-    }
-}
-
-/// A request's post text showing `state` (and who produced it), fitted to the server.
-pub(super) async fn post_text(
-    instance: &Instance,
-    request: &AccessRequest,
-    state: RequestState,
-    actor: Option<&str>,
-) -> String {
-    message::post_text_within(
-        request,
-        state,
-        actor,
-        &links(instance),
-        instance.mattermost().max_post_chars().await,
-    )
-}
 
 /// Handles a request snapshot (watch PUT or resync).
 pub(crate) async fn put(instance: &Instance, request: &AccessRequest) -> Result<(), BridgeError> {
@@ -147,116 +78,12 @@ pub(crate) async fn gone(instance: &Instance, id: &str) -> Result<(), BridgeErro
     }
 }
 
-/// Where a request goes, as far as Mattermost could tell this time.
-pub(crate) struct Targets {
-    /// Resolved destinations, deduplicated by channel id, the main channel first.
-    pub resolved: Vec<Target>,
-    /// A recipient that could not be resolved for a reason worth retrying (Mattermost
-    /// failing, rate limits, a lost connection). The resolved targets are still posted to;
-    /// the job then fails with this error so that its retry reaches the rest.
-    pub retry: Option<MattermostError>,
-}
-
-/// Resolves every recipient to a channel id, deduplicated by channel id. A recipient that
-/// Mattermost says cannot be reached (unknown user, no access) is skipped and reported; one
-/// that failed for another reason is left for the retry. The main channel must resolve.
-pub(crate) async fn targets(
-    instance: &Instance,
-    request: &AccessRequest,
-) -> Result<Targets, BridgeError> {
-    let settings = instance.settings();
-    let mm = instance.mattermost();
-    let main = Recipient::Channel {
-        team: settings.mattermost.team.clone(),
-        channel: settings.mattermost.channel.clone(),
-    };
-    let mut out = Targets {
-        resolved: Vec::new(),
-        retry: None,
-    };
-    for recipient in recipients_for(
-        request,
-        &main,
-        &settings.recipients,
-        &settings.role_to_recipients,
-    ) {
-        let resolved = match &recipient {
-            Recipient::Channel { team, channel } => {
-                mm.channel_by_names(team, channel).await.map(|c| Some(c.id))
-            }
-            Recipient::Email(_) | Recipient::Username(_) => {
-                direct_channel(instance, &recipient, &request.user).await
-            }
-        };
-        match resolved {
-            // Nobody is notified about their own request (as a suggested reviewer, say).
-            Ok(None) => {
-                tracing::debug!(request = %request.id, %recipient, "not messaging the requester about their own request");
-            }
-            Ok(Some(channel_id)) if !channel_id.is_empty() => {
-                if !out.resolved.iter().any(|t| t.channel_id == channel_id) {
-                    out.resolved.push(Target {
-                        channel_id,
-                        label: recipient.to_string(),
-                    });
-                }
-            }
-            Ok(Some(_)) => {
-                tracing::warn!(request = %request.id, %recipient, "skipping recipient: Mattermost returned an empty channel id");
-            }
-            Err(e) if recipient == main => return Err(e.into()),
-            Err(e) if e.is_about_the_recipient() => {
-                tracing::warn!(request = %request.id, %recipient, error = %e, "skipping recipient that could not be resolved");
-            }
-            Err(e) => {
-                tracing::warn!(request = %request.id, %recipient, error = %e, "could not resolve recipient; will retry");
-                out.retry.get_or_insert(e);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The DM channel with a user recipient, or `None` when that user made the request (by the
-/// rules that refuse self-approval).
-async fn direct_channel(
-    instance: &Instance,
-    recipient: &Recipient,
-    requester: &str,
-) -> Result<Option<String>, crate::mattermost::MattermostError> {
-    let mm = instance.mattermost();
-    let user = match recipient {
-        Recipient::Email(email) => mm.user_by_email(email).await?,
-        Recipient::Username(name) => mm.user_by_username(name).await?,
-        Recipient::Channel { .. } => unreachable!("channels are not DMs"),
-    };
-    let who = crate::callback::people::Clicker {
-        username: &user.username,
-        email: &user.email,
-    };
-    if crate::callback::people::is_requester(requester, who) {
-        return Ok(None);
-    }
-    let bot = bot_user_id(instance).await?;
-    Ok(Some(mm.direct_channel(&bot, &user.id).await?.id))
-}
-
-/// The bot's own user id, looked up once.
-pub(super) async fn bot_user_id(instance: &Instance) -> Result<String, MattermostError> {
-    if let Some(id) = instance.bot_user_id() {
-        return Ok(id.to_string());
-    }
-    let me = instance.mattermost().me().await?;
-    instance.set_bot_user_id(me.id.clone());
-    Ok(me.id)
-}
-
 /// What [`ensure_posted`] leaves behind.
 struct Posted {
     /// The plugin data afterwards; None when there is none yet.
     data: Option<PluginData>,
     /// A recipient left for a retry (see [`Targets::retry`]).
-    retry: Option<MattermostError>,
+    retry: Option<crate::mattermost::MattermostError>,
 }
 
 /// Posts the request once to every target it can resolve.
@@ -292,8 +119,12 @@ async fn ensure_posted(
             retry: None,
         });
     }
-    let Targets { resolved, retry } = targets(instance, request).await?;
-    let missing: Vec<&Target> = resolved
+    let targets = posts::targets(instance, request).await?;
+    if existing.is_none() {
+        posts::report_dropped(instance, request, &targets.fanout);
+    }
+    let missing: Vec<&Target> = targets
+        .resolved
         .iter()
         .filter(|t| {
             existing
@@ -304,7 +135,7 @@ async fn ensure_posted(
     if missing.is_empty() {
         return Ok(Posted {
             data: existing,
-            retry,
+            retry: targets.retry,
         });
     }
 
@@ -349,7 +180,7 @@ async fn ensure_posted(
         .filter(|t| data.message_in(&t.channel_id).is_none())
         .collect();
 
-    let mut made = Vec::new();
+    let mut made: Vec<MessageRef> = Vec::new();
     let mut first_error = None;
     for target in missing {
         let slot = Slot::Root {
@@ -358,6 +189,17 @@ async fn ensure_posted(
         // An intent that existed before this attempt may have been posted by a run that
         // crashed before recording it: look for the post instead of posting again.
         let prior = prior.iter().find(|i| i.slot == slot).cloned();
+        // A direct message without buttons links to the channel's post, so that one comes
+        // first (it is the first target) and nothing else is posted before it exists.
+        let main_post = data
+            .message_in(&targets.main().channel_id)
+            .map(|m| m.post_id.clone())
+            .or_else(|| {
+                made.iter()
+                    .find(|m| m.channel_id == targets.main().channel_id)
+                    .map(|m| m.post_id.clone())
+            });
+        let is_main = target.channel_id == targets.main().channel_id;
         let result = match prior {
             Some(intent) => match find_post(instance, &slot, &request.id, intent.since_ms).await {
                 Ok(Some(post)) => {
@@ -365,10 +207,10 @@ async fn ensure_posted(
                     tracing::info!(request = %request.id, channel = %target.label, post = %post.id, "adopted a post made before a restart");
                     Ok(post)
                 }
-                Ok(None) => create_root(instance, request, target).await,
+                Ok(None) => create_root(instance, request, target, &targets, main_post).await,
                 Err(e) => Err(e),
             },
-            None => create_root(instance, request, target).await,
+            None => create_root(instance, request, target, &targets, main_post).await,
         };
         match result {
             Ok(post) => made.push(MessageRef {
@@ -378,6 +220,9 @@ async fn ensure_posted(
             Err(e) => {
                 tracing::warn!(request = %request.id, channel = %target.label, error = %e, "posting failed; will retry");
                 first_error.get_or_insert(e);
+                if is_main {
+                    break;
+                }
             }
         }
     }
@@ -399,7 +244,7 @@ async fn ensure_posted(
         Some(e) => Err(e),
         None => Ok(Posted {
             data: Some(data),
-            retry,
+            retry: targets.retry,
         }),
     }
 }
@@ -408,9 +253,20 @@ async fn create_root(
     instance: &Instance,
     request: &AccessRequest,
     target: &Target,
+    targets: &Targets,
+    main_post: Option<String>,
 ) -> Result<Post, BridgeError> {
-    let text = post_text(instance, request, RequestState::Pending, None).await;
-    let buttons = buttons(instance, request, &target.channel_id);
+    let text = posts::text_for(
+        instance,
+        request,
+        RequestState::Pending,
+        None,
+        Some(target),
+        &targets.fanout,
+        main_post.as_deref(),
+    )
+    .await;
+    let buttons = posts::buttons_for(instance, request, Some(target));
     let post = instance
         .mattermost()
         .create_post(&NewPost {
@@ -422,71 +278,4 @@ async fn create_root(
         .await?;
     Counters::inc(&instance.counters.posts);
     Ok(post)
-}
-
-/// Signed Approve/Deny buttons for a post in `channel_id`, when callbacks are configured.
-pub(super) fn buttons(
-    instance: &Instance,
-    request: &AccessRequest,
-    channel_id: &str,
-) -> Option<Buttons> {
-    let callback = instance.settings().callback.as_ref()?;
-    let expires = request
-        .expires
-        .map(|t| t.timestamp())
-        .unwrap_or_else(|| Utc::now().timestamp() + DEFAULT_BUTTON_TTL_SECS);
-    let context = |action| {
-        ActionContext::signed(
-            &callback.signing_secret,
-            &instance.settings().instance,
-            action,
-            &request.id,
-            channel_id,
-            expires,
-        )
-        .to_json()
-    };
-    Some(Buttons {
-        url: callback.action_url.to_string(),
-        approve_context: context(Action::Approve),
-        deny_context: context(Action::Deny),
-    })
-}
-
-/// Looks for a post this plugin made for `slot` since shortly before the intent was recorded.
-pub(super) async fn find_post(
-    instance: &Instance,
-    slot: &Slot,
-    request_id: &str,
-    since_ms: i64,
-) -> Result<Option<Post>, BridgeError> {
-    let posts = instance
-        .mattermost()
-        .channel_posts_since(slot.channel_id(), since_ms - ADOPT_LOOKBACK_MS)
-        .await?;
-    Ok(posts
-        .into_iter()
-        .find(|p| post_matches(p, slot, request_id)))
-}
-
-/// True when `post` carries the marker props for `slot` of `request_id`.
-pub(crate) fn post_matches(post: &Post, slot: &Slot, request_id: &str) -> bool {
-    if post
-        .props
-        .get(message::PROP_REQUEST_ID)
-        .and_then(Value::as_str)
-        != Some(request_id)
-    {
-        return false;
-    }
-    let review = post
-        .props
-        .get(message::PROP_REVIEW_INDEX)
-        .and_then(Value::as_u64);
-    let note = post.props.get(notice::PROP_NOTE).and_then(Value::as_str);
-    match slot {
-        Slot::Root { .. } => review.is_none() && note.is_none() && post.root_id.is_empty(),
-        Slot::Reply { index, .. } => review == Some(*index as u64),
-        Slot::Note { tag, .. } => note == Some(tag.as_str()),
-    }
 }

@@ -6,9 +6,10 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 
 use super::BridgeError;
-use super::instance::{Counters, Instance};
 use super::notes;
-use super::reconcile::{buttons, find_post, modify, post_text};
+use super::posts;
+use super::store::{find_post, modify};
+use crate::instance::{Counters, Instance};
 use crate::mattermost::{NewPost, Post};
 use crate::message;
 use crate::plugin_data::{MessageRef, PluginData, Slot};
@@ -97,7 +98,8 @@ pub(super) async fn ensure_replies(
 }
 
 /// Edits a pending request's posts when reviews arrived since they were last rendered, so
-/// the review progress line is current (the buttons stay).
+/// the review progress line is current. Each post keeps the buttons the policy gives its
+/// readers now (a direct message's reader who left the approver channel loses them).
 pub(super) async fn ensure_progress_shown(
     instance: &Instance,
     teleport: &TeleportClient,
@@ -107,14 +109,31 @@ pub(super) async fn ensure_progress_shown(
     if request.reviews.len() == data.reviews_shown || data.messages.is_empty() {
         return Ok(());
     }
-    let text = post_text(instance, request, RequestState::Pending, None).await;
-    edit_posts(instance, &request.id, &data.messages, &text, |m| {
-        message::post_props(
-            &request.id,
-            buttons(instance, request, &m.channel_id).as_ref(),
+    let targets = posts::targets(instance, request).await?;
+    let main_post = data
+        .message_in(&targets.main().channel_id)
+        .map(|m| m.post_id.clone());
+    let mut edits = Vec::with_capacity(data.messages.len());
+    for m in &data.messages {
+        let target = targets.get(&m.channel_id);
+        let text = posts::text_for(
+            instance,
+            request,
+            RequestState::Pending,
+            None,
+            target,
+            &targets.fanout,
+            main_post.as_deref(),
         )
-    })
-    .await?;
+        .await;
+        let buttons = posts::buttons_for(instance, request, target);
+        edits.push((
+            m.clone(),
+            text,
+            message::post_props(&request.id, buttons.as_ref()),
+        ));
+    }
+    edit_posts(instance, &request.id, edits).await?;
     let shown = request.reviews.len();
     modify(teleport, &request.id, |current| {
         let mut d = current?;
@@ -158,16 +177,21 @@ async fn show_resolution(
 ) -> Result<(), BridgeError> {
     let resolution = data.resolution.expect("needs_edit implies a resolution");
     let request = data.as_request(id);
-    let actor = data.actor().map(str::to_string);
-    let text = post_text(instance, &request, resolution, actor.as_deref()).await;
+    let actor = data.actor();
+    let text = posts::resolved_text(instance, &request, resolution, actor.as_deref()).await;
     let props = message::post_props(id, None);
-    edit_posts(instance, id, &data.messages, &text, |_| props.clone()).await?;
+    let edits = data
+        .messages
+        .iter()
+        .map(|m| (m.clone(), text.clone(), props.clone()))
+        .collect();
+    edit_posts(instance, id, edits).await?;
     // Record what the posts now show. If the decision moved on meanwhile (a revocation, or
     // the press recording itself), the recorded edit no longer matches and the next event or
     // resync edits again.
     modify(teleport, id, |current| {
         let mut d = current?;
-        if d.resolution == Some(resolution) && d.actor() == actor.as_deref() {
+        if d.resolution == Some(resolution) && d.actor() == actor {
             d.mark_edited();
         }
         Some(d)
@@ -176,17 +200,15 @@ async fn show_resolution(
     Ok(())
 }
 
-/// Replaces the text of each of a request's posts, with the props `props_for` gives it.
+/// Replaces each post's text and props.
 async fn edit_posts(
     instance: &Instance,
     request_id: &str,
-    messages: &[MessageRef],
-    text: &str,
-    props_for: impl Fn(&MessageRef) -> Map<String, Value>,
+    edits: Vec<(MessageRef, String, Map<String, Value>)>,
 ) -> Result<(), BridgeError> {
     let mm = instance.mattermost();
-    for m in messages {
-        let post = Post::replacement(&m.channel_id, &m.post_id, text.to_owned(), props_for(m));
+    for (m, text, props) in edits {
+        let post = Post::replacement(&m.channel_id, &m.post_id, text, props);
         match mm.update_post(&post).await {
             Ok(_) => Counters::inc(&instance.counters.updates),
             // Mattermost answers 403 (not 404) for a post that was deleted: there is nothing

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::bridge::Instance;
+use crate::instance::Instance;
 use crate::plugin_data::{Claim, ClaimRefused, PluginData};
 use crate::request::{AccessRequest, RequestState};
 use crate::teleport::client::{TeleportClient, TeleportError};
@@ -222,9 +222,18 @@ async fn carry_out(teleport: &TeleportClient, request: AccessRequest, press: &Pr
                 Ok(Err(e)) => e.to_string(),
                 _ => format!("SetAccessRequestState did not answer within {SET_STATE_TIMEOUT:?}"),
             };
+            // Only this press's own write counts as its success: Teleport keeps the reason it
+            // was given, and a decision made meanwhile in tctl or the web UI carries another.
             match teleport.get_access_request(&press.request_id).await {
-                Ok(Some(r)) if r.state == press.state => {
+                Ok(Some(r)) if r.state == press.state && r.resolve_reason == press.reason => {
                     tracing::warn!(request = %press.request_id, %detail, "the state change's answer was lost, but Teleport shows it applied");
+                }
+                Ok(Some(r)) if r.state.is_resolved() => {
+                    tracing::warn!(request = %press.request_id, %detail, state = r.state.as_str(), "the state change failed, and the request was decided elsewhere meanwhile");
+                    return Decided::Already {
+                        state: r.state,
+                        by: None,
+                    };
                 }
                 _ => {
                     return Decided::Failed {

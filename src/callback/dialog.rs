@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::signature::{Action, DialogState};
+use crate::review::signature::{Action, DialogState};
 use crate::settings::ReasonPrompt;
 
 /// How long Mattermost accepts a press's `trigger_id` (`InteractiveDialogTriggerTimeout`).

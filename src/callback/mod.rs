@@ -7,9 +7,7 @@
 
 pub mod decision;
 pub mod dialog;
-pub mod people;
 mod reply;
-pub mod signature;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,22 +26,25 @@ use serde_json::{Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::bridge::Instance;
+use crate::instance::Instance;
 use crate::mattermost::User;
 use crate::plugin_data::PluginData;
-use crate::request::RequestState;
+use crate::review::people::Person;
+use crate::review::reason::resolution_reason;
+use crate::review::signature::{Action, ActionContext, DialogFields, DialogState, SignatureError};
+use crate::review::{Refusal, Standing, membership};
 use crate::settings::InstanceId;
 use crate::settings::{CallbackSettings, ReasonPrompt};
-use decision::{Decided, Press};
-use people::{Clicker, is_approver, is_requester, self_check_is_blind};
+use decision::Press;
 pub use reply::Outcome;
-use reply::{Case, Tense, already, gone, outcome, resolution_reason, tell_late, verb};
-use signature::{Action, ActionContext, DialogFields, DialogState, SignatureError};
+use reply::{Case, Tense, already, gone, outcome, refused, tell_late, verb};
 
 /// Largest press body accepted; real ones are well under 2 KiB.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Mattermost waits about 30 s for an integration; answer well before that.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Mattermost waits about 30 s for an integration. Every press is answered within its
+/// instance's `answer_within` (15 s by default) of arriving; this outer bound is a backstop
+/// for what comes before that deadline starts (reading the body).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// The instances the server answers for, keyed by `namespace/name`.
 #[derive(Default)]
@@ -214,11 +215,7 @@ async fn handle(registry: &Registry, id: &InstanceId, body: Body, route: Route) 
     response
 }
 
-async fn answer(
-    registry: &Registry,
-    id: &InstanceId,
-    body: Result<axum::Json<Value>, JsonRejection>,
-) -> Response {
+async fn answer(registry: &Registry, id: &InstanceId, body: Body) -> Response {
     let Some(instance) = registry.get(id) else {
         return error(StatusCode::NOT_FOUND, "no such plugin instance");
     };
@@ -239,7 +236,7 @@ async fn answer(
         Ok(c) => c,
         Err(_) => return error(StatusCode::BAD_REQUEST, "button context is malformed"),
     };
-    let Some(callback) = instance.settings().callback.as_ref() else {
+    let Some(callback) = instance.settings().callback.clone() else {
         return error(
             StatusCode::NOT_FOUND,
             "buttons are not enabled for this instance",
@@ -257,7 +254,17 @@ async fn answer(
     if payload.channel_id != context.channel_id {
         return error(StatusCode::UNAUTHORIZED, "button used outside its channel");
     }
-    let outcome = press(&instance, callback, &payload, &context).await;
+    let ask = Ask {
+        action: context.action,
+        request_id: context.request_id.clone(),
+        user_id: payload.user_id,
+        channel_id: payload.channel_id,
+        post_id: payload.post_id,
+        trigger_id: payload.trigger_id,
+        button_expires: context.expires,
+        reason: None,
+    };
+    let outcome = within_deadline(&instance, callback, ask).await;
     let counter = match outcome {
         Outcome::Done { .. } => &registry.outcomes.resolved,
         Outcome::Refused(_) => &registry.outcomes.refused,
@@ -275,60 +282,118 @@ fn prompt_for(callback: &CallbackSettings, action: Action) -> ReasonPrompt {
     }
 }
 
-/// A verified press: the reviewer is checked, then either the reason dialog opens or the
-/// decision is made at once.
-async fn press(
-    instance: &Arc<Instance>,
-    callback: &CallbackSettings,
-    payload: &PressPayload,
-    context: &ActionContext,
-) -> Outcome {
-    let user = match reviewer(instance, &payload.user_id).await {
-        Ok(user) => user,
-        Err(refused) => return refused,
-    };
-    let prompt = prompt_for(callback, context.action);
-    if prompt == ReasonPrompt::Never {
-        return decide_for(
-            instance,
-            &user,
-            context.action,
-            &context.request_id,
-            "",
-            payload,
-        )
-        .await;
+/// What a verified press or dialog submission asks for.
+#[derive(Debug, Clone)]
+pub(crate) struct Ask {
+    /// Approve or Deny.
+    pub action: Action,
+    /// The request.
+    pub request_id: String,
+    /// The Mattermost user pressing (set by Mattermost's server, never by the client).
+    pub user_id: String,
+    /// The pressed post's channel.
+    pub channel_id: String,
+    /// The pressed post.
+    pub post_id: String,
+    /// The press's trigger for a dialog; empty for a submission.
+    pub trigger_id: String,
+    /// When the pressed button stops working (unix seconds).
+    pub button_expires: i64,
+    /// The reviewer's reason from a dialog; `None` for a press, which may open the dialog.
+    pub reason: Option<String>,
+}
+
+/// How a press ended, and who pressed when that is known: what a late thread reply says.
+pub(crate) struct Finished {
+    outcome: Outcome,
+    by: Option<String>,
+}
+
+impl From<Outcome> for Finished {
+    fn from(outcome: Outcome) -> Self {
+        Finished { outcome, by: None }
     }
-    let problem = match open_dialog(instance, callback, payload, context, prompt).await {
-        Ok(()) => return Outcome::Prompted,
+}
+
+/// Runs `ask` in its own task and answers within `answer_within`, counted from now: the
+/// Mattermost lookups, the claim and Teleport's answer all fall inside it. A press still
+/// running then is answered "still being processed"; it runs to completion (once it claimed
+/// the decision, nothing stops it between the claim and Teleport's write) and its outcome is
+/// posted in the pressed post's thread.
+async fn within_deadline(
+    instance: &Arc<Instance>,
+    callback: CallbackSettings,
+    ask: Ask,
+) -> Outcome {
+    let deadline = callback.answer_within;
+    let mut task = tokio::spawn(run(instance.clone(), callback, ask.clone()));
+    match tokio::time::timeout(deadline, &mut task).await {
+        Ok(Ok(finished)) => finished.outcome,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the press's task failed");
+            Outcome::Refused("Something went wrong; nothing was changed. Try again.".into())
+        }
+        Err(_) => {
+            let instance = instance.clone();
+            let noun = verb(ask.action.state(), Tense::Noun, Case::Lower);
+            let message = format!(
+                "Teleport is slow to answer; your {noun} of request {} is still being processed. This thread will say how it ended.",
+                ask.request_id
+            );
+            tokio::spawn(async move {
+                let finished = task.await.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "the press's task failed");
+                    Outcome::Refused("Something went wrong; nothing was changed.".into()).into()
+                });
+                tell_late(&instance, &ask, finished.by.as_deref(), finished.outcome).await;
+            });
+            Outcome::Refused(message)
+        }
+    }
+}
+
+/// A verified press or submission, start to end: the reviewer is checked, then either the
+/// reason dialog opens or the decision is made.
+async fn run(instance: Arc<Instance>, callback: CallbackSettings, ask: Ask) -> Finished {
+    let (user, standing) = match reviewer(&instance, &ask.user_id).await {
+        Ok(found) => found,
+        Err(refused) => return refused.into(),
+    };
+    let by = Some(format!("@{}", user.username));
+    let finished = |outcome| Finished {
+        outcome,
+        by: by.clone(),
+    };
+    if let Some(reason) = &ask.reason {
+        return finished(decide_for(&instance, &user, &standing, &ask, reason).await);
+    }
+    let prompt = prompt_for(&callback, ask.action);
+    if prompt == ReasonPrompt::Never {
+        return finished(decide_for(&instance, &user, &standing, &ask, "").await);
+    }
+    let problem = match open_dialog(&instance, &callback, &ask, prompt).await {
+        Ok(()) => return finished(Outcome::Prompted),
         Err(problem) => problem,
     };
-    tracing::warn!(request = %context.request_id, error = %problem, "could not open the reason dialog");
+    tracing::warn!(request = %ask.request_id, error = %problem, "could not open the reason dialog");
     if prompt == ReasonPrompt::Required {
-        return Outcome::Refused(format!(
+        return finished(Outcome::Refused(format!(
             "The reason dialog could not be opened ({problem}); nothing was changed. Press {} again.",
-            title(context.action)
-        ));
+            title(ask.action)
+        )));
     }
     // An optional reason is no reason to block the decision.
-    match decide_for(
-        instance,
-        &user,
-        context.action,
-        &context.request_id,
-        "",
-        payload,
-    )
-    .await
-    {
-        Outcome::Done { update, text } => Outcome::Done {
-            update,
-            text: format!(
-                "{text} The reason dialog could not be opened, so no reason was recorded."
-            ),
+    finished(
+        match decide_for(&instance, &user, &standing, &ask, "").await {
+            Outcome::Done { update, text } => Outcome::Done {
+                update,
+                text: format!(
+                    "{text} The reason dialog could not be opened, so no reason was recorded."
+                ),
+            },
+            other => other,
         },
-        other => other,
-    }
+    )
 }
 
 fn title(action: Action) -> &'static str {
@@ -342,32 +407,31 @@ fn title(action: Action) -> &'static str {
 async fn open_dialog(
     instance: &Instance,
     callback: &CallbackSettings,
-    payload: &PressPayload,
-    context: &ActionContext,
+    ask: &Ask,
     prompt: ReasonPrompt,
 ) -> Result<(), String> {
-    if payload.trigger_id.is_empty() {
+    if ask.trigger_id.is_empty() {
         return Err("the press carried no trigger_id".into());
     }
-    let expires = (Utc::now().timestamp() + dialog::DIALOG_LIFETIME_SECS).min(context.expires);
+    let expires = (Utc::now().timestamp() + dialog::DIALOG_LIFETIME_SECS).min(ask.button_expires);
     let state = DialogState::signed(
         &callback.signing_secret,
         &instance.settings().instance,
         DialogFields {
-            action: context.action,
-            request_id: &context.request_id,
-            channel_id: &context.channel_id,
-            post_id: &payload.post_id,
-            user_id: &payload.user_id,
+            action: ask.action,
+            request_id: &ask.request_id,
+            channel_id: &ask.channel_id,
+            post_id: &ask.post_id,
+            user_id: &ask.user_id,
             expires,
         },
     );
-    let body = dialog::reason_dialog(context.action, &context.request_id, prompt, &state.encode());
+    let body = dialog::reason_dialog(ask.action, &ask.request_id, prompt, &state.encode());
     let opened = tokio::time::timeout(
         dialog::TRIGGER_LIFETIME,
         instance
             .mattermost()
-            .open_dialog(&payload.trigger_id, &callback.dialog_url, &body),
+            .open_dialog(&ask.trigger_id, &callback.dialog_url, &body),
     )
     .await;
     match opened {
@@ -405,7 +469,7 @@ async fn submitted(registry: &Registry, id: &InstanceId, body: Body) -> Response
         // Closing the dialog changes nothing.
         return axum::Json(dialog::answer(None)).into_response();
     }
-    let Some(callback) = instance.settings().callback.as_ref() else {
+    let Some(callback) = instance.settings().callback.clone() else {
         return error(
             StatusCode::NOT_FOUND,
             "buttons are not enabled for this instance",
@@ -425,32 +489,22 @@ async fn submitted(registry: &Registry, id: &InstanceId, body: Body) -> Response
         tracing::warn!(instance = %id, request = %state.request_id, user = %submission.user_id, error = %why, "refused dialog submission");
         return error(StatusCode::UNAUTHORIZED, &why);
     }
-    let prompt = prompt_for(callback, state.action);
+    let prompt = prompt_for(&callback, state.action);
     let reason = match dialog::reason(submission.submission.as_ref(), prompt, state.action) {
         Ok(reason) => reason,
         Err(message) => return axum::Json(dialog::field_error(&message)).into_response(),
     };
-    let outcome = match reviewer(&instance, &state.user_id).await {
-        Ok(user) => {
-            let payload = PressPayload {
-                user_id: state.user_id.clone(),
-                channel_id: state.channel_id.clone(),
-                post_id: state.post_id.clone(),
-                context: Value::Null,
-                trigger_id: String::new(),
-            };
-            decide_for(
-                &instance,
-                &user,
-                state.action,
-                &state.request_id,
-                &reason,
-                &payload,
-            )
-            .await
-        }
-        Err(refused) => refused,
+    let ask = Ask {
+        action: state.action,
+        request_id: state.request_id.clone(),
+        user_id: state.user_id.clone(),
+        channel_id: state.channel_id.clone(),
+        post_id: state.post_id.clone(),
+        trigger_id: String::new(),
+        button_expires: state.expires,
+        reason: Some(reason),
     };
+    let outcome = within_deadline(&instance, callback, ask).await;
     let counter = match outcome {
         Outcome::Done { .. } => &registry.outcomes.resolved,
         _ => &registry.outcomes.refused,
@@ -482,10 +536,11 @@ async fn show_update(instance: &Instance, channel_id: &str, post_id: &str, updat
     }
 }
 
-/// The clicking user, if they may review here at all. Only Mattermost is asked, so this is
-/// fast enough to come before opening a dialog.
-async fn reviewer(instance: &Instance, user_id: &str) -> Result<User, Outcome> {
-    let user = match instance.mattermost().user_by_id(user_id).await {
+/// The pressing user and where they stand under the admin's policy, if they may review here
+/// at all. Only Mattermost is asked, so this is fast enough to come before opening a dialog.
+async fn reviewer(instance: &Instance, user_id: &str) -> Result<(User, Standing), Outcome> {
+    let mm = instance.mattermost();
+    let user = match mm.user_by_id(user_id).await {
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(error = %e, "could not look up the clicking user");
@@ -494,34 +549,41 @@ async fn reviewer(instance: &Instance, user_id: &str) -> Result<User, Outcome> {
             ));
         }
     };
-    let clicker = Clicker {
-        username: &user.username,
-        email: &user.email,
-    };
-    if !is_approver(&instance.settings().approvers, clicker) {
-        return Err(Outcome::Refused(format!(
-            "@{} is not allowed to review access requests here; nothing was changed.",
-            user.username
-        )));
+    let standing = membership::standing(instance.policy(), &mm, &user).await;
+    match &standing {
+        Standing::May(_) => Ok((user, standing)),
+        Standing::NotAllowed => Err(Outcome::Refused(refused(
+            instance,
+            "",
+            &user.username,
+            &Refusal::NotAllowed,
+        ))),
+        Standing::Unchecked(why) => {
+            let problem = format!(
+                "could not check whether @{} may decide (a Mattermost membership lookup failed): {why}",
+                user.username
+            );
+            tracing::warn!("{problem}");
+            instance.update_status(|s| s.press_problem = Some(problem));
+            Err(Outcome::Refused(refused(
+                instance,
+                "",
+                &user.username,
+                &Refusal::Unchecked,
+            )))
+        }
     }
-    Ok(user)
 }
 
-/// Everything after the reviewer was found allowed: the request's own checks, then the
-/// decision, answered within `answer_within`. `given` is the reviewer's reason, if any.
+/// Everything after the reviewer was found allowed: the request's own checks under the
+/// policy, then the decision. `given` is the reviewer's reason, if any.
 async fn decide_for(
     instance: &Arc<Instance>,
     user: &User,
-    action: Action,
-    request_id: &str,
+    standing: &Standing,
+    ask: &Ask,
     given: &str,
-    payload: &PressPayload,
 ) -> Outcome {
-    let settings = instance.settings();
-    let clicker = Clicker {
-        username: &user.username,
-        email: &user.email,
-    };
     let teleport = match instance.teleport().await {
         Ok(t) => t,
         Err(e) => {
@@ -531,9 +593,9 @@ async fn decide_for(
             );
         }
     };
-    let request = match teleport.get_access_request(request_id).await {
+    let request = match teleport.get_access_request(&ask.request_id).await {
         Ok(Some(r)) => r,
-        Ok(None) => return Outcome::Refused(gone(request_id)),
+        Ok(None) => return Outcome::Refused(gone(&ask.request_id)),
         Err(e) => {
             tracing::warn!(error = %e, "could not read the access request");
             return Outcome::Refused(
@@ -542,41 +604,38 @@ async fn decide_for(
             );
         }
     };
-    if is_requester(&request.user, clicker) {
-        return Outcome::Refused(
-            "You cannot review your own access request; nothing was changed.".into(),
-        );
-    }
-    if self_check_is_blind(&settings.approvers, clicker) {
-        let problem = format!(
-            "a press by @{} was refused: Mattermost hides users' emails from the bot, so with no approvers listed the plugin cannot tell a requester from a reviewer; let the bot see emails (PrivacySettings.ShowEmailAddress, or the system_admin role) or list approvers",
-            user.username
-        );
-        tracing::warn!(request = %request.id, "{problem}");
-        instance.update_status(|s| s.press_problem = Some(problem));
-        return Outcome::Refused(
-            "Your email address is hidden from the plugin's bot, so it cannot check that you are not the requester; nothing was changed. Ask an admin to let the bot see emails or to list approvers.".into(),
-        );
-    }
-    if request.state != RequestState::Pending {
-        let by = teleport
-            .plugin_data(&request.id)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|d| PluginData::decode(&d).actor().map(str::to_string));
-        return Outcome::Refused(already(&request.id, request.state, by.as_deref()));
+    let person = Person {
+        username: &user.username,
+        email: &user.email,
+    };
+    match instance
+        .policy()
+        .press(ask.action, &request, person, standing)
+    {
+        Ok(()) => {}
+        Err(Refusal::NotPending(state)) => {
+            let by = teleport
+                .plugin_data(&request.id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| PluginData::decode(&d).actor());
+            return Outcome::Refused(already(&request.id, state, by.as_deref()));
+        }
+        Err(refusal) => {
+            if refusal == Refusal::EmailHidden {
+                let problem = format!(
+                    "a press by @{} was refused: Mattermost hides users' emails from the bot, so for a right that comes from channel membership the plugin cannot tell a requester from a reviewer; let the bot see emails (PrivacySettings.ShowEmailAddress, or the system_admin role) or list the approvers by name",
+                    user.username
+                );
+                tracing::warn!(request = %request.id, "{problem}");
+                instance.update_status(|s| s.press_problem = Some(problem));
+            }
+            return Outcome::Refused(refused(instance, &request.id, &user.username, &refusal));
+        }
     }
 
-    let state = match action {
-        Action::Approve => RequestState::Approved,
-        Action::Deny => RequestState::Denied,
-    };
-    let with_email = if user.email.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", user.email)
-    };
+    let state = ask.action.state();
     let press = Press {
         request_id: request.id.clone(),
         state,
@@ -589,46 +648,11 @@ async fn decide_for(
                 &user.email
             }
         ),
-        reason: resolution_reason(state, &user.username, &with_email, given),
+        reason: resolution_reason(state, &user.username, &user.email, given),
     };
-    // The decision runs in its own task: once claimed, it completes even if this answer is
-    // given up on.
-    let mut task = tokio::spawn(decision::decide(instance.clone(), request, press.clone()));
-    let answer_within = settings
-        .callback
-        .as_ref()
-        .map(|c| c.answer_within)
-        .unwrap_or(DEFAULT_ANSWER_WITHIN);
-    match tokio::time::timeout(answer_within, &mut task).await {
-        Ok(Ok(decided)) => {
-            let max_chars = instance.mattermost().max_post_chars().await;
-            outcome(instance, &press, decided, max_chars)
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "the press's task failed");
-            Outcome::Refused("Something went wrong; nothing was changed. Try again.".into())
-        }
-        Err(_) => {
-            let (instance, press, channel_id, post_id) = (
-                instance.clone(),
-                press.clone(),
-                payload.channel_id.clone(),
-                payload.post_id.clone(),
-            );
-            tokio::spawn(async move {
-                let decided = task.await.unwrap_or_else(|e| Decided::Failed {
-                    short: "the press's task failed",
-                    detail: e.to_string(),
-                });
-                tell_late(&instance, &press, &channel_id, &post_id, decided).await;
-            });
-            Outcome::Refused(format!(
-                "Teleport is slow to answer; your {} of request {} is still being processed. This thread will say how it ended.",
-                verb(state, Tense::Noun, Case::Lower),
-                request_id
-            ))
-        }
-    }
+    let decided = decision::decide(instance.clone(), request, press.clone()).await;
+    let max_chars = instance.mattermost().max_post_chars().await;
+    outcome(instance, &press, decided, max_chars)
 }
 
 /// Mattermost waits about 30 s for an integration; a press taking longer than this is

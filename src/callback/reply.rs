@@ -5,10 +5,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::decision::{Decided, Press};
-use super::ephemeral;
-use crate::bridge::Instance;
-use crate::message;
+use super::{Ask, ephemeral};
+use crate::instance::Instance;
+use crate::message::{self, Links};
 use crate::request::RequestState;
+use crate::review::Refusal;
 
 /// What a press led to; every variant is answered with 200 and an ephemeral message.
 #[derive(Debug)]
@@ -49,24 +50,6 @@ impl IntoResponse for Outcome {
     }
 }
 
-/// The reason written to Teleport: who decided, through what, and what they said.
-pub(super) fn resolution_reason(
-    state: RequestState,
-    username: &str,
-    with_email: &str,
-    given: &str,
-) -> String {
-    let who = format!(
-        "{} by Mattermost user @{username}{with_email} via the Mattermost plugin",
-        verb(state, Tense::Past, Case::Title),
-    );
-    if given.is_empty() {
-        who
-    } else {
-        format!("{who}: {given}")
-    }
-}
-
 #[derive(Clone, Copy)]
 pub(super) enum Tense {
     Past,
@@ -76,20 +59,42 @@ pub(super) enum Tense {
 #[derive(Clone, Copy)]
 pub(super) enum Case {
     Lower,
-    Title,
 }
 
-/// "approved", "Denied", "approval", …
+/// "approved", "approval", "denied", "denial".
 pub(super) fn verb(state: RequestState, tense: Tense, case: Case) -> &'static str {
     match (state == RequestState::Approved, tense, case) {
         (true, Tense::Past, Case::Lower) => "approved",
-        (true, Tense::Past, Case::Title) => "Approved",
         (true, Tense::Noun, Case::Lower) => "approval",
-        (true, Tense::Noun, Case::Title) => "Approval",
         (false, Tense::Past, Case::Lower) => "denied",
-        (false, Tense::Past, Case::Title) => "Denied",
         (false, Tense::Noun, Case::Lower) => "denial",
-        (false, Tense::Noun, Case::Title) => "Denial",
+    }
+}
+
+/// Why a press counts for nothing under the admin's policy.
+pub(super) fn refused(instance: &Instance, id: &str, username: &str, refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::NoButtons => "Buttons are not enabled here; nothing was changed.".to_owned(),
+        Refusal::NotAllowed => format!(
+            "@{username} is not allowed to review access requests here; nothing was changed."
+        ),
+        Refusal::Unchecked => "Could not check with Mattermost that you may review access requests here; nothing was changed. Try again shortly.".to_owned(),
+        Refusal::OwnRequest => {
+            "You cannot review your own access request; nothing was changed.".to_owned()
+        }
+        Refusal::EmailHidden => "Your email address is hidden from the plugin's bot, so it cannot check that you are not the requester; nothing was changed. Ask an admin to let the bot see emails or to list the approvers by name.".to_owned(),
+        Refusal::LongTerm => {
+            let web = match instance.links() {
+                Links::Web { proxy_public_addr } => message::request_link(&proxy_public_addr, id)
+                    .map(|url| format!(" ({url})"))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            format!(
+                "Request {id} is a long-term request: approving it here would keep it from being promoted to an access list. Review it in Teleport's web UI{web}; nothing was changed."
+            )
+        }
+        Refusal::NotPending(state) => already(id, *state, None),
     }
 }
 
@@ -123,7 +128,7 @@ pub(super) fn outcome(
                 &resolved,
                 press.state,
                 Some(&press.by),
-                &crate::bridge::links_for(instance),
+                &instance.links(),
                 max_chars,
             );
             Outcome::Done {
@@ -180,59 +185,43 @@ pub(super) fn refusal(instance: &Instance, press: &Press, decided: Decided) -> S
     }
 }
 
-/// Posts how a press that outlived its answer ended, as a reply in the pressed post's thread.
-pub(super) async fn tell_late(
-    instance: &Instance,
-    press: &Press,
-    channel_id: &str,
-    post_id: &str,
-    decided: Decided,
-) {
-    let who = &press.by;
-    let noun = verb(press.state, Tense::Noun, Case::Lower);
-    let text = match decided {
-        Decided::Done(_) => format!(
-            "{who}'s {noun} of request {} went through: it is {} now.",
-            press.request_id,
-            press.state.as_str()
+/// Posts how a press that outlived its answer ended, as a reply in the pressed post's
+/// thread. `by` is the presser, when they were found.
+pub(super) async fn tell_late(instance: &Instance, ask: &Ask, by: Option<&str>, outcome: Outcome) {
+    let noun = verb(ask.action.state(), Tense::Noun, Case::Lower);
+    let id = &ask.request_id;
+    let text = match (outcome, by) {
+        // The dialog is on the reviewer's screen: nothing to add.
+        (Outcome::Prompted, _) => return,
+        (Outcome::Done { .. }, Some(who)) => format!(
+            "{who}'s {noun} of request {id} went through: it is {} now.",
+            ask.action.state().as_str()
         ),
-        other => format!(
-            "{who}, your {noun} of request {} did not go through. {}",
-            press.request_id,
-            refusal(instance, press, other)
+        (Outcome::Done { .. }, None) => format!(
+            "The {noun} of request {id} went through: it is {} now.",
+            ask.action.state().as_str()
         ),
+        (Outcome::Refused(why), Some(who)) => {
+            format!("{who}, your {noun} of request {id} did not go through. {why}")
+        }
+        (Outcome::Refused(why), None) => {
+            format!("A {noun} of request {id} did not go through. {why}")
+        }
     };
     let reply = crate::mattermost::NewPost {
-        channel_id: channel_id.to_string(),
+        channel_id: ask.channel_id.clone(),
         message: text,
-        root_id: Some(post_id.to_string()),
+        root_id: Some(ask.post_id.clone()),
         props: Default::default(),
     };
     if let Err(e) = instance.mattermost().create_post(&reply).await {
-        tracing::warn!(request = %press.request_id, error = %e, "could not post the late outcome of a press");
+        tracing::warn!(request = %id, error = %e, "could not post the late outcome of a press");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_reason_names_who_decided_and_keeps_what_they_said() {
-        assert_eq!(
-            resolution_reason(
-                RequestState::Denied,
-                "carol",
-                " (carol@example.com)",
-                "not now"
-            ),
-            "Denied by Mattermost user @carol (carol@example.com) via the Mattermost plugin: not now"
-        );
-        assert_eq!(
-            resolution_reason(RequestState::Approved, "alice", "", ""),
-            "Approved by Mattermost user @alice via the Mattermost plugin"
-        );
-    }
 
     #[test]
     fn a_press_that_changes_nothing_says_why() {
@@ -246,8 +235,8 @@ mod tests {
         );
         assert!(gone("r1").contains("nothing was changed"));
         assert_eq!(
-            verb(RequestState::Denied, Tense::Noun, Case::Title),
-            "Denial"
+            verb(RequestState::Denied, Tense::Noun, Case::Lower),
+            "denial"
         );
     }
 }

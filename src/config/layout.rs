@@ -26,6 +26,8 @@ pub(super) const MATTERMOST_KEYS: &[&str] = &[
     "recipients",
     "role_to_recipients",
     "approvers",
+    "approver_channels",
+    "max_suggested_reviewers",
     "rate_limit_per_second",
     "rate_limit_burst",
     "ca_file",

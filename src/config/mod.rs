@@ -190,10 +190,11 @@ impl StandaloneConfig {
                 "mattermost.token is the example value from `configure`; set the bot's access token".to_owned(),
             );
         }
-        if self.settings.approvers.is_empty() {
-            out.push(
-                "mattermost.approvers is empty: anyone who can see a request post may approve or deny it".to_owned(),
-            );
+        if self.settings.approvers.is_empty() && self.settings.approver_channels.is_empty() {
+            out.push(format!(
+                "mattermost.approvers and mattermost.approver_channels are empty: only members of {}/{} may approve or deny (checked with Mattermost at every press; before 0.2 anyone who could press a button could); list approvers or approver_channels to choose who decides",
+                self.settings.mattermost.team, self.settings.mattermost.channel
+            ));
         }
         out
     }

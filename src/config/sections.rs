@@ -10,16 +10,28 @@ use super::layout::{
     HTTP_KEYS, LOG_KEYS, MATTERMOST_KEYS, REMINDER_KEYS, REQUESTER_KEYS, SECTIONS, TELEPORT_KEYS,
 };
 use super::values::{
-    callback_url, check_approver, check_host_port, check_recipient, parse_http_url,
+    callback_url, check_approver, check_channel, check_host_port, check_recipient, parse_http_url,
     parse_listen_addr,
 };
 use super::*;
 use crate::settings::{
-    CallbackSettings, DEFAULT_CONCURRENCY, InstanceId, MattermostSettings, RateLimit,
-    ReminderSettings, RequesterLookup, RequesterSettings, RetryPolicy, TeleportSettings,
+    CallbackSettings, DEFAULT_CONCURRENCY, DEFAULT_MAX_SUGGESTED_REVIEWERS, InstanceId,
+    MAX_SUGGESTED_REVIEWERS, MattermostSettings, RateLimit, ReminderSettings, RequesterLookup,
+    RequesterSettings, RetryPolicy, TeleportSettings,
 };
 use crate::telemetry::{LogFormat, LogOutput, parse_severity};
 use crate::teleport::route::ConnectionMode;
+
+/// What [mattermost] holds.
+pub(super) struct MattermostSection {
+    settings: MattermostSettings,
+    secret: Secret,
+    recipients: Vec<String>,
+    role_map: BTreeMap<String, Vec<String>>,
+    approvers: Vec<String>,
+    approver_channels: Vec<String>,
+    max_suggested_reviewers: usize,
+}
 
 impl Checker {
     pub(super) fn config(&mut self, root: &Table) -> Option<StandaloneConfig> {
@@ -40,7 +52,15 @@ impl Checker {
 
         // Teleport's newer plugin reads a top-level [role_to_recipients]; accept it too.
         let top_level = self.role_map("role_to_recipients", root.get("role_to_recipients"));
-        let (mattermost, secret, recipients, mut role_map, approvers) = mattermost?;
+        let MattermostSection {
+            settings: mattermost,
+            secret,
+            recipients,
+            mut role_map,
+            approvers,
+            approver_channels,
+            max_suggested_reviewers,
+        } = mattermost?;
         if !top_level.is_empty() && !role_map.is_empty() {
             self.problem(
                 "role_to_recipients",
@@ -69,6 +89,8 @@ impl Checker {
                 recipients,
                 role_to_recipients: role_map,
                 approvers,
+                approver_channels,
+                max_suggested_reviewers,
                 concurrency: DEFAULT_CONCURRENCY,
                 requester,
                 reminders,
@@ -178,16 +200,7 @@ impl Checker {
     }
 
     #[allow(clippy::type_complexity)]
-    pub(super) fn mattermost(
-        &mut self,
-        root: &Table,
-    ) -> Option<(
-        MattermostSettings,
-        Secret,
-        Vec<String>,
-        BTreeMap<String, Vec<String>>,
-        Vec<String>,
-    )> {
+    pub(super) fn mattermost(&mut self, root: &Table) -> Option<MattermostSection> {
         let s = self.section(root, "mattermost", MATTERMOST_KEYS);
         let url = self
             .required(&s, "url", "https://mattermost.example.com")
@@ -220,7 +233,7 @@ impl Checker {
         let secret = self
             .required(&s, "secret", "output of openssl rand -hex 32")
             .filter(
-                |secret| match crate::callback::signature::weak_secret(secret) {
+                |secret| match crate::review::signature::weak_secret(secret) {
                     Some(why) => {
                         self.problem("mattermost.secret", why);
                         false
@@ -241,6 +254,19 @@ impl Checker {
             // "@alice" is how Mattermost shows usernames; the API wants "alice".
             .map(|a| a.strip_prefix('@').unwrap_or(&a).to_owned())
             .collect();
+        let approver_channels = self.string_list(
+            "mattermost.approver_channels",
+            s.get("approver_channels"),
+            check_channel,
+        );
+        let max_suggested_reviewers = self
+            .integer(
+                &s,
+                "max_suggested_reviewers",
+                0,
+                MAX_SUGGESTED_REVIEWERS as i64,
+            )
+            .map_or(DEFAULT_MAX_SUGGESTED_REVIEWERS, |v| v as usize);
 
         let default = RateLimit::default();
         let per_second = self.integer(&s, "rate_limit_per_second", 0, i64::from(u32::MAX));
@@ -253,8 +279,8 @@ impl Checker {
         // Read at start (like the identity files), so `parse` stays a pure function of the text.
         self.ca_file = self.string(&s, "ca_file").map(PathBuf::from);
 
-        Some((
-            MattermostSettings {
+        Some(MattermostSection {
+            settings: MattermostSettings {
                 url: url?,
                 team: team?,
                 channel: channel?,
@@ -263,11 +289,13 @@ impl Checker {
                 retry: RetryPolicy::default(),
                 ca_bundle: None,
             },
-            secret?,
+            secret: secret?,
             recipients,
             role_map,
             approvers,
-        ))
+            approver_channels,
+            max_suggested_reviewers,
+        })
     }
 
     /// Team and channel names must be URL names (what the API looks up), not display names.

@@ -53,10 +53,18 @@ secret = "signing-secret-value"
 # behind an internal CA. They are added to the system's trusted roots; read at start.
 # ca_file = "/etc/ssl/certs/corp-ca.pem"
 
-# Who may press Approve/Deny: Mattermost usernames or emails. Empty (the default) lets
-# anyone in the channel decide, as in Teleport's plugin. Requesters can never approve
-# their own requests.
+# Who may press Approve/Deny. A person may decide when they are listed in approvers
+# (Mattermost usernames or emails), or are a member of one of approver_channels
+# ("team/channel" URL names; the bot must be a member of each, to see who else is). With
+# neither set (the default), the members of the channel above may decide. Membership is
+# checked with Mattermost at every press. Nobody may decide their own request.
 # approvers = ["alice", "bob@example.com"]
+# approver_channels = ["security/access-approvers"]
+
+# At most this many of a request's suggested reviewers get a direct message (0 to 50,
+# default 10); the post names how many more were suggested. Suggestions that are not
+# people (a "team/channel", say) are ignored: requesters choose no channels.
+# max_suggested_reviewers = 10
 
 # Extra places every request is posted to (besides the channel and the suggested
 # reviewers): "team/channel" URL names, or emails of users to message directly.

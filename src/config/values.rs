@@ -83,6 +83,23 @@ pub(super) fn check_recipient(r: &str) -> Option<String> {
     }
 }
 
+/// An approver channel is `team/channel`, by URL names.
+pub(super) fn check_channel(c: &str) -> Option<String> {
+    let url_name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    };
+    match c.split_once('/') {
+        Some((team, channel)) if url_name(team) && url_name(channel) => None,
+        _ => Some(
+            "is not \"team/channel\" with URL names (lowercase letters, digits, - and _); use e.g. \"security/access-approvers\""
+                .to_owned(),
+        ),
+    }
+}
+
 /// An approver is a Mattermost username (optionally with `@`) or an email.
 pub(super) fn check_approver(a: &str) -> Option<String> {
     if a.contains(char::is_whitespace) || a == "@" {

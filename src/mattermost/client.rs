@@ -17,6 +17,12 @@ use super::transport::{
 };
 use crate::settings::{MattermostSettings, RetryPolicy};
 
+/// How long a membership found is trusted: a person removed from an approver channel loses the
+/// right to decide within this, and one added gains it at once (a non-member is never cached).
+pub const MEMBERSHIP_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most memberships remembered at once.
+const MEMBERSHIP_ENTRIES: u64 = 10_000;
+
 /// Counters of the client's retry behaviour, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ClientStats {
@@ -43,6 +49,8 @@ pub(super) struct Inner {
     pub(super) retry: RetryPolicy,
     pub(super) limiter: Option<Arc<Limiter>>,
     pub(super) cache: moka::future::Cache<CacheKey, Cached>,
+    /// Memberships found, `(channel id, user id)`, trusted for [`MEMBERSHIP_TTL`] only.
+    pub(super) members: moka::future::Cache<(String, String), ()>,
     pub(super) counters: Counters,
     pub(super) max_post: tokio::sync::OnceCell<usize>,
 }
@@ -82,6 +90,10 @@ impl MattermostClient {
                     .max_capacity(CACHE_BYTES)
                     .weigher(|key: &CacheKey, value: &Cached| weight(key, value))
                     .time_to_live(CACHE_TTL)
+                    .build(),
+                members: moka::future::Cache::builder()
+                    .max_capacity(MEMBERSHIP_ENTRIES)
+                    .time_to_live(MEMBERSHIP_TTL)
                     .build(),
                 counters: Counters::default(),
                 max_post: tokio::sync::OnceCell::new(),
@@ -210,6 +222,34 @@ impl MattermostClient {
         let key = CacheKey::UserById(id.to_string());
         let what = format!("user with id {id:?}");
         self.cached_user(key, &["users", id], what).await
+    }
+
+    /// Whether a user is a member of a channel
+    /// (`GET /api/v4/channels/{channel_id}/members/{user_id}`: 200 a member, 404 not). The bot
+    /// must be able to read the channel (be a member of it); otherwise Mattermost answers 403,
+    /// which is an error here, never a "no". A membership found is trusted for
+    /// [`MEMBERSHIP_TTL`]; a non-member is asked again every time.
+    pub async fn is_channel_member(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+    ) -> Result<bool, MattermostError> {
+        let key = (channel_id.to_string(), user_id.to_string());
+        if self.inner.members.get(&key).await.is_some() {
+            return Ok(true);
+        }
+        let what = format!("membership of user {user_id:?} in channel {channel_id:?}");
+        let answer: Result<serde_json::Value, MattermostError> = self
+            .get(&["channels", channel_id, "members", user_id], Some(&what))
+            .await;
+        match answer {
+            Ok(_) => {
+                self.inner.members.insert(key, ()).await;
+                Ok(true)
+            }
+            Err(e) if e.status() == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The direct-message channel between the bot and a user

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::crd::{CaBundleKind, CaBundleRef, ConnectionSpec, MattermostAccessPluginSpec};
-use crate::bridge::Credentials;
+use crate::instance::Credentials;
 use crate::settings::{
     CaBundle, CallbackSettings, DEFAULT_CONCURRENCY, InstanceId, MattermostSettings,
     PluginSettings, RateLimit, ReminderSettings, RequesterSettings, RetryPolicy, Secret,
@@ -296,7 +296,7 @@ pub fn build(
             let dialog_url = format!("{base}/v1/dialogs/{namespace}/{name}");
             let weak = secret
                 .as_deref()
-                .and_then(crate::callback::signature::weak_secret);
+                .and_then(crate::review::signature::weak_secret);
             match (
                 secret,
                 url::Url::parse(&url).and_then(|a| Ok((a, url::Url::parse(&dialog_url)?))),
@@ -424,6 +424,8 @@ pub fn build(
                     recipients: spec.recipients.clone(),
                     role_to_recipients: spec.role_to_recipients.clone(),
                     approvers: spec.approvers.clone(),
+                    approver_channels: spec.approver_channels.clone(),
+                    max_suggested_reviewers: spec.max_suggested_reviewers(),
                     concurrency: defaults.concurrency,
                     requester,
                     reminders,

@@ -19,7 +19,7 @@ use super::crd::{
     condition_type,
 };
 use super::supervisor::{Applied, Supervisor};
-use crate::bridge::{Health, InstanceStatus, identity_health, next_identity_change};
+use crate::instance::{Health, InstanceStatus, identity_health, next_identity_change};
 
 /// Why a reconcile failed (it is retried with backoff).
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@ use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::review::{ButtonPolicy, ChannelName};
 use crate::settings::{ReasonPrompt, RequesterLookup};
 
 /// The first line of the generated YAML, so nobody edits the file by hand.
@@ -48,6 +49,10 @@ pub const MATTERMOST_NAME_PATTERN: &str = r"^[a-z0-9_-]+$";
 pub const MAX_RECIPIENTS: u32 = 64;
 /// Most entries in `approvers`.
 pub const MAX_APPROVERS: u32 = 256;
+/// Most entries in `approverChannels`.
+pub const MAX_APPROVER_CHANNELS: u32 = 16;
+/// A `team/channel` pair of Mattermost URL names.
+pub const CHANNEL_REF_PATTERN: &str = r"^[a-z0-9_-]{1,64}/[a-z0-9_-]{1,64}$";
 /// Longest recipient or approver entry; emails are at most 254 characters.
 pub const MAX_ENTRY_LEN: u32 = 256;
 
@@ -134,15 +139,32 @@ pub struct MattermostAccessPluginSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = limit_role_recipients)]
     pub role_to_recipients: BTreeMap<String, Vec<String>>,
-    /// Mattermost usernames or emails allowed to press Approve and Deny,
-    /// e.g. ["alice", "bob@example.com"]. When empty (the default), anyone in the channel may
-    /// press them. Nobody may approve their own request either way.
+    /// Who may press Approve and Deny, by name: Mattermost usernames or emails,
+    /// e.g. ["alice", "bob@example.com"]. A person may decide when they are listed here, or
+    /// are a member of one of approverChannels. With neither set (the default), only members
+    /// of mattermost.channel may decide, wherever they press. Suggested reviewers and other
+    /// recipients never gain the right by being messaged, and nobody may decide their own
+    /// request. status.approvalPolicy says who may decide.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = MAX_APPROVERS),
         inner(length(min = 1, max = MAX_ENTRY_LEN))
     )]
     pub approvers: Vec<String>,
+    /// Who may press Approve and Deny, by membership: Mattermost channels as "team/channel"
+    /// URL names, e.g. ["security/access-approvers"]. Their members may decide, besides
+    /// anyone listed in approvers. Membership is checked with Mattermost at every press
+    /// (trusted for at most 10 seconds), so adding or removing someone in Mattermost takes
+    /// effect without a restart. The bot must be a member of each channel to see its members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_APPROVER_CHANNELS),
+        inner(regex(pattern = CHANNEL_REF_PATTERN))
+    )]
+    pub approver_channels: Vec<String>,
+    /// The requester's suggested reviewers, who get a direct message about the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested_reviewers: Option<SuggestedReviewersSpec>,
     /// Direct messages to the requester about their own request. Leave it out (the
     /// default) to message only reviewers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +177,25 @@ pub struct MattermostAccessPluginSpec {
     /// Mattermost. Default false.
     #[serde(default)]
     pub suspend: bool,
+}
+
+/// How suggested reviewers are messaged.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuggestedReviewersSpec {
+    /// At most this many of a request's suggested reviewers get a direct message, 0 to 50.
+    /// Default 10. The post names how many more were suggested. A suggestion that is not a
+    /// person (a "team/channel", an empty or malformed entry) is ignored and counted in the
+    /// metric teleport_mattermost_suggestions_dropped_total: channels come only from
+    /// recipients and roleToRecipients. A suggested reviewer's message carries buttons only
+    /// when they may decide (see approvers).
+    #[serde(default = "default_max_messages")]
+    #[schemars(range(min = 0, max = 50))]
+    pub max_messages: u32,
+}
+
+fn default_max_messages() -> u32 {
+    crate::settings::DEFAULT_MAX_SUGGESTED_REVIEWERS as u32
 }
 
 /// A duration such as "30m", "1h30m" or "2d": digits followed by s, m, h or d, repeated.
@@ -437,7 +478,9 @@ pub struct MattermostAccessPluginStatus {
     /// When the last access request event was received from Teleport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_time: Option<Time>,
-    /// Who may press Approve and Deny, in words, e.g. "anyone in the channel may approve".
+    /// Who may press Approve and Deny, in words, e.g. "members of ~platform/access-requests
+    /// (the plugin's channel; no approvers or approverChannels are set) may approve or deny,
+    /// never their own request".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_policy: Option<String>,
     /// The last button press that failed for a reason an admin must fix (Teleport refusing
@@ -482,14 +525,33 @@ impl MattermostAccessPluginSpec {
             .collect()
     }
 
+    /// Who may decide, as the plugin will enforce it.
+    pub fn button_policy(&self) -> ButtonPolicy {
+        let channels: Vec<ChannelName> = self
+            .approver_channels
+            .iter()
+            .filter_map(|c| ChannelName::parse(c))
+            .collect();
+        ButtonPolicy::new(
+            self.callback.is_some(),
+            &self.approvers,
+            &channels,
+            &ChannelName::new(&self.mattermost.team, &self.mattermost.channel),
+        )
+    }
+
     /// Who may press the buttons, in the words `status.approvalPolicy` shows an admin.
     pub fn approval_policy(&self) -> String {
-        match (&self.callback, self.approvers.len()) {
-            (None, _) => "no buttons: notifications only".to_owned(),
-            (Some(_), 0) => "anyone in the channel may approve".to_owned(),
-            (Some(_), 1) => "only the 1 listed approver may approve".to_owned(),
-            (Some(_), n) => format!("only the {n} listed approvers may approve"),
-        }
+        self.button_policy().describe()
+    }
+
+    /// How many suggested reviewers get a direct message.
+    pub fn max_suggested_reviewers(&self) -> usize {
+        self.suggested_reviewers
+            .as_ref()
+            .map_or(crate::settings::DEFAULT_MAX_SUGGESTED_REVIEWERS, |s| {
+                s.max_messages as usize
+            })
     }
 
     /// The client-side rate limit, with defaults when `mattermost.rateLimit` is absent.
@@ -678,16 +740,22 @@ mattermost:
             deny_reason: ReasonPrompt::Never,
             approve_reason: ReasonPrompt::Never,
         });
-        assert_eq!(spec.approval_policy(), "anyone in the channel may approve");
+        let channel = format!("~{}/{}", spec.mattermost.team, spec.mattermost.channel);
+        assert_eq!(
+            spec.approval_policy(),
+            format!(
+                "members of {channel} (the plugin's channel; no approvers or approverChannels are set) may approve or deny, never their own request"
+            )
+        );
         spec.approvers = vec!["alice".into()];
         assert_eq!(
             spec.approval_policy(),
-            "only the 1 listed approver may approve"
+            "the 1 listed approver may approve or deny, never their own request"
         );
-        spec.approvers.push("bob@example.com".into());
+        spec.approver_channels = vec!["security/approvers".into()];
         assert_eq!(
             spec.approval_policy(),
-            "only the 2 listed approvers may approve"
+            "the 1 listed approver and members of ~security/approvers may approve or deny, never their own request"
         );
     }
 

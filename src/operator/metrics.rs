@@ -89,14 +89,14 @@ fn family(
 impl prometheus_client::collector::Collector for Probes {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let instances = self.supervisor.instances();
-        let labels = |i: &crate::bridge::Instance| -> Labels {
+        let labels = |i: &crate::instance::Instance| -> Labels {
             let id = &i.settings().instance;
             vec![
                 ("namespace", id.namespace.clone()),
                 ("name", id.name.clone()),
             ]
         };
-        let counter = |pick: &dyn Fn(&crate::bridge::Instance) -> u64| -> Vec<(Labels, f64)> {
+        let counter = |pick: &dyn Fn(&crate::instance::Instance) -> u64| -> Vec<(Labels, f64)> {
             instances
                 .iter()
                 .map(|i| (labels(i), pick(i) as f64))

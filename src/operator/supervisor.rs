@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::build::Built;
-use crate::bridge::{Bridge, Instance};
+use crate::bridge::Bridge;
 use crate::callback::Registry;
+use crate::instance::Instance;
 use crate::settings::InstanceId;
 
 /// What applying a build did.

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use teleport_mattermost::bridge::{Bridge, Credentials, Instance, InstanceStatus};
+use teleport_mattermost::bridge::Bridge;
 use teleport_mattermost::callback::{Registry, router};
 use teleport_mattermost::http_server;
+use teleport_mattermost::instance::{Clock, Credentials, Instance, InstanceStatus};
 use teleport_mattermost::plugin_data::PluginData;
 use teleport_mattermost::settings::{
     CallbackSettings, InstanceId, MattermostSettings, PluginSettings, RateLimit, ReasonPrompt,
@@ -29,8 +30,15 @@ pub const CHANNEL: &str = "access-requests";
 /// How to build a stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
-    /// Mattermost usernames or emails allowed to press buttons (empty: anyone).
+    /// Mattermost usernames or emails allowed to press buttons.
     pub approvers: Vec<String>,
+    /// Channels (`team/channel`) whose members may press buttons. With neither these nor
+    /// approvers, the members of the stack's channel may.
+    pub approver_channels: Vec<String>,
+    /// Suggested reviewers messaged per request.
+    pub max_suggested_reviewers: usize,
+    /// The instance's clock for its schedules (reminders); the system's by default.
+    pub clock: Clock,
     /// Extra recipients for every request.
     pub recipients: Vec<String>,
     /// Recipients per role.
@@ -69,6 +77,9 @@ impl Default for StackOptions {
     fn default() -> Self {
         Self {
             approvers: Vec::new(),
+            approver_channels: Vec::new(),
+            max_suggested_reviewers: teleport_mattermost::settings::DEFAULT_MAX_SUGGESTED_REVIEWERS,
+            clock: Clock::System,
             recipients: Vec::new(),
             role_to_recipients: BTreeMap::new(),
             concurrency: 32,
@@ -120,6 +131,7 @@ pub struct Plugin {
     /// The plugin's client certificate in use.
     pub client_cert: ClientCert,
     settings: PluginSettings,
+    clock: Clock,
     bridge: Option<(CancellationToken, JoinHandle<()>)>,
     callback: JoinHandle<()>,
 }
@@ -185,17 +197,20 @@ impl Plugin {
             recipients: options.recipients.clone(),
             role_to_recipients: options.role_to_recipients.clone(),
             approvers: options.approvers.clone(),
+            approver_channels: options.approver_channels.clone(),
+            max_suggested_reviewers: options.max_suggested_reviewers,
             concurrency: options.concurrency,
             requester: options.requester,
             reminders: options.reminders,
         };
         let client_cert = pki.client("access-plugin-mattermost");
-        let instance = Instance::new(
+        let instance = Instance::with_clock(
             settings.clone(),
             Credentials {
                 identity: client_cert.identity(),
                 token: settings.mattermost.token.clone(),
             },
+            options.clock.clone(),
         )
         .expect("instance");
         registry.insert(instance.clone());
@@ -206,6 +221,7 @@ impl Plugin {
             registry,
             client_cert,
             settings,
+            clock: options.clock.clone(),
             bridge: None,
             callback,
         };
@@ -232,7 +248,9 @@ impl Plugin {
     pub async fn restart(&mut self) {
         self.crash().await;
         let credentials = (*self.instance.credentials()).clone();
-        self.instance = Instance::new(self.settings.clone(), credentials).expect("instance");
+        self.instance =
+            Instance::with_clock(self.settings.clone(), credentials, self.clock.clone())
+                .expect("instance");
         self.registry.insert(self.instance.clone());
         self.start_bridge();
     }

@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, watch};
 
 use crate::mattermost::{MattermostClient, MattermostError};
+use crate::message::Links;
+use crate::review::{ButtonPolicy, ChannelName};
 use crate::settings::{PluginSettings, TokenSource};
 use crate::teleport::client::{PingInfo, TeleportClient, TeleportError};
 use crate::teleport::identity::Identity;
@@ -112,6 +114,9 @@ pub struct Counters {
     pub requester_unknown: AtomicU64,
     /// Reminder replies posted.
     pub reminders: AtomicU64,
+    /// Suggested reviewers ignored because they name no person (a channel, an empty or
+    /// malformed entry), counted once per request.
+    pub suggestions_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -178,9 +183,60 @@ pub fn next_identity_change(
     [soon, not_after].into_iter().find(|t| *t > now)
 }
 
+/// What time it is, for the schedules of one instance (reminders). Tests set it by hand, so
+/// they drive time instead of racing the wall clock.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    /// The system's clock.
+    #[default]
+    System,
+    /// A time set by hand.
+    Manual(Arc<std::sync::Mutex<DateTime<Utc>>>),
+}
+
+impl Clock {
+    /// A hand-set clock starting at `start`.
+    pub fn manual(start: DateTime<Utc>) -> Self {
+        Clock::Manual(Arc::new(std::sync::Mutex::new(start)))
+    }
+
+    /// The time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Manual(t) => *t.lock().expect("clock lock"),
+        }
+    }
+
+    /// Moves a hand-set clock forward by `by`; the system clock cannot be moved.
+    pub fn advance(&self, by: chrono::Duration) {
+        if let Clock::Manual(t) = self {
+            *t.lock().expect("clock lock") += by;
+        }
+    }
+}
+
+/// The admin's button policy for `settings`.
+pub fn button_policy(settings: &PluginSettings) -> ButtonPolicy {
+    let main = ChannelName::new(&settings.mattermost.team, &settings.mattermost.channel);
+    let channels: Vec<ChannelName> = settings
+        .approver_channels
+        .iter()
+        .filter_map(|c| ChannelName::parse(c))
+        .collect();
+    ButtonPolicy::new(
+        settings.callback.is_some(),
+        &settings.approvers,
+        &channels,
+        &main,
+    )
+}
+
 /// Shared state of one plugin instance.
 pub struct Instance {
     settings: PluginSettings,
+    policy: ButtonPolicy,
+    clock: Clock,
     credentials: watch::Sender<Arc<Credentials>>,
     teleport: Mutex<Option<(String, TeleportClient, Arc<()>)>>,
     mattermost: ArcSwap<(TokenSource, MattermostClient)>,
@@ -197,11 +253,22 @@ impl Instance {
         settings: PluginSettings,
         credentials: Credentials,
     ) -> Result<Arc<Self>, MattermostError> {
+        Self::with_clock(settings, credentials, Clock::System)
+    }
+
+    /// [`Instance::new`] with its schedules on `clock`.
+    pub fn with_clock(
+        settings: PluginSettings,
+        credentials: Credentials,
+        clock: Clock,
+    ) -> Result<Arc<Self>, MattermostError> {
         let mattermost = build_mattermost(&settings, &credentials.token)?;
         let token = credentials.token.clone();
         let (credentials, _) = watch::channel(Arc::new(credentials));
         let (status, _) = watch::channel(InstanceStatus::default());
         let instance = Arc::new(Self {
+            policy: button_policy(&settings),
+            clock,
             settings,
             credentials,
             teleport: Mutex::new(None),
@@ -218,6 +285,24 @@ impl Instance {
     /// The instance's settings.
     pub fn settings(&self) -> &PluginSettings {
         &self.settings
+    }
+
+    /// Who may decide, and so which posts carry buttons.
+    pub fn policy(&self) -> &ButtonPolicy {
+        &self.policy
+    }
+
+    /// The time now, by the instance's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The link style for messages, from the last `Ping` (before any: the `tsh` lines).
+    pub fn links(&self) -> Links {
+        match self.cluster() {
+            Some(info) => Links::from_ping(info.advanced_workflows, &info.proxy_public_addr),
+            None => Links::Tsh,
+        }
     }
 
     /// The current credentials.
@@ -319,6 +404,16 @@ impl Instance {
     /// Records the bot's user id.
     pub fn set_bot_user_id(&self, id: String) {
         self.bot_user_id.store(Some(Arc::new(id)));
+    }
+
+    /// The bot's user id, asking Mattermost once if the health check has not yet run.
+    pub async fn bot_id(&self) -> Result<String, MattermostError> {
+        if let Some(id) = self.bot_user_id() {
+            return Ok(id.to_string());
+        }
+        let me = self.mattermost().me().await?;
+        self.set_bot_user_id(me.id.clone());
+        Ok(me.id)
     }
 
     /// Subscribes to status changes.

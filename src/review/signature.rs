@@ -45,6 +45,14 @@ pub fn weak_secret(secret: &str) -> Option<String> {
 }
 
 impl Action {
+    /// The state the action sets.
+    pub fn state(self) -> crate::request::RequestState {
+        match self {
+            Action::Approve => crate::request::RequestState::Approved,
+            Action::Deny => crate::request::RequestState::Denied,
+        }
+    }
+
     /// The lowercase name used in contexts and signatures.
     pub fn as_str(self) -> &'static str {
         match self {

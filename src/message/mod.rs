@@ -1,19 +1,24 @@
 //! Pure rendering of post text, review replies and button attachments.
 //!
 //! The text follows Teleport's own Mattermost plugin line for line (CONTRACTS.md §3), so users
-//! moving from it see the posts they know. Two deliberate differences:
+//! moving from it see the posts they know. Deliberate differences:
+//! - every piece of text from people renders only as code ([`markdown`]): free text as a
+//!   fenced block under its label, names as code spans, where Teleport's plugin leaves names
+//!   raw and wraps reasons in a "```" span that a blank line escapes;
 //! - lines that Teleport's template leaves empty (no reason, no resolution reason) are
 //!   omitted instead of becoming blank lines, which Mattermost renders as paragraph breaks;
-//! - a resolved post names who acted when known (`✅ APPROVED by @alice`).
+//! - a resolved post names who acted when Teleport's reason says so (`✅ APPROVED by @alice`).
 //!
 //! Beyond Teleport's lines, a post says what reviewers need: the resources asked for, how long
-//! the access would last, when the request itself expires, and the review progress.
+//! the access would last, when the request itself expires, the review progress, and who the
+//! requester suggested.
 //!
 //! Size: Mattermost refuses posts over its `MaxPostSize` (16383 characters on current
 //! servers, 4000 on old ones). [`post_text_within`] fits the post to it by cutting only the
-//! free text (the request and resolution reasons, escaped as Teleport escapes them, with
-//! "(truncated)"), never the ids, the user or the status; lists (roles, resources) are capped
-//! by [`MAX_ROLES_CHARS`].
+//! free text (the request and resolution reasons, marked "(truncated)"), never the ids, the
+//! user or the status; lists (roles, resources) are capped by [`MAX_ROLES_CHARS`].
+
+pub mod markdown;
 
 use serde_json::{Map, Value, json};
 use url::Url;
@@ -34,8 +39,9 @@ pub const ACTION_APPROVE: &str = "approve";
 /// Action id of the Deny button (ASCII alphanumeric, see [`ACTION_APPROVE`]).
 pub const ACTION_DENY: &str = "deny";
 
-/// Byte budget of one escaped free-text field, as in Teleport's plugin.
-pub const REASON_LIMIT_BYTES: usize = 500;
+/// Budget, in characters, of one free-text field in a reply or a direct message, as in
+/// Teleport's plugin (which counts 500 bytes).
+pub const REASON_LIMIT_CHARS: usize = 500;
 
 /// Upper bound, in characters, of the rendered roles list. Longer lists end with
 /// `(and N more)`; Teleport's web UI and `tsh request show` still list every role.
@@ -101,10 +107,27 @@ pub fn request_link(proxy_public_addr: &str, request_id: &str) -> Option<Url> {
 /// say its `MaxPostSize`.
 pub const DEFAULT_MAX_POST_CHARS: usize = 4000;
 
+/// Longest user name, role, resource or reviewer name shown; longer ones end with `…`.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// What a post shows beyond the request and its state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// The requester's suggested reviewers that name people, in order; the first
+    /// `suggested_messaged` of them are messaged.
+    pub suggested: &'a [String],
+    /// How many of `suggested` get a direct message (the rest are counted, not named).
+    pub suggested_messaged: usize,
+    /// In a direct message without buttons: the request's post in the channel, where those
+    /// who may decide do.
+    pub channel_post: Option<&'a Url>,
+}
+
 /// The markdown text of a request's post in state `status`, for a server that takes
 /// [`DEFAULT_MAX_POST_CHARS`].
 ///
-/// `resolved_by` (e.g. `"@alice"`) is shown after a final status other than EXPIRED.
+/// `resolved_by` (e.g. `"@alice"`) is shown after a final status other than EXPIRED, when it
+/// is a Mattermost username.
 pub fn post_text(
     req: &AccessRequest,
     status: RequestState,
@@ -115,8 +138,7 @@ pub fn post_text(
 }
 
 /// [`post_text`] fitted to `max_chars`: the reasons share what the other lines leave, each
-/// cut (never below Teleport's 500 bytes, unless the server's limit forces it) with
-/// "(truncated)".
+/// cut with "(truncated)" when it must be.
 pub fn post_text_within(
     req: &AccessRequest,
     status: RequestState,
@@ -124,17 +146,44 @@ pub fn post_text_within(
     links: &Links,
     max_chars: usize,
 ) -> String {
+    post_text_with(
+        req,
+        status,
+        resolved_by,
+        links,
+        max_chars,
+        Extras::default(),
+    )
+}
+
+/// [`post_text_within`] with the [`Extras`] of one post.
+pub fn post_text_with(
+    req: &AccessRequest,
+    status: RequestState,
+    resolved_by: Option<&str>,
+    links: &Links,
+    max_chars: usize,
+    extras: Extras<'_>,
+) -> String {
     let render = |reason_cap: usize, resolve_cap: usize| {
-        render_post(req, status, resolved_by, links, reason_cap, resolve_cap)
+        render_post(
+            req,
+            status,
+            resolved_by,
+            links,
+            extras,
+            reason_cap,
+            resolve_cap,
+        )
     };
     // Room for the reasons: the limit less everything else, with a margin for the fences and
     // the "(truncated)" marks.
     let fixed = render(0, 0).chars().count();
     let room = max_chars.saturating_sub(fixed + 64);
-    // What each reason needs to be shown whole: its bytes, plus one per backtick (the escape
-    // counts the mark it adds after each against its limit).
-    let needed = |t: &str| t.trim().len() + t.matches('`').count() + 1;
-    let (reason_len, resolve_len) = (needed(&req.request_reason), needed(&req.resolve_reason));
+    let (reason_len, resolve_len) = (
+        markdown::block_chars(&req.request_reason),
+        markdown::block_chars(&req.resolve_reason),
+    );
     let half = room / 2;
     let (reason_cap, resolve_cap) = match (reason_len <= half, resolve_len <= half) {
         (true, _) => (reason_len, room.saturating_sub(reason_len)),
@@ -149,29 +198,27 @@ fn render_post(
     status: RequestState,
     resolved_by: Option<&str>,
     links: &Links,
+    extras: Extras<'_>,
     reason_cap: usize,
     resolve_cap: usize,
 ) -> String {
-    let mut lines: Vec<String> = Vec::with_capacity(13);
+    let mut lines: Vec<String> = Vec::with_capacity(16);
     if status == RequestState::Pending {
         lines.push(PENDING_HEADER.to_owned());
     }
-    lines.push(format!("**User**: {}", req.user));
+    lines.push(format!("**User**: {}", name(&req.user)));
     lines.push(format!("**Roles**: {}", roles_list(&req.roles)));
     if !req.resources.is_empty() {
-        let quoted: Vec<String> = req
-            .resources
-            .iter()
-            .map(|r| format!("`{}`", r.replace('`', "'")))
-            .collect();
-        lines.push(format!("**Resources**: {}", roles_list(&quoted)));
+        lines.push(format!("**Resources**: {}", roles_list(&req.resources)));
     }
-    lines.push(format!("**Request ID**: {}", req.id));
+    let id = request_id(&req.id);
+    lines.push(format!("**Request ID**: {id}"));
     // Teleport tests the raw value, so a whitespace-only reason shows as "(empty)".
     if !req.request_reason.is_empty() {
-        lines.push(format!(
-            "**Reason**: {}",
-            escape_text_within(&req.request_reason, reason_cap)
+        lines.push(markdown::labelled_block(
+            "Reason",
+            &req.request_reason,
+            reason_cap,
         ));
     }
     if let Some(until) = req.max_duration.or(req.session_ttl) {
@@ -186,36 +233,70 @@ fn render_post(
     {
         lines.push(format!("**Request expires**: {}", go_time(expires)));
     }
+    if !extras.suggested.is_empty() {
+        lines.push(suggested_line(extras.suggested, extras.suggested_messaged));
+    }
     if !req.reviews.is_empty() {
         lines.push(review_progress(&req.reviews));
     }
     lines.push(status_line(status, resolved_by));
     if !req.resolve_reason.is_empty() {
-        lines.push(format!(
-            "**Resolution reason**: {}",
-            escape_text_within(&req.resolve_reason, resolve_cap)
+        lines.push(markdown::labelled_block(
+            "Resolution reason",
+            &req.resolve_reason,
+            resolve_cap,
         ));
     }
     let link = match links {
         Links::Web { proxy_public_addr } => request_link(proxy_public_addr, &req.id),
         Links::Tsh | Links::Tctl => None,
     };
-    match link {
-        Some(link) => lines.push(format!("**Link**: [{link}]({link})")),
-        None if status == RequestState::Pending && *links == Links::Tctl => {
-            lines.push(format!("**Approve**: `tctl requests approve {}`", req.id));
-            lines.push(format!("**Deny**: `tctl requests deny {}`", req.id));
+    // The commands sit in code spans of their own: an id that is not plain is not offered.
+    let plain_id = (id == req.id).then_some(id.as_str());
+    match (link, plain_id) {
+        (Some(link), _) => lines.push(format!("**Link**: [{link}]({link})")),
+        (None, Some(id)) if status == RequestState::Pending && *links == Links::Tctl => {
+            lines.push(format!("**Approve**: `tctl requests approve {id}`"));
+            lines.push(format!("**Deny**: `tctl requests deny {id}`"));
         }
-        None if status == RequestState::Pending => {
-            lines.push(format!(
-                "**Approve**: `tsh request review --approve {}`",
-                req.id
-            ));
-            lines.push(format!("**Deny**: `tsh request review --deny {}`", req.id));
+        (None, Some(id)) if status == RequestState::Pending => {
+            lines.push(format!("**Approve**: `tsh request review --approve {id}`"));
+            lines.push(format!("**Deny**: `tsh request review --deny {id}`"));
         }
-        None => {}
+        _ => {}
+    }
+    if let Some(post) = extras.channel_post {
+        lines.push(format!(
+            "**Decided in the channel**: [open the request's post]({post})"
+        ));
     }
     lines.join("\n")
+}
+
+/// A Teleport name as a code span on one line.
+fn name(s: &str) -> String {
+    markdown::code_span(s, MAX_NAME_CHARS)
+}
+
+/// A request id as Teleport makes them (a UUID) is shown as is; anything else as a name is.
+fn request_id(id: &str) -> String {
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if plain { id.to_owned() } else { name(id) }
+}
+
+/// ``**Suggested reviewers**: `alice`, `carol` and 3 more, not messaged``.
+fn suggested_line(suggested: &[String], messaged: usize) -> String {
+    let shown: Vec<String> = suggested.iter().take(messaged).cloned().collect();
+    let rest = suggested.len() - shown.len();
+    let mut line = format!("**Suggested reviewers**: {}", roles_list(&shown));
+    match (shown.is_empty(), rest) {
+        (_, 0) => {}
+        (true, n) => line.push_str(&format!("{n}, not messaged")),
+        (false, n) => line.push_str(&format!(" and {n} more, not messaged")),
+    }
+    line
 }
 
 /// Go's RFC 822 layout in UTC (`02 Jan 06 15:04 UTC`), as Teleport's plugin prints times.
@@ -236,19 +317,19 @@ pub(crate) fn human_duration(d: chrono::Duration) -> String {
     }
 }
 
-/// `**Reviews**: ✅ 2 (alice, bob) · ❌ 1 (carol)`.
+/// ``**Reviews**: approvals ✅ 2 (`alice`, `bob`) · denials ❌ 1 (`carol`)``.
 fn review_progress(reviews: &[Review]) -> String {
     let side = |state: RequestState| {
-        let names: Vec<&str> = reviews
+        let names: Vec<String> = reviews
             .iter()
             .filter(|r| r.proposed_state == state)
-            .map(|r| r.author.as_str())
+            .map(|r| r.author.clone())
             .collect();
         let emoji = status_emoji(state).unwrap_or_default();
         if names.is_empty() {
             format!("{emoji} 0")
         } else {
-            format!("{emoji} {} ({})", names.len(), roles_list_of(&names))
+            format!("{emoji} {} ({})", names.len(), roles_list(&names))
         }
     };
     format!(
@@ -256,11 +337,6 @@ fn review_progress(reviews: &[Review]) -> String {
         side(RequestState::Approved),
         side(RequestState::Denied)
     )
-}
-
-fn roles_list_of(names: &[&str]) -> String {
-    let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    roles_list(&owned)
 }
 
 fn status_line(status: RequestState, resolved_by: Option<&str>) -> String {
@@ -273,11 +349,13 @@ fn status_line(status: RequestState, resolved_by: Option<&str>) -> String {
         status,
         RequestState::Approved | RequestState::Denied | RequestState::Promoted
     );
-    if let Some(who) = resolved_by
+    // Only a Mattermost username is ever named here.
+    let who = resolved_by
         .map(str::trim)
-        .filter(|w| acted && !w.is_empty())
-    {
-        line.push_str(" by ");
+        .and_then(|w| w.strip_prefix('@'))
+        .filter(|w| acted && crate::review::reason::is_username(w));
+    if let Some(who) = who {
+        line.push_str(" by @");
         line.push_str(who);
     }
     line
@@ -293,36 +371,38 @@ fn status_emoji(status: RequestState) -> Option<&'static str> {
     }
 }
 
-/// `r1, r2, …`, cut after [`MAX_ROLES_CHARS`] characters with `(and N more)`.
+/// `` `r1`, `r2`, … `` (each a code span), cut after [`MAX_ROLES_CHARS`] characters with
+/// `(and N more)`.
 pub(crate) fn roles_list(roles: &[String]) -> String {
     let mut out = String::new();
     let mut chars = 0;
     for (shown, role) in roles.iter().enumerate() {
         let sep = if shown == 0 { "" } else { ", " };
+        let role = name(role);
         let add = sep.len() + role.chars().count();
         if chars + add > MAX_ROLES_CHARS {
             out.push_str(&format!("{sep}(and {} more)", roles.len() - shown));
             return out;
         }
         out.push_str(sep);
-        out.push_str(role);
+        out.push_str(&role);
         chars += add;
     }
     out
 }
 
 /// The thread reply announcing one review:
-/// `<author> reviewed the request at <time>.`, `Resolution: ✅ APPROVED.` and, when given,
-/// `Reason: <escaped>.`. The time uses Go's RFC 822 layout in UTC (`02 Jan 06 15:04 UTC`),
-/// as Teleport's plugin prints it.
+/// ``` `<author>` reviewed the request at <time>. ```, `Resolution: ✅ APPROVED.` and, when
+/// given, the reason as a block under `**Reason**:`. The time uses Go's RFC 822 layout in UTC
+/// (`02 Jan 06 15:04 UTC`), as Teleport's plugin prints it.
 pub fn review_reply(review: &Review) -> String {
     let first = match review.created {
         Some(t) => format!(
             "{} reviewed the request at {}.",
-            review.author,
-            t.format("%d %b %y %H:%M UTC")
+            name(&review.author),
+            go_time(t)
         ),
-        None => format!("{} reviewed the request.", review.author),
+        None => format!("{} reviewed the request.", name(&review.author)),
     };
     let resolution = match status_emoji(review.proposed_state) {
         Some(emoji) => format!("Resolution: {emoji} {}.", review.proposed_state.as_str()),
@@ -330,85 +410,57 @@ pub fn review_reply(review: &Review) -> String {
     };
     let mut text = format!("{first}\n{resolution}");
     if !review.reason.is_empty() {
-        text.push_str(&format!("\nReason: {}.", escape_text(&review.reason)));
+        text.push('\n');
+        text.push_str(&markdown::labelled_block(
+            "Reason",
+            &review.reason,
+            REASON_LIMIT_CHARS,
+        ));
     }
     text
 }
 
-/// Makes free text safe to embed in a post, exactly as Teleport's plugin does.
-///
-/// The text is trimmed; empty text becomes `(empty)`. Otherwise it is wrapped in triple
-/// backticks (an opening "```" plus newline, the text, a closing "```"), and a U+FEFF
-/// (zero-width no-break space) follows every backtick inside, so no backtick run can close the
-/// block. The output keeps every character that starts before byte 500 of the trimmed text,
-/// minus one byte per backtick seen so far; a longer text ends with "``` (truncated)".
-/// Characters are never split.
-pub fn escape_text(s: &str) -> String {
-    escape_text_within(s, REASON_LIMIT_BYTES)
-}
-
-/// [`escape_text`] with a cap of `limit` bytes instead of 500: to fill a server's post size.
-pub fn escape_text_within(s: &str, limit: usize) -> String {
-    let t = s.trim();
-    if t.is_empty() {
-        return "(empty)".to_owned();
-    }
-    let mut limit = limit;
-    let mut out = String::with_capacity(t.len().min(2 * limit) + 24);
-    out.push_str("```\n");
-    for (offset, c) in t.char_indices() {
-        if offset >= limit {
-            out.push_str("``` (truncated)");
-            return out;
-        }
-        out.push(c);
-        if c == '`' {
-            out.push('\u{feff}');
-            // The inserted mark counts against the budget, as in Teleport's code.
-            limit = limit.saturating_sub(1);
-        }
-    }
-    out.push_str("```");
-    out
-}
-
-/// The Approve/Deny buttons of one post: where Mattermost sends presses and the (signed)
-/// context it echoes back for each button.
+/// The buttons of one post: where Mattermost sends presses and the (signed) context it
+/// echoes back for each button the post carries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Buttons {
-    /// `integration.url` of both buttons.
+    /// `integration.url` of every button.
     pub url: String,
-    /// `integration.context` of the Approve button.
-    pub approve_context: Value,
-    /// `integration.context` of the Deny button.
-    pub deny_context: Value,
+    /// `integration.context` of the Approve button, when the post carries it.
+    pub approve_context: Option<Value>,
+    /// `integration.context` of the Deny button, when the post carries it.
+    pub deny_context: Option<Value>,
 }
 
-/// Props of a request's root post: the [`PROP_REQUEST_ID`] marker and, when `buttons` is
-/// given, one attachment holding the Approve and Deny buttons. Without buttons there is no
-/// `attachments` key, so a full post update with these props removes old buttons.
+/// Props of a request's root post: the [`PROP_REQUEST_ID`] marker and, when `buttons` carry
+/// any, one attachment holding them. Without buttons there is no `attachments` key, so a full
+/// post update with these props removes old buttons.
 pub fn post_props(request_id: &str, buttons: Option<&Buttons>) -> Map<String, Value> {
     let mut props = Map::new();
     props.insert(PROP_REQUEST_ID.to_owned(), Value::from(request_id));
-    if let Some(b) = buttons {
-        let action = |id: &str, name: &str, style: &str, context: &Value| {
-            json!({
-                "id": id,
-                "type": "button",
-                "name": name,
-                "style": style,
-                "integration": { "url": b.url, "context": context },
-            })
-        };
-        props.insert(
-            "attachments".to_owned(),
-            json!([{
-                "actions": [
-                    action(ACTION_APPROVE, "Approve", "success", &b.approve_context),
-                    action(ACTION_DENY, "Deny", "danger", &b.deny_context),
-                ]
-            }]),
-        );
+    let Some(b) = buttons else {
+        return props;
+    };
+    // Servers validate actions (`PostAction.IsValid`): a non-empty name, type button or
+    // select, an http(s) URL; before 11.10 an alphanumeric id.
+    let action = |id: &str, name: &str, style: &str, context: &Value| {
+        json!({
+            "id": id,
+            "type": "button",
+            "name": name,
+            "style": style,
+            "integration": { "url": b.url, "context": context },
+        })
+    };
+    let actions: Vec<Value> = [
+        (ACTION_APPROVE, "Approve", "success", &b.approve_context),
+        (ACTION_DENY, "Deny", "danger", &b.deny_context),
+    ]
+    .into_iter()
+    .filter_map(|(id, name, style, context)| Some(action(id, name, style, context.as_ref()?)))
+    .collect();
+    if !actions.is_empty() {
+        props.insert("attachments".to_owned(), json!([{ "actions": actions }]));
     }
     props
 }
@@ -437,51 +489,95 @@ mod tests {
     }
 
     #[test]
-    fn escape_matches_teleport_examples() {
-        // The cases of Teleport's ExampleMarkdownEscape (limit 500 instead of 10 for the last).
-        assert_eq!(escape_text("     "), "(empty)");
-        assert_eq!(escape_text(""), "(empty)");
-        assert_eq!(escape_text("abc"), "```\nabc```");
-        assert_eq!(
-            escape_text("`foo` `bar`"),
-            "```\n`\u{feff}foo`\u{feff} `\u{feff}bar`\u{feff}```"
+    fn the_reason_is_a_block_under_its_label_and_names_are_spans() {
+        let mut r = req();
+        r.user = "[bob](https://evil.example)".into();
+        r.request_reason =
+            "urgent\n\n@channel please approve\n\n**Status**: ✅ APPROVED by @alice".into();
+        let text = post_text(&r, RequestState::Pending, None, &Links::Tsh);
+        assert!(
+            text.contains("**User**: `[bob](https://evil.example)`"),
+            "{text}"
         );
-        assert_eq!(escape_text("  padded\n"), "```\npadded```");
+        assert!(text.contains("**Roles**: `editor`, `auditor`"), "{text}");
+        assert!(
+            text.contains("**Reason**:\n```\nurgent\n\n@channel please approve\n\n**Status**: ✅ APPROVED by @alice\n```\n"),
+            "{text}"
+        );
+        let status_lines = text.lines().filter(|l| l.starts_with("**Status**")).count();
+        assert_eq!(status_lines, 2, "the fake one sits inside the fence");
     }
 
     #[test]
-    fn escape_cuts_at_500_bytes() {
-        let exact = "a".repeat(500);
-        assert_eq!(escape_text(&exact), format!("```\n{exact}```"));
-        let long = "a".repeat(501);
-        assert_eq!(
-            escape_text(&long),
-            format!("```\n{}``` (truncated)", "a".repeat(500))
+    fn only_a_username_is_ever_named_as_the_actor() {
+        for forged in [
+            "@channel",
+            "@[x](https://e.example)",
+            "alice",
+            "@Alice",
+            "@all",
+        ] {
+            let text = post_text(&req(), RequestState::Approved, Some(forged), &Links::Tsh);
+            assert!(
+                text.lines().any(|l| l == "**Status**: ✅ APPROVED"),
+                "{forged}: {text}"
+            );
+        }
+        let text = post_text(&req(), RequestState::Approved, Some("@alice"), &Links::Tsh);
+        assert!(
+            text.lines()
+                .any(|l| l == "**Status**: ✅ APPROVED by @alice")
         );
     }
 
     #[test]
-    fn escape_never_splits_a_character() {
-        // 499 ASCII bytes, then 'é' (2 bytes) starting at byte 499: it is kept whole, and the
-        // next character (at byte 501) is cut.
-        let s = format!("{}éé", "a".repeat(499));
-        let out = escape_text(&s);
-        assert_eq!(out, format!("```\n{}é``` (truncated)", "a".repeat(499)));
-        // A 4-byte character straddling the limit is kept whole too.
-        let s = format!("{}😀x", "a".repeat(498));
-        assert_eq!(
-            escape_text(&s),
-            format!("```\n{}😀``` (truncated)", "a".repeat(498))
+    fn an_odd_request_id_is_a_span_and_offers_no_commands() {
+        let mut r = req();
+        r.id = "x`\n\n@channel".into();
+        let text = post_text(&r, RequestState::Pending, None, &Links::Tsh);
+        assert!(!text.contains("tsh request review"), "{text}");
+        assert!(
+            text.contains("**Request ID**: `` x`\u{feff}  @channel ``"),
+            "{text}"
         );
     }
 
     #[test]
-    fn backticks_shrink_the_budget() {
-        let s = "`".repeat(600);
-        let out = escape_text(&s);
-        // After k backticks the budget is 500 - k; the cut comes at k = 250.
-        let kept = "`\u{feff}".repeat(250);
-        assert_eq!(out, format!("```\n{kept}``` (truncated)"));
+    fn suggested_reviewers_are_named_up_to_the_messaged_and_counted_after() {
+        let suggested: Vec<String> = (0..12).map(|i| format!("user{i}")).collect();
+        let extras = Extras {
+            suggested: &suggested,
+            suggested_messaged: 2,
+            channel_post: None,
+        };
+        let text = post_text_with(
+            &req(),
+            RequestState::Pending,
+            None,
+            &Links::Tsh,
+            4000,
+            extras,
+        );
+        assert!(
+            text.contains("**Suggested reviewers**: `user0`, `user1` and 10 more, not messaged"),
+            "{text}"
+        );
+        let none_messaged = Extras {
+            suggested_messaged: 0,
+            ..extras
+        };
+        let text = post_text_with(
+            &req(),
+            RequestState::Pending,
+            None,
+            &Links::Tsh,
+            4000,
+            none_messaged,
+        );
+        assert!(
+            text.contains("**Suggested reviewers**: 12, not messaged"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -552,8 +648,8 @@ mod tests {
     fn post_props_with_buttons() {
         let b = Buttons {
             url: "https://cb.example.com/mattermost_action".into(),
-            approve_context: json!({"action": "approve", "sig": "s1"}),
-            deny_context: json!({"action": "deny", "sig": "s2"}),
+            approve_context: Some(json!({"action": "approve", "sig": "s1"})),
+            deny_context: Some(json!({"action": "deny", "sig": "s2"})),
         };
         let props = post_props("req-1", Some(&b));
         assert_eq!(props[PROP_REQUEST_ID], "req-1");
@@ -565,9 +661,15 @@ mod tests {
                 "approve",
                 "Approve",
                 "success",
-                &b.approve_context,
+                b.approve_context.as_ref().unwrap(),
             ),
-            (&actions[1], "deny", "Deny", "danger", &b.deny_context),
+            (
+                &actions[1],
+                "deny",
+                "Deny",
+                "danger",
+                b.deny_context.as_ref().unwrap(),
+            ),
         ] {
             assert_eq!(action["id"], id);
             assert!(id.chars().all(|c| c.is_ascii_alphanumeric()));
@@ -577,6 +679,24 @@ mod tests {
             assert_eq!(action["integration"]["url"], b.url.as_str());
             assert_eq!(&action["integration"]["context"], ctx);
         }
+    }
+
+    #[test]
+    fn a_post_may_carry_deny_alone() {
+        let b = Buttons {
+            url: "https://cb.example.com/x".into(),
+            approve_context: None,
+            deny_context: Some(json!({"action": "deny"})),
+        };
+        let props = post_props("req-1", Some(&b));
+        let actions = props["attachments"][0]["actions"].as_array().unwrap();
+        assert_eq!(actions.len(), 1);
+        assert_eq!(actions[0]["id"], "deny");
+        let none = Buttons {
+            deny_context: None,
+            ..b
+        };
+        assert!(!post_props("req-1", Some(&none)).contains_key("attachments"));
     }
 
     #[test]

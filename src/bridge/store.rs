@@ -1,0 +1,89 @@
+//! The engine's record of a request: its plugin data in Teleport, read and changed by
+//! compare-and-swap, and the posts an intent recorded there may already have made.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::BridgeError;
+use crate::instance::Instance;
+use crate::mattermost::Post;
+use crate::message;
+use crate::notice;
+use crate::plugin_data::{PluginData, Slot};
+use crate::teleport::client::TeleportClient;
+
+/// How far before a recorded intent to look for a post that may have been made.
+const ADOPT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
+/// Reads this plugin's data for a request.
+pub(super) async fn read(
+    teleport: &TeleportClient,
+    id: &str,
+) -> Result<Option<PluginData>, BridgeError> {
+    Ok(teleport
+        .plugin_data(id)
+        .await?
+        .as_ref()
+        .map(PluginData::decode))
+}
+
+/// Applies `change` by compare-and-swap; `change` returns None for "nothing to write".
+/// Returns the data as stored afterwards (None when there is none).
+pub(super) async fn modify(
+    teleport: &TeleportClient,
+    id: &str,
+    mut change: impl FnMut(Option<PluginData>) -> Option<PluginData>,
+) -> Result<Option<PluginData>, BridgeError> {
+    let mut latest: Option<PluginData> = None;
+    let written = teleport
+        .modify_plugin_data(id, |current: Option<&HashMap<String, String>>| {
+            let decoded = current.map(PluginData::decode);
+            latest = decoded.clone();
+            let next = change(decoded.clone())?;
+            if Some(&next) == decoded.as_ref() {
+                return None;
+            }
+            Some((next.encode(), next))
+        })
+        .await?;
+    Ok(written.or(latest))
+}
+
+/// Looks for a post this plugin made for `slot` since shortly before the intent was recorded.
+pub(super) async fn find_post(
+    instance: &Instance,
+    slot: &Slot,
+    request_id: &str,
+    since_ms: i64,
+) -> Result<Option<Post>, BridgeError> {
+    let posts = instance
+        .mattermost()
+        .channel_posts_since(slot.channel_id(), since_ms - ADOPT_LOOKBACK_MS)
+        .await?;
+    Ok(posts
+        .into_iter()
+        .find(|p| post_matches(p, slot, request_id)))
+}
+
+/// True when `post` carries the marker props for `slot` of `request_id`.
+pub(crate) fn post_matches(post: &Post, slot: &Slot, request_id: &str) -> bool {
+    if post
+        .props
+        .get(message::PROP_REQUEST_ID)
+        .and_then(Value::as_str)
+        != Some(request_id)
+    {
+        return false;
+    }
+    let review = post
+        .props
+        .get(message::PROP_REVIEW_INDEX)
+        .and_then(Value::as_u64);
+    let note = post.props.get(notice::PROP_NOTE).and_then(Value::as_str);
+    match slot {
+        Slot::Root { .. } => review.is_none() && note.is_none() && post.root_id.is_empty(),
+        Slot::Reply { index, .. } => review == Some(*index as u64),
+        Slot::Note { tag, .. } => note == Some(tag.as_str()),
+    }
+}
