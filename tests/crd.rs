@@ -248,15 +248,41 @@ fn recipient_and_approver_entries_must_not_be_empty() {
     assert!(per_role["maxItems"].is_u64());
 }
 
+/// What `kubectl explain` shows an auditor: who may decide, and that nothing else grants it.
 #[test]
-fn approvers_doc_says_empty_means_anyone_in_the_channel() {
-    let description = schema_at("spec.approvers")["description"].clone();
+fn the_approver_docs_state_the_authorization_model() {
+    let approvers = schema_at("spec.approvers")["description"].clone();
+    let approvers = approvers.as_str().unwrap();
+    for promise in [
+        "approverChannels",
+        "only members of mattermost.channel may decide",
+        "never gain the right by being messaged",
+        "nobody may decide their own request",
+    ] {
+        assert!(
+            approvers.contains(promise),
+            "{promise:?} missing: {approvers}"
+        );
+    }
+    let channels = schema_at("spec.approverChannels")["description"].clone();
+    let channels = channels.as_str().unwrap();
     assert!(
-        description
+        channels.contains("checked with Mattermost at every press"),
+        "{channels}"
+    );
+    assert!(channels.contains("bot must be a member"), "{channels}");
+    assert_eq!(
+        schema_at("spec.approverChannels")["items"]["pattern"],
+        teleport_mattermost::operator::crd::CHANNEL_REF_PATTERN
+    );
+    let suggested = schema_at("spec.suggestedReviewers.maxMessages").clone();
+    assert_eq!(suggested["maximum"].as_f64(), Some(50.0));
+    assert_eq!(suggested["default"], 10);
+    assert!(
+        suggested["description"]
             .as_str()
             .unwrap()
-            .contains("anyone in the channel"),
-        "{description}"
+            .contains("channels come only from recipients and roleToRecipients")
     );
 }
 
@@ -362,10 +388,15 @@ fn example_cr_deserializes_with_defaults_applied() {
         ]
     );
     assert!(
-        spec.approvers.is_empty(),
-        "the example leaves approvers commented out, so a copied example does not refuse every real reviewer"
+        spec.approvers.is_empty() && spec.approver_channels.is_empty(),
+        "the example leaves approvers commented out: the channel is the boundary"
     );
-    assert_eq!(spec.approval_policy(), "anyone in the channel may approve");
+    assert!(
+        spec.approval_policy()
+            .starts_with("members of ~platform/access-requests"),
+        "{}",
+        spec.approval_policy()
+    );
 }
 
 #[test]

@@ -708,7 +708,7 @@ async fn reviews_update_the_progress_line_of_every_post() {
     };
     assert!(
         Stack::eventually(WAIT, || shows(
-            "**Reviews**: approvals ✅ 1 (carol@example.com) · denials ❌ 0"
+            "**Reviews**: approvals ✅ 1 (`carol@example.com`) · denials ❌ 0"
         ))
         .await,
         "{:?}",
@@ -718,7 +718,7 @@ async fn reviews_update_the_progress_line_of_every_post() {
         .teleport
         .review(&id, "dave@example.com", RequestState::Denied, "not now");
     assert!(
-        Stack::eventually(WAIT, || shows("denials ❌ 1 (dave@example.com)")).await,
+        Stack::eventually(WAIT, || shows("denials ❌ 1 (`dave@example.com`)")).await,
         "{:?}",
         stack.root_posts_for(&id)
     );

@@ -47,6 +47,7 @@ async fn setup() -> (MattermostDouble, MattermostClient, String) {
     install_crypto();
     let mm = MattermostDouble::start().await;
     let channel_id = mm.add_channel(TEAM, CHANNEL);
+    mm.add_member(&channel_id, &mm.bot_user_id());
     let token = TokenSource::Literal(Secret::new(mm.bot_token()));
     let client = MattermostClient::new(&settings(&mm, token)).unwrap();
     (mm, client, channel_id)

@@ -52,7 +52,7 @@ async fn the_requester_is_told_once_when_posted_and_when_decided() {
     assert_eq!(
         first.message,
         format!(
-            "⏳ Your access request `{id}` for roles dba was posted to ~access-requests for review. You will get a message here when it is decided."
+            "⏳ Your access request `{id}` for roles `dba` was posted to ~access-requests for review. You will get a message here when it is decided."
         )
     );
 
@@ -69,7 +69,7 @@ async fn the_requester_is_told_once_when_posted_and_when_decided() {
     assert_eq!(
         outcome.message,
         format!(
-            "✅ Your access request `{id}` for roles dba was APPROVED by @alice. You can use it now.\n**Reason**: ```\nApproved by Mattermost user @alice (alice@example.com) via the Mattermost plugin```"
+            "✅ Your access request `{id}` for roles `dba` was APPROVED by @alice. You can use it now.\n**Reason**:\n```\nApproved by Mattermost user @alice (alice@example.com) via the Mattermost plugin\n```"
         )
     );
 

@@ -327,9 +327,12 @@ async fn self_approval_is_refused_in_every_spelling() {
 }
 
 #[tokio::test]
-async fn with_open_approvers_a_hidden_email_is_refused_and_the_status_says_why() {
+async fn a_channel_members_hidden_email_is_refused_and_the_status_says_why() {
+    // The default policy: members of the channel may decide. A member whose email the bot
+    // cannot see cannot be told apart from a requester known to Teleport by email.
     let stack = Stack::started(StackOptions::default()).await;
     stack.mattermost.add_user("david", "");
+    stack.mattermost.add_member(&stack.channel_id, "david");
     let id = stack
         .teleport
         .create_request(NewRequest::by("dave@example.com"));

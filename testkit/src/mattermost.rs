@@ -10,8 +10,9 @@
 //! - posts get 26-character ids, `from_bot: "true"` for bot authors, ids for actions that lack
 //!   one, and come back with every action's `integration` stripped
 //!   (`server/public/model/post.go`, `integration_action.go`);
-//! - posting to a channel that does not exist is a 403 permission error, as is editing a post
-//!   that does not exist (`server/channels/api4/post.go`, `post_utils.go`);
+//! - posting to a channel that does not exist, or that the bot may not post in, is a 403
+//!   permission error, as is editing a post that does not exist
+//!   (`server/channels/api4/post.go`, `post_utils.go`); membership is in [`members`];
 //! - a message longer than 16383 characters is a 400
 //!   `model.post.is_valid.message_length.app_error`;
 //! - `PUT /posts/{id}` needs the body's `id` to equal the path's and replaces message and
@@ -43,6 +44,7 @@ use teleport_mattermost::mattermost::{Channel, Team, User};
 use tokio::sync::oneshot;
 
 mod dialogs;
+mod members;
 pub use dialogs::{ACTION_INTEGRATION_ERROR, DialogAnswer, OpenedDialog};
 
 /// Mattermost's `PostMessageMaxRunesV2` (65535 bytes / 4): the longest message, in
@@ -199,6 +201,10 @@ struct Server {
     trigger_age: Duration,
     /// Dialogs opened, oldest first.
     dialogs: Vec<dialogs::OpenedDialog>,
+    /// Channel id → ids of its members (direct channels: their two users, implicitly).
+    members: HashMap<String, std::collections::HashSet<String>>,
+    /// The bot holds `create_post_public` and may post in public channels it is not in.
+    bot_posts_all_public: bool,
 }
 
 /// A made-up answer to calls of one method and path.
@@ -636,6 +642,17 @@ impl MattermostDouble {
                 .iter()
                 .find(|u| u.username == username)
                 .with_context(|| format!("no Mattermost user named {username:?}"))?;
+            if !state.may_read(&post.channel_id, &user.id) {
+                return Ok(PressOutcome {
+                    status: 403,
+                    ephemeral_text: None,
+                    body: json!({
+                        "id": "api.context.permissions.app_error",
+                        "status_code": 403,
+                        "detailed_error": format!("userId={}, permission=read_channel", user.id),
+                    }),
+                });
+            }
             let action = find_action(&post.props, action_name)?;
             let action_id = action.get("id").and_then(Value::as_str).unwrap_or_default();
             if action_id.is_empty() || !action_id.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -841,6 +858,10 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/channels/direct", post(create_direct_channel))
         .route("/channels/{channel_id}/posts", get(channel_posts))
+        .route(
+            "/channels/{channel_id}/members/{user_id}",
+            get(members::channel_member),
+        )
         .route("/posts", post(create_post))
         .route("/posts/{post_id}", get(get_post).put(update_post))
         .route("/actions/dialogs/open", post(dialogs::open))
@@ -1178,7 +1199,7 @@ async fn create_post(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
     let mut post: Post = serde_json::from_slice(&body).map_err(|_| invalid_body_param("post"))?;
     let mut state = shared.state();
     let bot = state.bot_user_id.clone();
-    if !state.channels.iter().any(|c| c.id == post.channel_id) {
+    if !state.bot_may_post(&post.channel_id) {
         return Err(permission_error("create_post", &bot));
     }
     if !post.root_id.is_empty() {

@@ -342,12 +342,14 @@ pub const USERS: [(&str, &str); 4] = [
 ];
 
 /// Gives a Mattermost double the team, channel and users every test expects: `TEAM/CHANNEL`
-/// and [`USERS`]. Returns the channel's id.
+/// and [`USERS`], all of them (and the bot) members of the channel. Returns the channel's id.
 pub fn provision(mattermost: &MattermostDouble) -> String {
     mattermost.add_team(TEAM);
     let channel_id = mattermost.add_channel(TEAM, CHANNEL);
+    mattermost.add_member(&channel_id, &mattermost.bot_user_id());
     for (user, email) in USERS {
         mattermost.add_user(user, email);
+        mattermost.add_member(&channel_id, user);
     }
     channel_id
 }
