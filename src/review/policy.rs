@@ -377,7 +377,10 @@ mod tests {
         assert!(policy.channels_to_check(alice).is_empty());
         assert_eq!(policy.standing(alice, &[]), Standing::May(Grant::Listed));
         let dave = user("dave", "dave@example.com");
-        assert_eq!(policy.channels_to_check(dave), std::slice::from_ref(&security));
+        assert_eq!(
+            policy.channels_to_check(dave),
+            std::slice::from_ref(&security)
+        );
         assert_eq!(
             policy.standing(dave, &[Ok(true)]),
             Standing::May(Grant::Member(security))

@@ -357,8 +357,21 @@ pub fn provision(mattermost: &MattermostDouble) -> String {
 impl Stack {
     /// Starts the Mattermost double and a plugin posting to it.
     pub async fn start(options: StackOptions) -> Stack {
+        Stack::launch(options, |_| {}).await
+    }
+
+    /// [`Stack::started`], with `setup` giving the Mattermost double more (channels, members)
+    /// after the usual provisioning and before the plugin starts.
+    pub async fn start_with(options: StackOptions, setup: impl FnOnce(&MattermostDouble)) -> Stack {
+        let stack = Stack::launch(options, setup).await;
+        stack.wait_connected().await;
+        stack
+    }
+
+    async fn launch(options: StackOptions, setup: impl FnOnce(&MattermostDouble)) -> Stack {
         let mattermost = MattermostDouble::start().await;
         let channel_id = provision(&mattermost);
+        setup(&mattermost);
         let target = MattermostTarget {
             url: mattermost.url(),
             token: mattermost.bot_token(),
