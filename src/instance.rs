@@ -208,6 +208,13 @@ impl Clock {
         }
     }
 
+    /// Sets a hand-set clock to `t`; the system clock cannot be set.
+    pub fn set(&self, t: DateTime<Utc>) {
+        if let Clock::Manual(now) = self {
+            *now.lock().expect("clock lock") = t;
+        }
+    }
+
     /// Moves a hand-set clock forward by `by`; the system clock cannot be moved.
     pub fn advance(&self, by: chrono::Duration) {
         if let Clock::Manual(t) = self {

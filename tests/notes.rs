@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use teleport_mattermost::instance::Clock;
 use teleport_mattermost::notice::PROP_NOTE;
 use teleport_mattermost::request::RequestState;
 use teleport_mattermost::settings::{ReminderSettings, RequesterLookup, RequesterSettings};
@@ -174,15 +175,29 @@ async fn by_default_the_requester_gets_nothing() {
     assert!(stack.data(&id).notes.is_empty());
 }
 
-fn reminding(after_ms: u64, every_ms: u64, max: u32) -> StackOptions {
+/// Reminders one second after a request and then hourly, on a hand-set clock: the test
+/// says when each slot is due instead of racing the wall clock (a one-second `after` keeps
+/// the schedule's tick, a quarter of it, short).
+fn reminding(clock: &Clock, max: u32) -> StackOptions {
     StackOptions {
         reminders: Some(ReminderSettings {
-            after: Duration::from_millis(after_ms),
-            every: Duration::from_millis(every_ms),
+            after: AFTER,
+            every: EVERY,
             max,
         }),
+        clock: clock.clone(),
         ..Default::default()
     }
+}
+
+const AFTER: Duration = Duration::from_secs(1);
+const EVERY: Duration = Duration::from_secs(3600);
+
+/// The time slot `n` (1-based) of a request created at `created` is due, plus a second.
+fn slot(created: chrono::DateTime<chrono::Utc>, n: u32) -> chrono::DateTime<chrono::Utc> {
+    created
+        + chrono::Duration::from_std(AFTER + EVERY * (n - 1)).unwrap()
+        + chrono::Duration::seconds(1)
 }
 
 /// Reminder replies in the thread of `post`.
@@ -201,28 +216,44 @@ fn reminders_under(stack: &Stack, post: &Post) -> Vec<Post> {
         .collect()
 }
 
+/// Waits a few of the schedule's ticks, for what must not happen.
+async fn a_few_ticks() {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
 #[tokio::test]
 async fn reminders_come_once_per_slot_in_every_thread_up_to_max() {
-    let stack = Stack::started(reminding(1500, 1500, 2)).await;
+    let clock = Clock::manual(chrono::Utc::now());
+    let stack = Stack::started(reminding(&clock, 2)).await;
     let id = stack.teleport.create_request(NewRequest {
         suggested_reviewers: vec!["carol@example.com".into(), "bob@example.com".into()],
         ..NewRequest::by("bob@example.com")
     });
     let post = stack.posted(&id).await;
+    let created = stack.teleport.request(&id).unwrap().created.unwrap();
     let threads = stack.data(&id).messages.clone();
     assert_eq!(threads.len(), 2, "the channel and carol's DM: {threads:?}");
+    a_few_ticks().await;
+    assert!(
+        reminders_under(&stack, &post).is_empty(),
+        "nothing before slot 1"
+    );
+    clock.set(slot(created, 1));
+    assert!(Stack::eventually(WAIT, || reminders_under(&stack, &post).len() == 1).await);
+    clock.set(slot(created, 2));
     assert!(
         Stack::eventually(WAIT, || reminders_under(&stack, &post).len() == 2).await,
         "two reminders"
     );
-    // Wait two more intervals: max is 2.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Any time later: max is 2.
+    clock.set(slot(created, 9));
+    a_few_ticks().await;
     let replies = reminders_under(&stack, &post);
     assert_eq!(replies.len(), 2, "{replies:?}");
     assert!(
         replies[0]
             .message
-            .starts_with("⏰ Reminder 1 of 2: this request has waited"),
+            .starts_with("⏰ Reminder 1 of 2: this request has waited 0m"),
         "{}",
         replies[0].message
     );
@@ -243,27 +274,68 @@ async fn reminders_come_once_per_slot_in_every_thread_up_to_max() {
     assert_eq!(stack.instance.counters.reminders.load(Ordering::Relaxed), 4);
 }
 
+/// A slot is skipped only when a later one is already due: a plugin that was down through
+/// slot 1 posts slot 2 alone; a merely slow one still posts slot 1.
+#[tokio::test]
+async fn a_slot_is_skipped_only_when_a_later_one_is_due() {
+    let clock = Clock::manual(chrono::Utc::now());
+    let stack = Stack::started(reminding(&clock, 3)).await;
+    let late = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let late_post = stack.posted(&late).await;
+    let created = stack.teleport.request(&late).unwrap().created.unwrap();
+    // Slot 1 came due long ago (real time passes), but slot 2 is not due: slot 1 it is.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    clock.set(slot(created, 2) - chrono::Duration::seconds(2));
+    assert!(Stack::eventually(WAIT, || reminders_under(&stack, &late_post).len() == 1).await);
+    assert!(
+        reminders_under(&stack, &late_post)[0]
+            .message
+            .contains("Reminder 1 of 3")
+    );
+    // Down through slot 2 and into slot 3: only slot 3.
+    let tags = || -> Vec<String> {
+        reminders_under(&stack, &late_post)
+            .iter()
+            .map(|p| p.props[PROP_NOTE].as_str().unwrap().to_string())
+            .collect()
+    };
+    clock.set(slot(created, 3));
+    assert!(
+        Stack::eventually(WAIT, || tags().len() == 2).await,
+        "{:?}",
+        tags()
+    );
+    let mut tags = tags();
+    tags.sort();
+    assert_eq!(tags, ["remind1", "remind3"]);
+}
+
 #[tokio::test]
 async fn reminders_stop_the_moment_the_request_is_decided() {
-    let stack = Stack::started(reminding(1000, 1000, 5)).await;
+    let clock = Clock::manual(chrono::Utc::now());
+    let stack = Stack::started(reminding(&clock, 5)).await;
     let id = stack
         .teleport
         .create_request(NewRequest::by("bob@example.com"));
     let post = stack.posted(&id).await;
+    let created = stack.teleport.request(&id).unwrap().created.unwrap();
+    clock.set(slot(created, 1));
     assert!(Stack::eventually(WAIT, || reminders_under(&stack, &post).len() == 1).await);
     stack
         .mattermost
         .press(&post.id, "Approve", "alice")
         .await
         .unwrap();
-    let at_decision = reminders_under(&stack, &post).len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(Stack::eventually(WAIT, || stack.data(&id).resolution.is_some()).await);
+    clock.set(slot(created, 5));
+    a_few_ticks().await;
     assert_eq!(
         reminders_under(&stack, &post).len(),
-        at_decision,
+        1,
         "no reminder after the approval"
     );
-    assert!(at_decision <= 2, "{at_decision}");
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use teleport_mattermost::instance::Clock;
 use teleport_mattermost::message::{self, Links};
 use teleport_mattermost::request::RequestState;
 use teleport_mattermost::settings::{
@@ -59,6 +60,8 @@ impl std::io::Write for Logs {
 #[derive(Default)]
 struct Options {
     approvers: Vec<String>,
+    approver_channels: Vec<String>,
+    clock: Clock,
     recipients: Vec<String>,
     /// Replaces the provisioned bot token.
     token: Option<String>,
@@ -115,6 +118,8 @@ impl Real {
             target,
             &StackOptions {
                 approvers: options.approvers,
+                approver_channels: options.approver_channels,
+                clock: options.clock,
                 recipients: options.recipients,
                 deny_reason: options.deny_reason,
                 requester: options.requester,
@@ -249,7 +254,20 @@ async fn pending_request_posts_to_channel_and_dms_reviewers_with_exact_text_and_
         expected_channels.push(pair.join("__"));
     }
     let pending = real.teleport.request(&id).expect("request");
-    let text = message::post_text(&pending, RequestState::Pending, None, &real.links());
+    // alice and carol are members of the channel: their messages carry buttons, so no post
+    // needs a link to the channel's; every post names the suggested reviewers.
+    let text = message::post_text_with(
+        &pending,
+        RequestState::Pending,
+        None,
+        &real.links(),
+        real.instance.mattermost().max_post_chars().await,
+        message::Extras {
+            suggested: &pending.suggested_reviewers,
+            suggested_messaged: 3,
+            channel_post: None,
+        },
+    );
     let mut seen_channels = Vec::new();
     for m in real.data(&id).messages {
         let post = real.post(&m.post_id).await;
@@ -731,6 +749,11 @@ async fn submit_reason(
 #[tokio::test]
 async fn the_requester_is_messaged_and_reminders_stop_after_approval() {
     let env = real_env!();
+    // The plugin's schedule runs on a hand-set clock: the test says when each slot is due,
+    // instead of racing the wall clock on a busy machine.
+    let clock = Clock::manual(chrono::Utc::now());
+    // A one-second `after` keeps the schedule's tick (a quarter of it) short.
+    let (after, every) = (Duration::from_secs(1), Duration::from_secs(3600));
     let real = Real::started(
         env,
         Options {
@@ -739,10 +762,11 @@ async fn the_requester_is_messaged_and_reminders_stop_after_approval() {
                 notify_on_post: true,
             },
             reminders: Some(ReminderSettings {
-                after: Duration::from_secs(2),
-                every: Duration::from_secs(2),
+                after,
+                every,
                 max: 3,
             }),
+            clock: clock.clone(),
             ..Default::default()
         },
     )
@@ -752,6 +776,7 @@ async fn the_requester_is_messaged_and_reminders_stop_after_approval() {
         ..request("bob@example.com")
     });
     let post_id = real.wait_posted(&id).await;
+    let created = real.teleport.request(&id).unwrap().created.unwrap();
 
     // Bob reads his direct channel with the bot, as himself.
     let bob = real.api.login("bob", &real.env.password).await;
@@ -788,11 +813,12 @@ async fn the_requester_is_messaged_and_reminders_stop_after_approval() {
     assert_eq!(
         told,
         vec![format!(
-            "⏳ Your access request `{id}` for roles dba, auditor was posted to ~{CHANNEL} for review. You will get a message here when it is decided."
+            "⏳ Your access request `{id}` for roles `dba`, `auditor` was posted to ~{CHANNEL} for review. You will get a message here when it is decided."
         )]
     );
 
-    // A reminder in the channel thread, mentioning the suggested reviewer.
+    // Slot 1 comes due: a reminder in the channel thread, mentioning the suggested reviewer.
+    clock.set(created + chrono::Duration::from_std(after).unwrap() + chrono::Duration::seconds(5));
     let reminders = |posts: &[Value]| -> Vec<Value> {
         posts
             .iter()
@@ -818,7 +844,7 @@ async fn the_requester_is_messaged_and_reminders_stop_after_approval() {
         .unwrap()
         .to_string();
     assert!(
-        first.starts_with("⏰ Reminder 1 of 3: this request has waited")
+        first.starts_with("⏰ Reminder 1 of 3: this request has waited 0m")
             && first.ends_with(" @carol"),
         "{first}"
     );
@@ -836,14 +862,15 @@ async fn the_requester_is_messaged_and_reminders_stop_after_approval() {
     assert_eq!(told.len(), 2, "{told:?}");
     assert!(
         told[0].starts_with(&format!(
-            "✅ Your access request `{id}` for roles dba, auditor was APPROVED by @alice."
+            "✅ Your access request `{id}` for roles `dba`, `auditor` was APPROVED by @alice."
         )),
         "{}",
         told[0]
     );
 
-    // Two more reminder intervals: nothing after the approval, and no slot twice.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Every later slot comes due: nothing after the approval, and no slot twice.
+    clock.set(created + chrono::Duration::from_std(after + every * 3).unwrap());
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let after = reminders(&real.api.channel_posts(&real.channel_id, &admin).await);
     assert_eq!(after.len(), at_decision, "no reminder after the approval");
     let tags: std::collections::BTreeSet<&str> = after
@@ -851,4 +878,237 @@ async fn the_requester_is_messaged_and_reminders_stop_after_approval() {
         .map(|p| p["props"]["teleport_note"].as_str().unwrap())
         .collect();
     assert_eq!(tags.len(), after.len(), "each slot once: {tags:?}");
+}
+
+/// A name no other test on the shared server uses.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid_like()[..8])
+}
+
+fn uuid_like() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    format!("{:016x}", h.finish())
+}
+
+impl Real {
+    async fn admin_call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let (status, _, answer) = self
+            .api
+            .call(method, path, Some(&self.env.admin_token), Some(body))
+            .await;
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+        answer
+    }
+
+    async fn team_id(&self) -> String {
+        self.api
+            .get(&format!("/teams/name/{TEAM}"), &self.env.admin_token)
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Creates a user on the team, in no channel; returns their id.
+    async fn team_user(&self, username: &str) -> String {
+        let user = self
+            .admin_call(
+                reqwest::Method::POST,
+                "/users",
+                serde_json::json!({
+                    "username": username,
+                    "email": format!("{username}@example.com"),
+                    "password": self.env.password,
+                }),
+            )
+            .await;
+        let id = user["id"].as_str().unwrap().to_string();
+        let team = self.team_id().await;
+        self.admin_call(
+            reqwest::Method::POST,
+            &format!("/teams/{team}/members"),
+            serde_json::json!({"team_id": team, "user_id": id}),
+        )
+        .await;
+        id
+    }
+
+    /// Creates a channel on the team (`P` private or `O` public); returns its id.
+    async fn new_channel(&self, name: &str, kind: &str) -> String {
+        let team = self.team_id().await;
+        self.admin_call(
+            reqwest::Method::POST,
+            "/channels",
+            serde_json::json!({"team_id": team, "name": name, "display_name": name, "type": kind}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn add_to_channel(&self, channel_id: &str, user_id: &str) {
+        self.admin_call(
+            reqwest::Method::POST,
+            &format!("/channels/{channel_id}/members"),
+            serde_json::json!({"user_id": user_id}),
+        )
+        .await;
+    }
+
+    fn bot_id(&self) -> String {
+        self.instance
+            .bot_user_id()
+            .expect("health check ran")
+            .to_string()
+    }
+}
+
+/// With no approvers set, the channel is the boundary: a press through Mattermost by a team
+/// member outside the channel is refused, and adding them in Mattermost lets them decide,
+/// without a restart.
+#[tokio::test]
+async fn outside_the_channel_a_press_is_refused_until_mattermost_adds_them() {
+    let env = real_env!();
+    let real = Real::started(env, Options::default()).await;
+    let dave = unique("dave");
+    let dave_id = real.team_user(&dave).await;
+    let id = real.teleport.create_request(request("bob@example.com"));
+    let post_id = real.wait_posted(&id).await;
+
+    let (session, mut events) = real.session(&dave).await;
+    let (status, body) = real
+        .press(&post_id, message::ACTION_APPROVE, &session)
+        .await;
+    assert_eq!(
+        status, 200,
+        "Mattermost lets a team member press in a public channel: {body}"
+    );
+    let told = events.ephemeral_on(&post_id).await.unwrap_or_default();
+    assert!(told.contains("not allowed"), "{told}");
+    assert!(real.teleport.state_changes().is_empty());
+
+    real.add_to_channel(&real.channel_id, &dave_id).await;
+    let (status, body) = real
+        .press(&post_id, message::ACTION_APPROVE, &session)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let told = events.ephemeral_on(&post_id).await.unwrap_or_default();
+    assert!(told.contains("You approved"), "{told}");
+    let changes = real.teleport.state_changes();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        changes[0].delegator,
+        format!("mattermost:{dave}@example.com")
+    );
+}
+
+/// With an approver channel, its members decide and nobody else does, whatever channel they
+/// read the request in; membership added in Mattermost counts at once.
+#[tokio::test]
+async fn approver_channel_members_decide_and_membership_counts_without_a_restart() {
+    let env = real_env!();
+    let name = unique("approvers");
+    let real = Real::started(
+        env,
+        Options {
+            approver_channels: vec![format!("{TEAM}/{name}")],
+            ..Default::default()
+        },
+    )
+    .await;
+    let approvers = real.new_channel(&name, "P").await;
+    real.add_to_channel(&approvers, &real.bot_id()).await;
+    let id = real.teleport.create_request(request("bob@example.com"));
+    let post_id = real.wait_posted(&id).await;
+
+    // alice reads the request's channel, but is not an approver.
+    let (alice, mut events) = real.session("alice").await;
+    let (status, body) = real.press(&post_id, message::ACTION_DENY, &alice).await;
+    assert_eq!(status, 200, "{body}");
+    let told = events.ephemeral_on(&post_id).await.unwrap_or_default();
+    assert!(told.contains("not allowed"), "{told}");
+    assert!(real.teleport.state_changes().is_empty());
+
+    let alice_id = real.api.user_id("alice", &real.env.admin_token).await;
+    real.add_to_channel(&approvers, &alice_id).await;
+    let (status, body) = real.press(&post_id, message::ACTION_DENY, &alice).await;
+    assert_eq!(status, 200, "{body}");
+    let told = events.ephemeral_on(&post_id).await.unwrap_or_default();
+    assert!(told.contains("You denied"), "{told}");
+    assert_eq!(
+        real.teleport.request(&id).unwrap().state,
+        RequestState::Denied
+    );
+}
+
+/// A suggested reviewer who may not decide gets the request without buttons and a link to the
+/// channel's post; a `team/channel` suggestion posts nothing there.
+#[tokio::test]
+async fn suggestions_reach_people_only_and_give_no_buttons_to_those_who_may_not_decide() {
+    let env = real_env!();
+    let real = Real::started(env, Options::default()).await;
+    let erin = unique("erin");
+    real.team_user(&erin).await;
+    let secret_name = unique("secret");
+    let secret = real.new_channel(&secret_name, "O").await;
+    real.add_to_channel(&secret, &real.bot_id()).await;
+    let id = real.teleport.create_request(NewRequest {
+        suggested_reviewers: vec![
+            format!("{erin}@example.com"),
+            format!("{TEAM}/{secret_name}"),
+            "carol@example.com".into(),
+        ],
+        ..request("bob@example.com")
+    });
+    let post_id = real.wait_posted(&id).await;
+    assert!(
+        real.eventually(WAIT, |r| r.data(&id).messages.len() == 3)
+            .await,
+        "{:?}",
+        real.data(&id)
+    );
+    let admin = real.env.admin_token.clone();
+    let erin_id = real.api.user_id(&erin, &admin).await;
+    let carol_id = real.api.user_id("carol", &admin).await;
+    let bot = real.bot_id();
+    let dm = |user: &str| {
+        let mut pair = [bot.clone(), user.to_string()];
+        pair.sort();
+        pair.join("__")
+    };
+    let mut checked = 0;
+    for m in real.data(&id).messages {
+        let post = real.post(&m.post_id).await;
+        let channel = real
+            .api
+            .get(&format!("/channels/{}", m.channel_id), &admin)
+            .await;
+        let name = channel["name"].as_str().unwrap_or_default();
+        if name == dm(&erin_id) {
+            assert!(actions(&post).is_empty(), "no buttons for erin: {post}");
+            let link = format!("/{TEAM}/pl/{post_id}");
+            assert!(post["message"].as_str().unwrap().contains(&link), "{post}");
+            checked += 1;
+        } else if name == dm(&carol_id) {
+            assert_eq!(actions(&post).len(), 2, "carol may decide: {post}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2);
+    let in_secret: Vec<Value> = real
+        .api
+        .channel_posts(&secret, &admin)
+        .await
+        .into_iter()
+        .filter(|p| p["user_id"] == bot.as_str())
+        .collect();
+    assert!(in_secret.is_empty(), "{in_secret:?}");
 }

@@ -284,18 +284,31 @@ pub fn desired_status(
             "ButtonsDisabled",
             "no callback configured: posts carry no buttons",
         ),
-        Some(cb) => cond(
-            condition_type::CALLBACK_READY,
-            Some(true),
-            "Serving",
-            &format!(
-                "buttons call {}/v1/actions/{}/{}; {}",
-                cb.public_url.trim_end_matches('/'),
-                cr.namespace().unwrap_or_default(),
-                cr.name_any(),
-                cr.spec.approval_policy()
-            ),
-        ),
+        Some(cb) => {
+            let policy = cr.spec.button_policy();
+            // Upgrading from 0.1, where an empty approvers list let anyone who could see a
+            // button press it: say what changed where `kubectl describe` shows it.
+            let (reason, upgrade) = if policy.is_default() {
+                (
+                    "ServingChannelMembers",
+                    "; since 0.2.0 an empty approvers list no longer lets anyone decide: set approvers or approverChannels to choose who does",
+                )
+            } else {
+                ("Serving", "")
+            };
+            cond(
+                condition_type::CALLBACK_READY,
+                Some(true),
+                reason,
+                &format!(
+                    "buttons call {}/v1/actions/{}/{}; {}{upgrade}",
+                    cb.public_url.trim_end_matches('/'),
+                    cr.namespace().unwrap_or_default(),
+                    cr.name_any(),
+                    policy.describe()
+                ),
+            )
+        }
     };
     match outcome {
         Outcome::Suspended => {

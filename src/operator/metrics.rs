@@ -161,6 +161,13 @@ impl prometheus_client::collector::Collector for Probes {
         )?;
         family(
             &mut encoder,
+            "teleport_mattermost_suggestions_dropped",
+            "Suggested reviewers ignored because they name no person (a team/channel, an empty or malformed entry).",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.suggestions_dropped)),
+        )?;
+        family(
+            &mut encoder,
             "teleport_mattermost_jobs_done",
             "Access request events and resync items handled to completion.",
             MetricType::Counter,

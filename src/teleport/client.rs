@@ -438,12 +438,17 @@ impl TeleportClient {
     where
         F: FnMut(Option<&HashMap<String, String>>) -> Option<(HashMap<String, String>, T)>,
     {
-        let mut delays = RetryPolicy {
-            max_attempts: CAS_ATTEMPTS,
-            base_delay: Duration::from_millis(25),
-            max_delay: Duration::from_millis(800),
-        }
-        .delays();
+        // The first conflict is retried at once: the other writer is usually this plugin's
+        // own engine or press, done by the time the data is re-read, and sleeping first cost
+        // a press 25–50 ms at the 99th percentile. Only repeated conflicts back off.
+        let mut delays = std::iter::once(Duration::ZERO).chain(
+            RetryPolicy {
+                max_attempts: CAS_ATTEMPTS - 1,
+                base_delay: Duration::from_millis(25),
+                max_delay: Duration::from_millis(800),
+            }
+            .delays(),
+        );
         for _ in 0..CAS_ATTEMPTS {
             let current = self.plugin_data(request_id).await?;
             let Some((new, value)) = f(current.as_ref()) else {
@@ -457,6 +462,7 @@ impl TeleportClient {
             match self.update_plugin_data(request_id, set, expect).await {
                 Ok(()) => return Ok(Some(value)),
                 Err(e) if e.is_compare_failed() => match delays.next() {
+                    Some(Duration::ZERO) => {}
                     Some(delay) => tokio::time::sleep(delay).await,
                     None => break,
                 },
