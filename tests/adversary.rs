@@ -93,9 +93,8 @@ fn read(markdown: &str) -> Reading {
             }
             Event::Start(Tag::Strong) => strong_text = Some(String::new()),
             Event::End(TagEnd::Strong) => {
-                if strong_text.take().as_deref() == Some("Status") {
-                    out.status_lines += 1;
-                }
+                let strong = strong_text.take();
+                out.status_lines += usize::from(strong.as_deref() == Some("Status"));
             }
             Event::Start(Tag::Link { dest_url, .. }) => out.links.push(dest_url.to_string()),
             Event::Start(Tag::Image { dest_url, .. }) => out.images.push(dest_url.to_string()),
