@@ -51,12 +51,14 @@ pub fn env() -> Option<Env> {
         format!("{base}/teleport-mattermost/peers")
     });
     // The line tests/mattermost/build.sh builds and the tier scripts run (TM_MM_LINE).
-    let (link, arg) = match var("TM_MM_LINE").as_deref() {
-        Some("current") => ("mattermost-current", " current"),
-        _ => ("mattermost", ""),
+    let (link, arg, select) = match var("TM_MM_LINE").as_deref() {
+        Some("current") => ("mattermost-current", " current", "TM_MM_LINE=current "),
+        _ => ("mattermost", "", ""),
     };
     let line = if std::path::Path::new(&format!("{cache}/{link}/bin/mattermost")).exists() {
-        "skipped: real Mattermost not running here; run tests/mattermost/run-tier4.sh".to_string()
+        format!(
+            "skipped: real Mattermost not running here; run {select}tests/mattermost/run-tier4.sh"
+        )
     } else {
         format!("skipped: real Mattermost not built; run tests/mattermost/build.sh{arg}")
     };

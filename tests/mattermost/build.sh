@@ -34,18 +34,21 @@
 #       above (first errors without them: "github.com/mattermost/msgpack/v5@v5.0.0-20260120151306-
 #       2f9c67d7e57f: reading .../v5.0.0-20260120151306-2f9c67d7e57f.zip: 403 Forbidden" and
 #       "github.com/richardlehane/msoleps@v1.0.5: reading .../v1.0.5.zip: 403 Forbidden")
-#   v8.0.0-20260113162330-9e1d4c2072c0 + v0.1.22-0.20260113165922-8e4cadbc88ee -> builds
-#       unchanged (public 36 min after the server commit; also 11.4.0)
-#   v8.0.0-20260113162330-9e1d4c2072c0 + v0.1.20 / v0.1.22 -> does not compile (v0.1.22 dropped
-#       model.SubscribeNewsletterRequest, then the changed Translation.IsValid)
+#   v8.0.0-20260113162330-9e1d4c2072c0 + v0.1.22-0.20260113165922-8e4cadbc88ee -> compiles
+#       and links unchanged (public 36 min after the server commit; also 11.4.0; an earlier
+#       record here had it failing); not the pick: not the same commit, and 17 days older
+#   v8.0.0-20260113162330-9e1d4c2072c0 + v0.1.20 / v0.1.22 -> does not compile (earlier record:
+#       v0.1.22 dropped model.SubscribeNewsletterRequest, then the changed Translation.IsValid)
 #   v8.0.0-20260623200446-ba033eae4704, -20260505170436-2b753c49f229, -20251229192601-
 #       96f159c25115, -20240522125221-f0110e361ece (pinned by published go.mod files), and
 #       the commits of the server/public tags v0.3.0, v0.4.3, v0.4.4 (-20260401152012-
 #       9b01e406f4a6, -20260626143749-f31c2869bad3, -20260821135919-83113218589e) and of
 #       v0.1.22-0.20260113165922-8e4cadbc88ee -> not served (403 on .info)
-#   v8.0.0-20240520151130-4bdd8bb18e47 -> served (May 2024, v9.x), older than the pick
-#   served server/public tags: v0.1.20 v0.1.21 v0.1.22 v0.3.0 v0.4.0 v0.4.3 v0.4.4
-# Another pair: MM_MODULE=... MM_VERSION=... MM_PUBLIC_VERSION=... on the line to replace.
+#   v8.0.0-20240520151130-4bdd8bb18e47 -> served (May 2024), older than the pick, not built
+#   served server/public tags: v0.1.20 v0.1.21 v0.1.22 v0.3.0 v0.4.0 v0.4.3 v0.4.4 (v0.1.21 and
+#       v0.4.0 name no commit, so their server/v8 could not be asked for)
+# Another pair: TM_MM_LINE=current MM_VERSION=... MM_PUBLIC_VERSION=... (the two pins above
+# still apply to the current line; MM_MODULE too can be set).
 set -euo pipefail
 # shellcheck source=tests/mattermost/lib.sh
 . "$(dirname "$0")/lib.sh"
