@@ -23,6 +23,9 @@ pub struct Env {
     pub bot_token: String,
     /// Every provisioned user's password.
     pub password: String,
+    /// The server's version, e.g. "11.4.0" (`TM_REAL_MATTERMOST_VERSION`), for the behaviours
+    /// that differ between the lines tier 4 runs against (`TM_MM_LINE`).
+    pub version: Option<String>,
 }
 
 /// The server's connection, or `None` after printing why the test is skipped.
@@ -39,6 +42,7 @@ pub fn env() -> Option<Env> {
             admin_token,
             bot_token,
             password,
+            version: var("TM_REAL_MATTERMOST_VERSION"),
         });
     }
     let cache = std::env::var("TM_PEERS_CACHE").unwrap_or_else(|_| {
@@ -46,10 +50,17 @@ pub fn env() -> Option<Env> {
             .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
         format!("{base}/teleport-mattermost/peers")
     });
-    let line = if std::path::Path::new(&format!("{cache}/mattermost/bin/mattermost")).exists() {
-        "skipped: real Mattermost not running here; run tests/mattermost/run-tier4.sh"
+    // The line tests/mattermost/build.sh builds and the tier scripts run (TM_MM_LINE).
+    let (link, arg, select) = match var("TM_MM_LINE").as_deref() {
+        Some("current") => ("mattermost-current", " current", "TM_MM_LINE=current "),
+        _ => ("mattermost", "", ""),
+    };
+    let line = if std::path::Path::new(&format!("{cache}/{link}/bin/mattermost")).exists() {
+        format!(
+            "skipped: real Mattermost not running here; run {select}tests/mattermost/run-tier4.sh"
+        )
     } else {
-        "skipped: real Mattermost not built; run tests/mattermost/build.sh"
+        format!("skipped: real Mattermost not built; run tests/mattermost/build.sh{arg}")
     };
     // Straight to the process's stderr: the test harness captures `eprintln!`.
     let _ = writeln!(std::io::stderr(), "{line}");

@@ -5,13 +5,13 @@
 #
 #   tests/mattermost/run-bench.sh            # 10/s and 50/s
 #   BENCH_PACING_N=300 tests/mattermost/run-bench.sh 20
+#   TM_MM_LINE=current tests/mattermost/run-bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CACHE="${TM_PEERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/teleport-mattermost/peers}"
-[ -x "$CACHE/mattermost/bin/mattermost" ] || { echo "real Mattermost not built; run tests/mattermost/build.sh" >&2; exit 3; }
-
 # shellcheck source=tests/mattermost/lib.sh
 . tests/mattermost/lib.sh
+# TM_MM_LINE=current runs it against the current server.
+[ -x "$(mm_home)/bin/mattermost" ] || { echo "real Mattermost not built; run tests/mattermost/build.sh ${TM_MM_LINE:-}" >&2; exit 3; }
 bin=$(cargo_artifact pacing bench --bench pacing --no-run)
 
 rates=("$@")

@@ -5,24 +5,26 @@
 # down. Anything in there that tries to reach beyond this machine fails locally.
 #
 #   tests/mattermost/run-tier4.sh [TEST-FILTER...]   # extra args go to the test binary
+#   TM_MM_LINE=current tests/mattermost/run-tier4.sh # against the current server (build.sh current)
 #   TM_BUILD_PEERS=1 tests/mattermost/run-tier4.sh   # build Mattermost first if missing
 #
 # Without the Mattermost binary it prints one line and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CACHE="${TM_PEERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/teleport-mattermost/peers}"
+# shellcheck source=tests/mattermost/lib.sh
+. tests/mattermost/lib.sh
+line="${TM_MM_LINE:-default}"
+home=$(mm_home)
 
-if [ ! -x "$CACHE/mattermost/bin/mattermost" ]; then
+if [ ! -x "$home/bin/mattermost" ]; then
   if [ "${TM_BUILD_PEERS:-0}" = 1 ]; then
-    tests/mattermost/build.sh >/dev/null
+    tests/mattermost/build.sh "$line" >/dev/null
   else
-    echo "skipped: real Mattermost not built; run tests/mattermost/build.sh"
+    echo "skipped: real Mattermost ($line line) not built; run tests/mattermost/build.sh $line"
     exit 0
   fi
 fi
 
-# shellcheck source=tests/mattermost/lib.sh
-. tests/mattermost/lib.sh
 bin=$(cargo_artifact real_mattermost test --test real_mattermost --no-run)
 
 threads="${TM_TIER4_THREADS:-4}"

@@ -5,6 +5,7 @@
 # (run-tier4.sh does that), but works anywhere: nothing listens beyond 127.0.0.1.
 #
 #   tests/mattermost/run.sh CMD [ARGS...]
+#   TM_MM_LINE=current tests/mattermost/run.sh CMD [ARGS...]   # the current line's server
 #
 # The command sees:
 #   TM_REAL_MATTERMOST_URL         http://127.0.0.1:PORT
@@ -13,13 +14,15 @@
 #   TM_REAL_MATTERMOST_PASSWORD    password of alice, bob and carol
 #   TM_REAL_MATTERMOST_RATE_LIMIT  "PERSEC/MAXBURST" of the server's own rate limiter
 #   TM_REAL_MATTERMOST_LOG         the server's log file
+#   TM_REAL_MATTERMOST_VERSION     the server's version (X-Version-Id's first field, e.g. 11.4.0)
 # Provisioned: team "engineering" with public channel "access-requests"; users alice, carol
 # (reviewers), bob (requester), all in the team and channel; the bot, in the team and channel.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
-CACHE="${TM_PEERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/teleport-mattermost/peers}"
-MM_HOME="${TM_MATTERMOST_HOME:-$CACHE/mattermost}"
+# shellcheck source=tests/mattermost/lib.sh
+. "$HERE/lib.sh"
+MM_HOME="$(mm_home)"
 PG_BIN="${TM_PG_BIN:-/usr/lib/postgresql/15/bin}"
 RATE_PERSEC="${TM_MM_RATE_PERSEC:-20}"
 RATE_BURST="${TM_MM_RATE_BURST:-20}"
@@ -28,7 +31,7 @@ log() { echo "[mattermost] $*" >&2; }
 
 [ $# -gt 0 ] || { echo "usage: $0 CMD [ARGS...]" >&2; exit 2; }
 if [ ! -x "$MM_HOME/bin/mattermost" ]; then
-  echo "real Mattermost not built; run tests/mattermost/build.sh" >&2
+  echo "real Mattermost not built in $MM_HOME; run tests/mattermost/build.sh ${TM_MM_LINE:-}" >&2
   exit 3
 fi
 
@@ -192,6 +195,8 @@ export TM_REAL_MATTERMOST_BOT_TOKEN="$BOT_TOKEN"
 export TM_REAL_MATTERMOST_PASSWORD="$PASSWORD"
 export TM_REAL_MATTERMOST_RATE_LIMIT="$RATE_PERSEC/$RATE_BURST"
 export TM_REAL_MATTERMOST_LOG="$TMP/mattermost.log"
+TM_REAL_MATTERMOST_VERSION=$(printf '%s' "$VERSION" | cut -d. -f1-3)
+export TM_REAL_MATTERMOST_VERSION
 # Run the command in the background so a signal still reaches the cleanup trap.
 set +e
 "$@" &
