@@ -653,3 +653,68 @@ async fn a_timed_out_press_never_takes_credit_for_a_decision_made_elsewhere() {
             .contains("by @alice")
     );
 }
+
+/// PROMOTED (a request turned into access-list membership, Teleport v15+) is final like
+/// APPROVED and DENIED: the posts say so without buttons, the requester is told, reminders
+/// stop, and a press is refused without a Teleport write.
+#[tokio::test]
+async fn a_promoted_request_is_final_everywhere() {
+    let clock = Clock::manual(chrono::Utc::now());
+    let stack = Stack::started(StackOptions {
+        clock: clock.clone(),
+        requester: RequesterSettings {
+            lookup: RequesterLookup::Email,
+            notify_on_post: false,
+        },
+        reminders: Some(ReminderSettings {
+            after: Duration::from_secs(1),
+            every: Duration::from_secs(3600),
+            max: 3,
+        }),
+        ..Default::default()
+    })
+    .await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
+    // Promoted while the engine cannot yet record it: the post still shows its buttons, and
+    // a press meanwhile is refused by reading Teleport, before any claim.
+    let held = stack.teleport.hold(Rpc::UpdatePluginData);
+    stack
+        .teleport
+        .resolve(&id, RequestState::Promoted, "promoted to the dba access list");
+    let press = stack
+        .mattermost
+        .press(&post.id, "Approve", "alice")
+        .await
+        .unwrap();
+    assert!(ephemeral(&press).contains("already PROMOTED"), "{press:?}");
+    held.release();
+    assert!(
+        Stack::eventually(WAIT, || stack
+            .mattermost
+            .post(&post.id)
+            .is_some_and(|p| p.message.contains("**Status**: PROMOTED") && !has_buttons(&p)))
+        .await,
+        "{:?}",
+        stack.mattermost.post(&post.id)
+    );
+    assert!(
+        Stack::eventually(WAIT, || dm_posts(&stack, "bob", &id)
+            .iter()
+            .any(|p| p.message.contains("was PROMOTED")))
+        .await
+    );
+    let created = stack.teleport.request(&id).unwrap().created.unwrap();
+    clock.set(created + chrono::Duration::hours(5));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reminders = stack
+        .mattermost
+        .posts_in(&post.channel_id)
+        .into_iter()
+        .filter(|p| p.root_id == post.id && p.message.contains("Reminder"))
+        .count();
+    assert_eq!(reminders, 0);
+    assert!(stack.teleport.state_changes().is_empty());
+}
