@@ -191,6 +191,7 @@ async fn post_update_and_thread_reply() {
         message: "pending".into(),
         root_id: None,
         props: props.as_object().unwrap().clone(),
+        pending_post_id: None,
     };
     let post = client.create_post(&new).await.unwrap();
     assert_eq!(post.id.len(), 26);
@@ -598,6 +599,7 @@ async fn a_created_post_answered_without_an_id_is_not_taken_as_confirmed() {
             message: "hello".into(),
             root_id: None,
             props: Default::default(),
+            pending_post_id: None,
         })
         .await
         .unwrap_err();

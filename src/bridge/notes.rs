@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::BridgeError;
 use super::posts;
-use super::store::{find_post, modify};
+use super::store::{find_post, modify, pending_post_id};
 use crate::instance::{Counters, Instance};
 use crate::mattermost::{MattermostError, NewPost, User};
 use crate::notice;
@@ -55,11 +55,13 @@ async fn post_once(
     if made || !exists {
         return Ok(false);
     }
+    let since_ms = prior.as_ref().map_or(now_ms, |i| i.since_ms);
     let adopted = match prior {
         Some(intent) => find_post(instance, &slot, request_id, intent.since_ms).await?,
         None => None,
     };
     if adopted.is_none() {
+        let bot = instance.bot_id().await?;
         instance
             .mattermost()
             .create_post(&NewPost {
@@ -67,6 +69,7 @@ async fn post_once(
                 message: note.message,
                 root_id: note.root_id.map(str::to_string),
                 props: notice::note_props(request_id, note.tag),
+                pending_post_id: Some(pending_post_id(&bot, request_id, &slot, since_ms)),
             })
             .await?;
     }

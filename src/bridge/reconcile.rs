@@ -8,7 +8,7 @@ use chrono::Utc;
 use super::BridgeError;
 use super::notes;
 use super::posts::{self, Target, Targets};
-use super::store::{find_post, modify, read};
+use super::store::{find_post, modify, pending_post_id, read};
 use super::updates::{ensure_progress_shown, ensure_replies, resolve};
 use crate::instance::{Counters, Instance};
 use crate::mattermost::{NewPost, Post};
@@ -180,6 +180,11 @@ async fn ensure_posted(
         .filter(|t| data.message_in(&t.channel_id).is_none())
         .collect();
 
+    let bot = instance.bot_id().await?;
+    let pending = |slot: &Slot| {
+        data.intent(slot)
+            .map(|i| pending_post_id(&bot, &request.id, slot, i.since_ms))
+    };
     let mut made: Vec<MessageRef> = Vec::new();
     let mut first_error = None;
     for target in missing {
@@ -207,10 +212,10 @@ async fn ensure_posted(
                     tracing::info!(request = %request.id, channel = %target.label, post = %post.id, "adopted a post made before a restart");
                     Ok(post)
                 }
-                Ok(None) => create_root(instance, request, target, &targets, main_post).await,
+                Ok(None) => create_root(instance, request, target, &targets, main_post, pending(&slot)).await,
                 Err(e) => Err(e),
             },
-            None => create_root(instance, request, target, &targets, main_post).await,
+            None => create_root(instance, request, target, &targets, main_post, pending(&slot)).await,
         };
         match result {
             Ok(post) => made.push(MessageRef {
@@ -255,6 +260,7 @@ async fn create_root(
     target: &Target,
     targets: &Targets,
     main_post: Option<String>,
+    pending_post_id: Option<String>,
 ) -> Result<Post, BridgeError> {
     let text = posts::text_for(
         instance,
@@ -274,6 +280,7 @@ async fn create_root(
             message: text,
             root_id: None,
             props: message::post_props(&request.id, buttons.as_ref()),
+            pending_post_id,
         })
         .await?;
     Counters::inc(&instance.counters.posts);

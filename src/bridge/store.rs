@@ -66,6 +66,18 @@ pub(super) async fn find_post(
         .find(|p| post_matches(p, slot, request_id)))
 }
 
+/// The `pending_post_id` of the post an intent is about to make: the same on every attempt
+/// for that intent and distinct for every slot, so Mattermost answers a create repeated
+/// within 30 s (after an answer was lost, while the first may still be saving) with the first
+/// one's post instead of a second post. Mattermost's webapp writes `<user id>:<ms>`; the slot's
+/// hash keeps two posts of one batch of intents apart. At most 57 characters (the server
+/// takes 64).
+pub(super) fn pending_post_id(bot_id: &str, request_id: &str, slot: &Slot, since_ms: i64) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{request_id}|{slot:?}"));
+    format!("{bot_id}:{since_ms}-{}", hex::encode(&digest[..8]))
+}
+
 /// True when `post` carries the marker props for `slot` of `request_id`.
 pub(crate) fn post_matches(post: &Post, slot: &Slot, request_id: &str) -> bool {
     if post
@@ -85,5 +97,29 @@ pub(crate) fn post_matches(post: &Post, slot: &Slot, request_id: &str) -> bool {
         Slot::Root { .. } => review.is_none() && note.is_none() && post.root_id.is_empty(),
         Slot::Reply { index, .. } => review == Some(*index as u64),
         Slot::Note { tag, .. } => note == Some(tag.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_post_id_is_stable_per_intent_and_distinct_per_slot() {
+        let bot = "b".repeat(26);
+        let root = |c: &str| Slot::Root {
+            channel_id: c.into(),
+        };
+        let a = pending_post_id(&bot, "r1", &root("c1"), 1_700_000_000_000);
+        assert_eq!(a, pending_post_id(&bot, "r1", &root("c1"), 1_700_000_000_000));
+        assert_ne!(a, pending_post_id(&bot, "r1", &root("c2"), 1_700_000_000_000));
+        assert_ne!(a, pending_post_id(&bot, "r2", &root("c1"), 1_700_000_000_000));
+        let reply = Slot::Reply {
+            channel_id: "c1".into(),
+            index: 0,
+        };
+        assert_ne!(a, pending_post_id(&bot, "r1", &reply, 1_700_000_000_000));
+        assert!(a.len() <= 64, "{}", a.len());
+        assert!(a.starts_with(&format!("{bot}:1700000000000-")));
     }
 }

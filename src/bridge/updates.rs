@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::BridgeError;
 use super::notes;
 use super::posts;
-use super::store::{find_post, modify};
+use super::store::{find_post, modify, pending_post_id};
 use crate::instance::{Counters, Instance};
 use crate::mattermost::{NewPost, Post};
 use crate::message;
@@ -52,9 +52,13 @@ pub(super) async fn ensure_replies(
             continue; // another worker moved on meanwhile
         }
 
+        let bot = instance.bot_id().await?;
         let mut done = Vec::new();
         let mut first_error = None;
         for (message, slot) in pending.iter().zip(&slots) {
+            let pending_id = data
+                .intent(slot)
+                .map(|i| pending_post_id(&bot, &request.id, slot, i.since_ms));
             let adopted = match before.intent(slot) {
                 Some(intent) => find_post(instance, slot, &request.id, intent.since_ms).await?,
                 None => None,
@@ -68,6 +72,7 @@ pub(super) async fn ensure_replies(
                         message: message::review_reply(review),
                         root_id: Some(message.post_id.clone()),
                         props: message::review_props(&request.id, index),
+                        pending_post_id: pending_id,
                     })
                     .await
                     .inspect(|_| Counters::inc(&instance.counters.replies))

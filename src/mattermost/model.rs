@@ -115,6 +115,12 @@ pub struct NewPost {
     /// Properties, e.g. `attachments` with buttons and a marker for crash recovery.
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub props: Map<String, Value>,
+    /// Makes a repeated create idempotent for 30 s: Mattermost answers a create carrying a
+    /// `pending_post_id` it saw within that window with the post the first one made
+    /// (`deduplicateCreatePost`, `server/channels/app/post.go`, since 5.x), or with a 500
+    /// `api.post.deduplicate_create_post.pending` while the first is still being saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_post_id: Option<String>,
 }
 
 impl NewPost {
@@ -125,6 +131,7 @@ impl NewPost {
             message: message.into(),
             root_id: None,
             props: Map::new(),
+            pending_post_id: None,
         }
     }
 
