@@ -1,0 +1,293 @@
+//! Mattermost's own markdown parsers as the judge of what a post shows (`check.mjs` beside
+//! this file; README.md says which parser is whose), and the rules a post must keep when it
+//! carries text a person wrote.
+//!
+//! Shared by `tests/markdown_corpus.rs` and `tests/real_mattermost_markdown.rs`.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+/// `tests/markdown`.
+pub fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/markdown")
+}
+
+/// `Ok` once `node` and `npm` run and the parsers are installed (`npm ci` the first time);
+/// `Err` with the one `skipped:` line to print when node or npm is missing. A failing
+/// `npm ci` panics: the registry is reachable wherever these tests run.
+pub fn ready() -> Result<(), String> {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    READY
+        .get_or_init(|| {
+            for tool in ["node", "npm"] {
+                let ran = Command::new(tool)
+                    .arg("--version")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                if !ran.is_ok_and(|s| s.success()) {
+                    return Err(format!(
+                        "skipped: `{tool}` not found; Mattermost's markdown parsers run on Node.js"
+                    ));
+                }
+            }
+            if !dir().join("node_modules/@mattermost/commonmark").is_dir() {
+                let out = Command::new("npm")
+                    .args(["ci", "--prefer-offline", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(dir())
+                    .output()
+                    .expect("run npm ci");
+                assert!(
+                    out.status.success(),
+                    "npm ci --prefix tests/markdown failed:\n{}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        })
+        .clone()
+}
+
+/// One post for the parsers.
+#[derive(Clone, Debug)]
+pub struct Post {
+    pub name: String,
+    pub message: String,
+}
+
+/// Runs `check.mjs` on `posts`; returns, per post in order, `{PARSER: TREE}` (see check.mjs).
+pub fn parse(posts: &[Post]) -> Vec<BTreeMap<String, Value>> {
+    let input: Vec<Value> = posts
+        .iter()
+        .map(|p| json!({"name": p.name, "message": p.message}))
+        .collect();
+    let mut child = Command::new("node")
+        .arg(dir().join("check.mjs"))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node tests/markdown/check.mjs");
+    let body = serde_json::to_vec(&input).expect("posts as JSON");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Write from a thread: node answers only after reading everything, and a big corpus
+    // would fill both pipes.
+    let writer = std::thread::spawn(move || stdin.write_all(&body));
+    let out = child.wait_with_output().expect("check.mjs output");
+    writer.join().expect("writer").expect("write posts");
+    assert!(
+        out.status.success(),
+        "check.mjs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).expect("check.mjs JSON");
+    assert_eq!(results.len(), posts.len());
+    results
+        .into_iter()
+        .map(|r| {
+            r["parsers"]
+                .as_object()
+                .expect("parsers")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// What the plugin itself puts in a post, against which a hostile rendering is judged.
+pub struct Expect<'a> {
+    /// Link destinations the plugin adds (the web UI link).
+    pub allowed_links: &'a [String],
+    /// Status lines the post has (1 for a request's post, 0 for replies and DMs).
+    pub status_lines: usize,
+}
+
+/// The problems a parser found in one post, each `kind: detail`; empty when the post keeps
+/// every rule. `tree` is the post carrying the payload; `benign`, the same post carrying a
+/// harmless text in the same place (parsed by the same parser); `payload`, the text.
+pub fn problems(tree: &Value, benign: &Value, payload: &str, expect: &Expect) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(e) = tree.get("error") {
+        found.push(format!("error: {}", first_line(e.as_str().unwrap_or_default())));
+        return found;
+    }
+    let strings = |v: &Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| match x {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for link in tree["links"].as_array().into_iter().flatten() {
+        let dest = link["dest"].as_str().unwrap_or_default();
+        if !expect.allowed_links.iter().any(|a| a == dest) {
+            found.push(format!("link: {}", short(dest)));
+        }
+    }
+    for image in tree["images"].as_array().into_iter().flatten() {
+        found.push(format!(
+            "image: {}",
+            short(image["dest"].as_str().unwrap_or_default())
+        ));
+    }
+    for (key, kind) in [
+        ("html", "html"),
+        ("headings", "heading"),
+        ("block_quotes", "quote"),
+        ("lists", "list"),
+        ("tables", "table"),
+    ] {
+        for text in strings(tree, key) {
+            found.push(format!("{kind}: {}", short(&text)));
+        }
+    }
+    let status = strings(tree, "status_lines");
+    if status.len() != expect.status_lines {
+        found.push(format!(
+            "status: {} status lines {:?}",
+            status.len(),
+            status.iter().map(|s| short(s)).collect::<Vec<_>>()
+        ));
+    } else if status != strings(benign, "status_lines") {
+        found.push(format!("status: changed to {:?}", status));
+    }
+    let mentions = strings(tree, "mentions");
+    for m in &mentions {
+        let lower = m.to_lowercase();
+        if ["@channel", "@all", "@here"].contains(&lower.as_str()) {
+            found.push(format!("mention: {m}"));
+        }
+    }
+    let extra = |key: &str| -> Vec<String> {
+        let mut allowed = strings(benign, key);
+        let mut more = Vec::new();
+        for x in strings(tree, key) {
+            match allowed.iter().position(|a| *a == x) {
+                Some(i) => {
+                    allowed.remove(i);
+                }
+                None => more.push(x),
+            }
+        }
+        more
+    };
+    for m in extra("mentions") {
+        let lower = m.to_lowercase();
+        if !["@channel", "@all", "@here"].contains(&lower.as_str()) {
+            found.push(format!("mention: {m}"));
+        }
+    }
+    for m in extra("at_mentions") {
+        found.push(format!("at_mention: @{m}"));
+    }
+    for c in extra("channel_links") {
+        found.push(format!("channel_link: ~{c}"));
+    }
+    for h in extra("hashtags") {
+        found.push(format!("hashtag: #{h}"));
+    }
+    for u in extra("url_like") {
+        found.push(format!("url_text: {}", short(&u)));
+    }
+    let (mine, theirs) = (skeleton(tree), skeleton(benign));
+    if mine != theirs {
+        let at = mine
+            .iter()
+            .zip(&theirs)
+            .position(|(a, b)| a != b)
+            .unwrap_or(mine.len().min(theirs.len()));
+        found.push(format!(
+            "escaped: outside code, {:?} where a harmless text gives {:?}",
+            mine.get(at).map(|s| short(s)),
+            theirs.get(at).map(|s| short(s)),
+        ));
+    }
+    if !in_code(tree, payload) {
+        found.push("missing: the text is in no code node".to_string());
+    }
+    found
+}
+
+/// The document outside code, without the plugin's own placeholders for cut or empty text.
+fn skeleton(tree: &Value) -> Vec<String> {
+    tree["skeleton"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str())
+        .map(|t| t.replace("(truncated)", "").replace("(empty)", ""))
+        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Whether the first letters and digits of `payload` are found, in order, in the post's
+/// code nodes (marks the renderer inserts, like U+FEFF after backticks, are ignored).
+fn in_code(tree: &Value, payload: &str) -> bool {
+    // Only the start: a long text is cut, and what survives the cut is at least this much.
+    let mut bytes = 0;
+    let key: String = payload
+        .chars()
+        .take_while(|c| {
+            bytes += c.len_utf8();
+            bytes <= 200
+        })
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
+    if key.is_empty() {
+        return true;
+    }
+    let code: String = tree["code"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["text"].as_str())
+        .flat_map(|t| t.chars())
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    code.contains(&key)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+/// At most 60 characters, escaped for one line.
+pub fn short(s: &str) -> String {
+    let escaped: String = s.escape_debug().collect();
+    if escaped.chars().count() > 60 {
+        format!("{}…", escaped.chars().take(60).collect::<String>())
+    } else {
+        escaped
+    }
+}
+
+/// Short names of the parsers, for tables.
+pub fn parser_tag(parser: &str) -> &'static str {
+    if parser.starts_with("@mattermost/commonmark") {
+        "commonmark"
+    } else if parser.contains("0.3.6") {
+        "marked-0.3.6"
+    } else if parser.contains("0.7.0") {
+        "marked-0.7.0"
+    } else {
+        "other"
+    }
+}
