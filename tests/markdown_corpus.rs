@@ -31,9 +31,12 @@ use judge::{Expect, Post};
 const ID: &str = "0d9a2f3e-5b0c-4f7e-9d1a-8c2b6e4f1a77";
 const PROXY: &str = "teleport.example.com:443";
 /// The one link the plugin adds: the request in Teleport's web UI.
-const WEB_LINK: &str = "https://teleport.example.com/web/requests/0d9a2f3e-5b0c-4f7e-9d1a-8c2b6e4f1a77";
+const WEB_LINK: &str =
+    "https://teleport.example.com/web/requests/0d9a2f3e-5b0c-4f7e-9d1a-8c2b6e4f1a77";
 /// What stands in for the payload in the reference rendering of each place.
 const HARMLESS: &str = "harmless";
+/// The reference for a payload that is only whitespace, which the plugin shows as empty.
+const BLANK: &str = " ";
 
 fn request() -> AccessRequest {
     AccessRequest {
@@ -173,14 +176,19 @@ fn text_from_people_renders_only_as_text_for_mattermosts_parsers() {
         return;
     }
     let payloads = corpus::payloads();
+    // The references: each place with a harmless text, and with a blank one (what a payload
+    // of only whitespace is compared with: the plugin shows such text as empty).
     let harmless = renderings(HARMLESS);
-    let mut posts: Vec<Post> = harmless
-        .iter()
-        .map(|(place, message)| Post {
-            name: format!("{HARMLESS} @ {place}"),
-            message: message.clone(),
-        })
-        .collect();
+    let blank = renderings(BLANK);
+    let mut posts: Vec<Post> = Vec::new();
+    for (text, rendered) in [(HARMLESS, &harmless), (BLANK, &blank)] {
+        for (place, message) in rendered {
+            posts.push(Post {
+                name: format!("{text:?} @ {place}"),
+                message: message.clone(),
+            });
+        }
+    }
     for p in &payloads {
         for (place, message) in renderings(&p.text) {
             posts.push(Post {
@@ -192,18 +200,22 @@ fn text_from_people_renders_only_as_text_for_mattermosts_parsers() {
     let started = std::time::Instant::now();
     let trees = judge::parse(&posts);
     let parse_time = started.elapsed();
-    let places = harmless.len();
-    let reference: BTreeMap<&str, &BTreeMap<String, serde_json::Value>> = harmless
-        .iter()
-        .map(|(place, _)| *place)
-        .zip(&trees[..places])
-        .collect();
+    let n = harmless.len();
+    let places: Vec<&str> = harmless.iter().map(|(place, _)| *place).collect();
+    let reference_of = |k: usize| -> BTreeMap<&str, &BTreeMap<String, serde_json::Value>> {
+        places
+            .iter()
+            .copied()
+            .zip(&trees[k * n..(k + 1) * n])
+            .collect()
+    };
+    let (reference, blank_reference) = (reference_of(0), reference_of(1));
 
-    // The harmless renderings themselves must keep the rules (a name from Teleport rendered
-    // raw, for example, can autolink whatever the payload is); their problems are reported
-    // once, and not again for each payload.
+    // The references themselves must keep the rules (a name from Teleport rendered raw, for
+    // example, can autolink whatever the payload is); their problems are reported once, and
+    // not again for each payload.
     let mut baseline: BTreeMap<(&str, String), Vec<String>> = BTreeMap::new();
-    for (place, _) in &harmless {
+    for place in &places {
         for (parser, tree) in reference[place] {
             let found = judge::problems(tree, tree, HARMLESS, &expect(place));
             baseline.insert((place, parser.clone()), found);
@@ -211,11 +223,15 @@ fn text_from_people_renders_only_as_text_for_mattermosts_parsers() {
     }
 
     // payload -> place -> parser -> problems beyond the baseline.
-    let mut failures: BTreeMap<&str, BTreeMap<&str, BTreeMap<&'static str, Vec<String>>>> =
-        BTreeMap::new();
-    let mut i = places;
+    let mut failures: Failures = BTreeMap::new();
+    let mut i = 2 * n;
     for p in &payloads {
-        for (place, _) in &harmless {
+        let reference = if p.text.trim().is_empty() {
+            &blank_reference
+        } else {
+            &reference
+        };
+        for place in &places {
             for (parser, tree) in &trees[i] {
                 let known = &baseline[&(*place, parser.clone())];
                 let found: Vec<String> =
@@ -236,15 +252,17 @@ fn text_from_people_renders_only_as_text_for_mattermosts_parsers() {
         }
     }
 
-    let report = report(&baseline, &failures, payloads.len(), posts.len());
+    let summary = summary(&baseline, &failures, &payloads, &places, posts.len());
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("markdown_corpus.md");
-    std::fs::write(&path, &report).expect("write the report");
+    std::fs::write(&path, format!("{summary}\n{}", details(&failures))).expect("write the report");
     let bad_baseline = baseline.values().filter(|v| !v.is_empty()).count();
     let _ = writeln!(
         std::io::stderr(),
-        "{} payloads x {places} places = {} posts, parsed by 3 parsers in {:.1?}; \
-         {} payloads break out, {bad_baseline} harmless renderings break a rule; report: {}",
+        "{} payloads x {} places = {} posts, parsed by 3 parsers in {:.1?}; \
+         {} payloads break out, {bad_baseline} harmless renderings break a rule; \
+         report with every problem: {}",
         payloads.len(),
+        places.len(),
         posts.len(),
         parse_time,
         failures.len(),
@@ -252,22 +270,28 @@ fn text_from_people_renders_only_as_text_for_mattermosts_parsers() {
     );
     assert!(
         failures.is_empty() && bad_baseline == 0,
-        "text from people does not render only as text:\n{report}"
+        "text from people does not render only as text (details: {}):\n{summary}",
+        path.display()
     );
 }
 
-/// A Markdown report: the harmless renderings' problems, then one row per payload that
-/// breaks out, naming for each place the parsers that saw it and what they saw.
-fn report(
+type Failures<'a> = BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<&'static str, Vec<String>>>>;
+
+/// The harmless renderings' problems, then a matrix: one row per payload that breaks out,
+/// one column per place, naming in each cell the parsers that saw a break-out there
+/// (`c` @mattermost/commonmark, `3` marked 0.3.6, `7` marked 0.7.0).
+fn summary(
     baseline: &BTreeMap<(&str, String), Vec<String>>,
-    failures: &BTreeMap<&str, BTreeMap<&str, BTreeMap<&'static str, Vec<String>>>>,
-    payloads: usize,
+    failures: &Failures,
+    payloads: &[corpus::Payload],
+    places: &[&str],
     posts: usize,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Markdown corpus: {payloads} payloads, {posts} posts\n\n## Harmless text, by place\n"
+        "# Markdown corpus: {} payloads, {posts} posts\n\n## A harmless text, by place and parser\n",
+        payloads.len()
     );
     for ((place, parser), found) in baseline {
         if !found.is_empty() {
@@ -281,19 +305,58 @@ fn report(
     }
     let _ = writeln!(
         out,
-        "\n## Payloads that break out ({} of {payloads})\n\n| payload | place | parsers: what they saw |\n|---|---|---|",
-        failures.len()
+        "\n## Payloads that break out: {} of {}\n\nc = @mattermost/commonmark, 3 = marked 0.3.6, 7 = marked 0.7.0 saw it break out there.\n",
+        failures.len(),
+        payloads.len()
     );
-    for (payload, places) in failures {
-        for (place, parsers) in places {
-            let seen: Vec<String> = parsers
-                .iter()
-                .map(|(parser, found)| format!("{parser}: {}", kinds(found)))
-                .collect();
-            let _ = writeln!(out, "| {payload} | {place} | {} |", seen.join("<br>"));
+    let _ = writeln!(out, "| payload | {} |", places.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(places.len()));
+    for p in payloads {
+        let Some(row) = failures.get(p.name.as_str()) else {
+            continue;
+        };
+        let cells: Vec<String> = places
+            .iter()
+            .map(|place| {
+                row.get(place)
+                    .map(|parsers| {
+                        parsers
+                            .keys()
+                            .map(|k| match *k {
+                                "commonmark" => "c",
+                                "marked-0.3.6" => "3",
+                                "marked-0.7.0" => "7",
+                                _ => "?",
+                            })
+                            .collect::<String>()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        let _ = writeln!(out, "| {} | {} |", p.name, cells.join(" | "));
+    }
+    let _ = writeln!(out, "\n## Problems seen, by kind\n");
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for places in failures.values() {
+        for parsers in places.values() {
+            for found in parsers.values() {
+                for f in found {
+                    *by_kind
+                        .entry(f.split(':').next().unwrap_or_default().to_string())
+                        .or_default() += 1;
+                }
+            }
         }
     }
-    let _ = writeln!(out, "\n## Details\n");
+    for (kind, n) in by_kind {
+        let _ = writeln!(out, "- {kind}: {n}");
+    }
+    out
+}
+
+/// Every problem, payload by payload.
+fn details(failures: &Failures) -> String {
+    let mut out = String::from("## Details\n\n");
     for (payload, places) in failures {
         for (place, parsers) in places {
             for (parser, found) in parsers {
@@ -305,19 +368,4 @@ fn report(
         }
     }
     out
-}
-
-/// `status, mention x2, link` from the problems' kinds.
-fn kinds(found: &[String]) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for f in found {
-        *counts
-            .entry(f.split(':').next().unwrap_or_default())
-            .or_default() += 1;
-    }
-    counts
-        .iter()
-        .map(|(k, n)| if *n == 1 { k.to_string() } else { format!("{k} x{n}") })
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -405,7 +405,10 @@ async fn hostile_reasons_notify_nobody_and_render_only_as_text_on_the_real_serve
             .collect();
         for ((p, kind), tree) in owners.iter().zip(&trees[reference_len..]) {
             let Some(benign) = reference.get(kind) else {
-                shown.push(format!("| {} | {kind} | a post the harmless request did not make |", p.name));
+                shown.push(format!(
+                    "| {} | {kind} | a post the harmless request did not make |",
+                    p.name
+                ));
                 continue;
             };
             let mut seen = Vec::new();
@@ -428,7 +431,11 @@ async fn hostile_reasons_notify_nobody_and_render_only_as_text_on_the_real_serve
                     .filter(|f| !known.contains(f))
                     .collect();
                 if !found.is_empty() {
-                    seen.push(format!("{}: {}", judge::parser_tag(parser), found.join("; ")));
+                    seen.push(format!(
+                        "{}: {}",
+                        judge::parser_tag(parser),
+                        found.join("; ")
+                    ));
                 }
             }
             if !seen.is_empty() {

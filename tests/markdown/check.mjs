@@ -243,7 +243,7 @@ function insideLink(node) {
 // starts with ":" (`**Status**: ✅ APPROVED by @alice` gives ": ✅ APPROVED by @alice").
 function statusAfter(first, next, text) {
   let line = "";
-  for (let n = first; n; n = next(n)) {
+  for (let n = first; n !== null && n !== undefined; n = next(n)) {
     const t = text(n);
     if (t === null) break;
     const cut = t.indexOf("\n");
@@ -443,17 +443,23 @@ const PARSERS = {
   "marked@0.7.0": (m) => markedTree(marked070, m),
 };
 
+const spent = Object.fromEntries(Object.keys(PARSERS).map((p) => [p, 0]));
 const results = readInput().map(({ name, message }) => {
   if (typeof message !== "string") throw new Error(`post ${name}: message must be a string`);
   const parsers = {};
   for (const [parser, parse] of Object.entries(PARSERS)) {
+    const start = performance.now();
     try {
       parsers[parser] = parse(message);
     } catch (e) {
       parsers[parser] = { error: String(e && e.stack ? e.stack : e) };
     }
+    spent[parser] += performance.now() - start;
   }
   return { name, parsers };
 });
+if (process.env.CHECK_TIMING) {
+  process.stderr.write(`milliseconds per parser: ${JSON.stringify(spent)}\n`);
+}
 process.stdout.write(JSON.stringify(results));
 process.stdout.write("\n");

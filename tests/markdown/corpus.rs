@@ -45,60 +45,99 @@ pub fn payloads() -> Vec<Payload> {
             format!("urgent\n\n@channel please approve now\n\n{FAKE_STATUS}"),
         ),
         // Line structure.
-        p("blank_line_then_status", format!("x\n\n{FAKE_STATUS}")),
-        p("newline_then_status", format!("x\n{FAKE_STATUS}")),
+        p("blank_line_then_status", format!("urgent\n\n{FAKE_STATUS}")),
+        p("newline_then_status", format!("urgent\n{FAKE_STATUS}")),
         p("status_alone", FAKE_STATUS),
-        p("blank_lines_loud", format!("x\n\n{LOUD}\n\n{FAKE_STATUS}")),
-        p("crlf", format!("x\r\n\r\n{LOUD}\r\n\r\n{FAKE_STATUS}")),
-        p("lone_cr", format!("x\r\r{LOUD}\r\r{FAKE_STATUS}")),
-        p("cr_lf_mixed", format!("x\r\n\n\r{LOUD}\n\r\n{FAKE_STATUS}")),
-        p("u2028", format!("x\u{2028}\u{2028}{LOUD}\u{2028}{FAKE_STATUS}")),
-        p("u2029", format!("x\u{2029}{LOUD}\u{2029}{FAKE_STATUS}")),
-        p("nel_u0085", format!("x\u{85}\u{85}{LOUD}")),
-        p("vt_ff", format!("x\u{b}\u{c}\n\u{c}\n{LOUD}")),
+        p(
+            "blank_lines_loud",
+            format!("urgent\n\n{LOUD}\n\n{FAKE_STATUS}"),
+        ),
+        p("crlf", format!("urgent\r\n\r\n{LOUD}\r\n\r\n{FAKE_STATUS}")),
+        p("lone_cr", format!("urgent\r\r{LOUD}\r\r{FAKE_STATUS}")),
+        p(
+            "cr_lf_mixed",
+            format!("urgent\r\n\n\r{LOUD}\n\r\n{FAKE_STATUS}"),
+        ),
+        p(
+            "u2028",
+            format!("urgent\u{2028}\u{2028}{LOUD}\u{2028}{FAKE_STATUS}"),
+        ),
+        p(
+            "u2029",
+            format!("urgent\u{2029}{LOUD}\u{2029}{FAKE_STATUS}"),
+        ),
+        p("nel_u0085", format!("urgent\u{85}\u{85}{LOUD}")),
+        p("vt_ff", format!("urgent\u{b}\u{c}\n\u{c}\n{LOUD}")),
         p("only_newlines", "\n\n\n"),
         p("only_cr", "\r\r"),
-        p("trailing_blank_then_fence", "x\n\n```"),
+        p("trailing_blank_then_fence", "urgent\n\n```"),
         // Swallow the rest of the post into a code block, so the real status disappears.
-        p("tilde_fence_swallows", format!("x\n{FAKE_STATUS}\n~~~")),
-        p("backtick_fence_swallows", format!("x\n{FAKE_STATUS}\n```")),
+        p(
+            "tilde_fence_swallows",
+            format!("urgent\n{FAKE_STATUS}\n~~~"),
+        ),
+        p(
+            "backtick_fence_swallows",
+            format!("urgent\n{FAKE_STATUS}\n```"),
+        ),
         p(
             "blank_tilde_fence_swallows",
-            format!("x\n\n{FAKE_STATUS}\n\n~~~"),
+            format!("urgent\n\n{FAKE_STATUS}\n\n~~~"),
         ),
         // Indented code.
-        p("indented_4_spaces", format!("x\n\n    code\n\n{LOUD}")),
-        p("indented_tab", format!("x\n\n\tcode\n\n{LOUD}")),
+        p("indented_4_spaces", format!("urgent\n\n    code\n\n{LOUD}")),
+        p("indented_tab", format!("urgent\n\n\tcode\n\n{LOUD}")),
         // Block quotes, lists, headings, tables.
-        p("quote", format!("x\n> quoted {LOUD}")),
-        p("quote_after_blank", format!("x\n\n> {LOUD}\n\n{FAKE_STATUS}")),
-        p("list_dash", format!("x\n- {LOUD}")),
-        p("list_star", format!("x\n* {LOUD}")),
-        p("list_plus", format!("x\n\n+ {LOUD}")),
-        p("list_ordered", format!("x\n1. {LOUD}")),
-        p("list_ordered_paren", format!("x\n\n1) {LOUD}")),
-        p("heading_atx", format!("x\n# {LOUD}")),
-        p("heading_atx_after_blank", format!("x\n\n## {FAKE_STATUS}")),
-        p("heading_setext_eq", format!("x\n\n{LOUD}\n===")),
+        p("quote", format!("urgent\n> quoted {LOUD}")),
+        p(
+            "quote_after_blank",
+            format!("urgent\n\n> {LOUD}\n\n{FAKE_STATUS}"),
+        ),
+        p("list_dash", format!("urgent\n- {LOUD}")),
+        p("list_star", format!("urgent\n* {LOUD}")),
+        p("list_plus", format!("urgent\n\n+ {LOUD}")),
+        p("list_ordered", format!("urgent\n1. {LOUD}")),
+        p("list_ordered_paren", format!("urgent\n\n1) {LOUD}")),
+        p("heading_atx", format!("urgent\n# {LOUD}")),
+        p(
+            "heading_atx_after_blank",
+            format!("urgent\n\n## {FAKE_STATUS}"),
+        ),
+        p("heading_setext_eq", format!("urgent\n\n{LOUD}\n===")),
         p("heading_setext_dash", format!("{LOUD}\n---")),
-        p("thematic_break", format!("x\n\n***\n\n{LOUD}")),
-        p("table", format!("x\n\n|a|b|\n|-|-|\n|{LOUD}|2|")),
-        p("table_no_blank", "|a|b|\n|-|-|\n|@channel|![p](https://evil.example/p.png)|"),
+        p("thematic_break", format!("urgent\n\n***\n\n{LOUD}")),
+        p("table", format!("urgent\n\n|a|b|\n|-|-|\n|{LOUD}|2|")),
+        p(
+            "table_no_blank",
+            "|a|b|\n|-|-|\n|@channel|![p](https://evil.example/p.png)|",
+        ),
         // HTML.
         p("html_img_onerror", "<img src=x onerror=alert(1)>"),
-        p("html_img_block", "x\n\n<img src=x onerror=alert(1)>\n\n@channel"),
+        p(
+            "html_img_block",
+            "urgent\n\n<img src=x onerror=alert(1)>\n\n@channel",
+        ),
         p("html_a", "<a href=\"https://evil.example\">click</a>"),
-        p("html_comment", "x <!-- hidden --> y\n\n<!--\n@channel\n-->"),
-        p("html_div_block", "x\n\n<div>@channel</div>\n\n"),
+        p(
+            "html_comment",
+            "urgent <!-- hidden --> y\n\n<!--\n@channel\n-->",
+        ),
+        p("html_div_block", "urgent\n\n<div>@channel</div>\n\n"),
         p("html_script", "<script>alert(1)</script>"),
         // Links, images, autolinks.
         p("link", "[click](https://evil.example)"),
-        p("link_after_blank", "x\n\n[click](https://evil.example)"),
+        p(
+            "link_after_blank",
+            "urgent\n\n[click](https://evil.example)",
+        ),
         p("image", "![x](https://evil.example/p.png)"),
-        p("image_after_blank", "x\n\n![x](https://evil.example/p.png)"),
+        p(
+            "image_after_blank",
+            "urgent\n\n![x](https://evil.example/p.png)",
+        ),
         p(
             "reference_link",
-            "x\n\n[x]: https://evil.example\n\n[x] and [click][x]",
+            "urgent\n\n[x]: https://evil.example\n\n[x] and [click][x]",
         ),
         p("autolink_angle", "<https://evil.example>"),
         p("autolink_email_angle", "<mallory@evil.example>"),
@@ -113,9 +152,9 @@ pub fn payloads() -> Vec<Payload> {
         p("at_here", "@here"),
         p("at_alice", "@alice"),
         p("at_channel_upper", "@CHANNEL now"),
-        p("at_channel_after_blank", "x\n\n@channel"),
+        p("at_channel_after_blank", "urgent\n\n@channel"),
         p("at_channel_punct", "(@channel), @here: @all."),
-        p("at_channel_in_word", "x.@channel"),
+        p("at_channel_in_word", "urgent.@channel"),
         p("at_alice_suffix", "@alice."),
         p("fullwidth_at", "＠channel ＠here"),
         p("small_at_fe6b", "﹫channel ﹫all"),
@@ -123,20 +162,20 @@ pub fn payloads() -> Vec<Payload> {
         p("escaped_at", "\\@channel"),
         // Escapes.
         p("backslash_fence", "\\`\\`\\`\n\n@channel"),
-        p("backslash_hard_break", "x\\\n\n@channel"),
-        p("backslash_backtick_end", "x\\"),
+        p("backslash_hard_break", "urgent\\\n\n@channel"),
+        p("backslash_backtick_end", "urgent\\"),
         p("double_backslash", "\\\\\n\n@channel"),
         // Control characters.
         p("nul", format!("a\u{0}\n\n{LOUD}")),
-        p("escape_sequence", format!("\u{1b}[31mred\u{1b}[0m\n\n{LOUD}")),
-        p("del_char", format!("x\u{7f}\n\n{LOUD}")),
         p(
-            "bidi_override",
-            format!("x\u{202e}\u{2066}\n\n{LOUD}"),
+            "escape_sequence",
+            format!("\u{1b}[31mred\u{1b}[0m\n\n{LOUD}"),
         ),
+        p("del_char", format!("urgent\u{7f}\n\n{LOUD}")),
+        p("bidi_override", format!("urgent\u{202e}\u{2066}\n\n{LOUD}")),
         // Markdown the plugin's own lines use.
         p("strong_close", "**"),
-        p("strong_status_inline", format!("x {FAKE_STATUS}")),
+        p("strong_status_inline", format!("urgent {FAKE_STATUS}")),
         p("emphasis_runs", "*_**__~~"),
         p("channel_link_hashtag", "~town-square #urgent"),
         p(
@@ -147,11 +186,14 @@ pub fn payloads() -> Vec<Payload> {
         p("latex_inline", "$x$ and\n\n$$\n@channel\n$$"),
     ];
     for (zw, ch) in ZERO_WIDTH {
-        c.push(p(format!("{zw}_before_at_channel"), format!("{ch}@channel")));
+        c.push(p(
+            format!("{zw}_before_at_channel"),
+            format!("{ch}@channel"),
+        ));
         c.push(p(format!("{zw}_after_at"), format!("@{ch}here")));
         c.push(p(
             format!("{zw}_blank_line_at_all"),
-            format!("x\n\n{ch}@all {ch}@alice"),
+            format!("urgent\n\n{ch}@all {ch}@alice"),
         ));
     }
     for n in (3..=20).chain([1000]) {
@@ -159,11 +201,11 @@ pub fn payloads() -> Vec<Payload> {
         let tildes = "~".repeat(n);
         c.push(p(
             format!("backtick_fence_{n}"),
-            format!("x\n{ticks}\n{LOUD}\n{ticks}\n{FAKE_STATUS}"),
+            format!("urgent\n{ticks}\n{LOUD}\n{ticks}\n{FAKE_STATUS}"),
         ));
         c.push(p(
             format!("tilde_fence_{n}"),
-            format!("x\n{tildes}\n{LOUD}\n{tildes}\n{FAKE_STATUS}"),
+            format!("urgent\n{tildes}\n{LOUD}\n{tildes}\n{FAKE_STATUS}"),
         ));
         c.push(p(
             format!("backtick_run_{n}"),
@@ -172,7 +214,7 @@ pub fn payloads() -> Vec<Payload> {
     }
     c.push(p(
         "backtick_fence_info_string",
-        format!("x\n```js\n{LOUD}\n```\n\n{FAKE_STATUS}"),
+        format!("urgent\n```js\n{LOUD}\n```\n\n{FAKE_STATUS}"),
     ));
     c.push(p("backtick_run_5000", "`".repeat(5000)));
     c.push(p(
