@@ -377,6 +377,7 @@ async fn hostile_reasons_notify_nobody_and_render_only_as_text_on_the_real_serve
 
     // What the stored posts show, judged by the client parsers.
     let mut shown: Vec<String> = Vec::new();
+    let mut details: Vec<String> = Vec::new();
     if judging.is_ok() {
         let mut posts = Vec::new();
         for (kind, message) in &harmless.messages {
@@ -431,10 +432,12 @@ async fn hostile_reasons_notify_nobody_and_render_only_as_text_on_the_real_serve
                     .filter(|f| !known.contains(f))
                     .collect();
                 if !found.is_empty() {
-                    seen.push(format!(
-                        "{}: {}",
+                    seen.push(format!("{}: {}", judge::parser_tag(parser), kinds(&found)));
+                    details.push(format!(
+                        "- {} @ {kind} / {}:\n  - {}",
+                        p.name,
                         judge::parser_tag(parser),
-                        found.join("; ")
+                        found.join("\n  - ")
                     ));
                 }
             }
@@ -474,7 +477,11 @@ async fn hostile_reasons_notify_nobody_and_render_only_as_text_on_the_real_serve
     }
     let path =
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("real_mattermost_markdown.md");
-    std::fs::write(&path, &report).expect("write the report");
+    std::fs::write(
+        &path,
+        format!("{report}\n## Details\n\n{}\n", details.join("\n")),
+    )
+    .expect("write the report");
     let _ = writeln!(
         std::io::stderr(),
         "{} payloads through the real server in {elapsed:.0?}: {} notified someone, {} stored posts break out, {} incomplete; report: {}",
@@ -491,8 +498,30 @@ async fn hostile_reasons_notify_nobody_and_render_only_as_text_on_the_real_serve
     );
     assert!(
         notified.is_empty() && shown.is_empty() && missing.is_empty(),
-        "{report}"
+        "text from people reaches the real server as more than text (every problem: {}):\n{report}",
+        path.display()
     );
+}
+
+/// `status, mention x2, link` from problems `kind: detail`.
+fn kinds(found: &[String]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in found {
+        *counts
+            .entry(f.split(':').next().unwrap_or_default())
+            .or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, n)| {
+            if *n == 1 {
+                k.to_string()
+            } else {
+                format!("{k} x{n}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The payloads posted through the real server: all but most of the fence-length sweep

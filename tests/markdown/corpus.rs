@@ -160,6 +160,28 @@ pub fn payloads() -> Vec<Payload> {
         p("small_at_fe6b", "﹫channel ﹫all"),
         p("entity_at", "&#64;channel &#x40;here &commat;all"),
         p("escaped_at", "\\@channel"),
+        // The same after a blank line, where today's wrapping no longer holds them: what
+        // the server makes of entities, look-alikes, escapes and mentions inside markup.
+        p(
+            "entity_at_after_blank",
+            "urgent\n\n&#64;channel &#x40;here &commat;all",
+        ),
+        p("fullwidth_at_after_blank", "urgent\n\n＠channel ﹫here"),
+        p("escaped_at_after_blank", "urgent\n\n\\@channel"),
+        p(
+            "zero_width_inside_after_blank",
+            "urgent\n\n@\u{200B}channel @cha\u{200D}nnel",
+        ),
+        p(
+            "at_in_link_text",
+            "urgent\n\n[@channel](https://evil.example)",
+        ),
+        p(
+            "at_in_image_alt",
+            "urgent\n\n![@here](https://evil.example/p.png)",
+        ),
+        p("at_in_emphasis", "urgent\n\n*@channel* **@here** ~~@all~~"),
+        p("at_in_heading", "urgent\n\n# @all"),
         // Escapes.
         p("backslash_fence", "\\`\\`\\`\n\n@channel"),
         p("backslash_hard_break", "urgent\\\n\n@channel"),
