@@ -83,8 +83,8 @@ function mentionWords(text) {
   for (const raw of text.split(/[^:.\-_@\p{L}\p{N}]+/u)) {
     if (!raw || (raw[0] === ":" && raw[raw.length - 1] === ":")) continue;
     const word = raw.replace(/^[:.\-_]+/, "");
-    for (const piece of new Set([word, ...word.split(/[.\-:]/)])) {
-      const cut = piece.replace(/[.\-:_]+$/, "");
+    const cuts = new Set([word, ...word.split(/[.\-:]/)].map((piece) => piece.replace(/[.\-:_]+$/, "")));
+    for (const cut of cuts) {
       if (cut.length > 1 && cut[0] === "@") found.push(cut);
     }
   }

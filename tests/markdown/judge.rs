@@ -62,6 +62,57 @@ pub fn ready() -> Result<(), String> {
         .clone()
 }
 
+/// The Mattermost server's own markdown package (`server/main.go` beside this file, on
+/// `github.com/mattermost/mattermost-server/v6` v6.7.2), built once into `target/` in a
+/// throwaway wrapper module; `Err` with a `skipped:` line when `go` is missing.
+pub fn server_judge() -> Result<PathBuf, String> {
+    // The module's checksums, so the build needs no checksum database.
+    const GO_SUM: &str = "\
+github.com/mattermost/mattermost-server/v6 v6.7.2 h1:rRss2/R5LNbyc/P1OA4kSWuVq+rmnxwepuwGpTwL+U4=
+github.com/mattermost/mattermost-server/v6 v6.7.2/go.mod h1:b/iDf7Jn2Pd2jWGzaznoVNT811JZpemdmNGP7M/a7Ao=
+";
+    const GO_MOD: &str = "module tm-markdown-judge\n\ngo 1.24\n\nrequire github.com/mattermost/mattermost-server/v6 v6.7.2\n";
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let go = Command::new("go")
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !go.is_ok_and(|s| s.success()) {
+                return Err(
+                    "skipped: `go` not found; the Mattermost server's own parser is not run"
+                        .to_string(),
+                );
+            }
+            let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("markdown-server-judge");
+            std::fs::create_dir_all(&work).expect("create the judge's module");
+            std::fs::write(work.join("go.mod"), GO_MOD).expect("go.mod");
+            std::fs::write(work.join("go.sum"), GO_SUM).expect("go.sum");
+            std::fs::copy(dir().join("server/main.go"), work.join("main.go")).expect("main.go");
+            let out = Command::new("go")
+                .args([
+                    "build",
+                    "-mod=readonly",
+                    "-buildvcs=false",
+                    "-o",
+                    "server-judge",
+                    ".",
+                ])
+                .current_dir(&work)
+                .output()
+                .expect("run go build");
+            assert!(
+                out.status.success(),
+                "building tests/markdown/server failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(work.join("server-judge"))
+        })
+        .clone()
+}
+
 /// One post for the parsers.
 #[derive(Clone, Debug)]
 pub struct Post {
@@ -69,20 +120,44 @@ pub struct Post {
     pub message: String,
 }
 
-/// Runs `check.mjs` on `posts`; returns, per post in order, `{PARSER: TREE}` (see check.mjs).
+/// Runs `check.mjs`, and the server's parser where `go` is found, on `posts`; returns, per
+/// post in order, `{PARSER: TREE}` (see check.mjs).
 pub fn parse(posts: &[Post]) -> Vec<BTreeMap<String, Value>> {
+    let mut trees = run_judge(
+        Command::new("node").arg(dir().join("check.mjs")).arg("-"),
+        posts,
+    );
+    match server_judge() {
+        Ok(judge) => {
+            for (mine, server) in trees
+                .iter_mut()
+                .zip(run_judge(&mut Command::new(judge), posts))
+            {
+                mine.extend(server);
+            }
+        }
+        Err(skip) => {
+            static SAID: OnceLock<()> = OnceLock::new();
+            SAID.get_or_init(|| {
+                let _ = writeln!(std::io::stderr(), "{skip}");
+            });
+        }
+    }
+    trees
+}
+
+/// Runs one judge: posts as JSON on its standard input, trees on its standard output.
+fn run_judge(command: &mut Command, posts: &[Post]) -> Vec<BTreeMap<String, Value>> {
     let input: Vec<Value> = posts
         .iter()
         .map(|p| json!({"name": p.name, "message": p.message}))
         .collect();
-    let mut child = Command::new("node")
-        .arg(dir().join("check.mjs"))
-        .arg("-")
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run node tests/markdown/check.mjs");
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
     let body = serde_json::to_vec(&input).expect("posts as JSON");
     // To look at one post by hand: `node tests/markdown/check.mjs FILE`.
     if let Some(file) = std::env::var_os("TM_MARKDOWN_POSTS") {
@@ -96,10 +171,10 @@ pub fn parse(posts: &[Post]) -> Vec<BTreeMap<String, Value>> {
     writer.join().expect("writer").expect("write posts");
     assert!(
         out.status.success(),
-        "check.mjs failed: {}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let results: Vec<Value> = serde_json::from_slice(&out.stdout).expect("check.mjs JSON");
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).expect("the judge's JSON");
     assert_eq!(results.len(), posts.len());
     results
         .into_iter()
@@ -325,6 +400,8 @@ pub fn parser_tag(parser: &str) -> &'static str {
         "marked-0.3.6"
     } else if parser.contains("0.7.0") {
         "marked-0.7.0"
+    } else if parser.starts_with("mattermost-server") {
+        "server"
     } else {
         "other"
     }
