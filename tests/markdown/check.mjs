@@ -9,7 +9,9 @@
 // Output: a JSON array, one entry per post, in order: `{"name", "parsers": {PARSER: TREE}}`
 // where TREE is
 //   code:          [{kind: "block" | "span", text}]   every code node, with its literal text
-//   links:         [{dest, text}]                      links, autolinks included
+//   links:         [{dest, text, autolink}]            links; `autolink` when the text is the
+//                                                      destination (bare URLs, <url>, emails,
+//                                                      and the plugin's own [url](url))
 //   images:        [{dest, alt}]
 //   html:          [text]                              raw HTML nodes (inline or block)
 //   headings, block_quotes, lists, tables:  [text]    the text of each such node
@@ -187,7 +189,7 @@ function commonmarkTree(message) {
         tree.skeleton.push("code_block");
         break;
       case "link":
-        tree.links.push({ dest: node.destination, text: textOf(node) });
+        tree.links.push(linkOf(node.destination, textOf(node)));
         tree.skeleton.push("link " + node.destination);
         break;
       case "image":
@@ -226,12 +228,14 @@ function commonmarkTree(message) {
         break;
     }
     if (node.isContainer && type !== "document") tree.skeleton.push(type);
-    if (type === "code" || type === "code_block" || type === "html_inline" || type === "html_block") {
-      // Leaves: nothing inside to walk.
-    }
   }
   flush();
   return finish(tree, runs);
+}
+
+function linkOf(dest, text) {
+  const autolink = dest !== null && [text, "mailto:" + text, "http://" + text].includes(dest);
+  return { dest, text, autolink };
 }
 
 function insideLink(node) {
@@ -373,7 +377,7 @@ function markedTree(marked, message) {
           tree.skeleton.push("thematic_break");
           continue;
         case "link":
-          tree.links.push({ dest: c.props.dest, text: textOf(c) });
+          tree.links.push(linkOf(c.props.dest, textOf(c)));
           tree.skeleton.push("link " + c.props.dest);
           break;
         case "image":
