@@ -293,7 +293,15 @@ pub fn problems(tree: &Value, benign: &Value, payload: &str, expect: &Expect) ->
     for u in extra("url_like") {
         found.push(format!("url_text: {}", short(&u)));
     }
-    let (mine, theirs) = (skeleton(tree), skeleton(benign));
+    // A name too long for its list is not shown at all: the plugin says `(and 1 more)`
+    // instead. Then the post has one code span less, and only its text outside code can
+    // be compared.
+    let capped = more_marks(tree) > more_marks(benign);
+    let (mine, theirs) = if capped {
+        (text_only(&skeleton(tree)), text_only(&skeleton(benign)))
+    } else {
+        (skeleton(tree), skeleton(benign))
+    };
     if mine != theirs {
         let at = mine
             .iter()
@@ -308,7 +316,7 @@ pub fn problems(tree: &Value, benign: &Value, payload: &str, expect: &Expect) ->
             "escaped: outside code, {a:?} where a harmless text gives {b:?}"
         ));
     }
-    if !in_code(tree, payload) {
+    if !capped && !in_code(tree, payload) {
         found.push("missing: the text is in no code node".to_string());
     }
     found
@@ -321,9 +329,9 @@ fn more() -> &'static regex::Regex {
 }
 
 /// The document outside code, without the plugin's own placeholders for cut, capped or
-/// empty text.
+/// empty text, nor the paragraphs that held only those.
 fn skeleton(tree: &Value) -> Vec<String> {
-    tree["skeleton"]
+    let tokens: Vec<String> = tree["skeleton"]
         .as_array()
         .into_iter()
         .flatten()
@@ -334,7 +342,51 @@ fn skeleton(tree: &Value) -> Vec<String> {
         })
         .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|t| !t.is_empty())
-        .collect()
+        .collect();
+    let mut out: Vec<String> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        if tokens[i] == "paragraph" {
+            match tokens.get(i + 1).map(String::as_str) {
+                Some("/paragraph") => {
+                    i += 2;
+                    continue;
+                }
+                None | Some("paragraph") => {
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(tokens[i].clone());
+        i += 1;
+    }
+    out
+}
+
+/// How many `(and N more)` marks the document has outside code.
+fn more_marks(tree: &Value) -> usize {
+    tree["skeleton"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str())
+        .map(|t| more().find_iter(t).count())
+        .sum()
+}
+
+/// The text of a skeleton outside code, without whitespace and structure: what a reader
+/// reads around the code.
+fn text_only(skeleton: &[String]) -> Vec<String> {
+    const STRUCTURE: [&str; 4] = ["code_span", "code_block", "paragraph", "/paragraph"];
+    vec![
+        skeleton
+            .iter()
+            .filter(|t| !STRUCTURE.contains(&t.as_str()))
+            .flat_map(|t| t.chars().filter(|c| !c.is_whitespace()))
+            .collect(),
+    ]
 }
 
 /// Whether the first letters and digits of `payload` are found, in order, in the post's
