@@ -38,6 +38,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The channel's members other than the bot, whose mention counts are watched.
 const MEMBERS: [&str; 3] = ["alice", "bob", "carol"];
 const HARMLESS: &str = "harmless reason";
+/// The reference for a payload that is only whitespace, which the plugin shows as empty.
+const BLANK: &str = " ";
 /// What a request id becomes in the messages judged, so a payload's messages compare with
 /// the harmless ones.
 const SOME_ID: &str = "00000000-0000-4000-8000-000000000000";
@@ -323,10 +325,8 @@ impl Real {
 /// The message with the request id and the times made the same for every request.
 fn normalize(message: &str, id: &str) -> String {
     let times = regex::Regex::new(r"\d{2} [A-Z][a-z]{2} \d{2} \d{2}:\d{2} UTC").unwrap();
-    let waited = regex::Regex::new(r"\b\d+[dhm]( \d+[hm])?\b").unwrap();
     let text = message.replace(id, SOME_ID);
-    let text = times.replace_all(&text, "01 Jan 26 00:00 UTC");
-    waited.replace_all(&text, "1m").into_owned()
+    times.replace_all(&text, "01 Jan 26 00:00 UTC").into_owned()
 }
 
 #[tokio::test]
@@ -342,11 +342,14 @@ async fn hostile_reasons_notify_nobody_and_render_only_as_text_on_the_real_serve
     let real = Real::start(env).await;
     let started = Instant::now();
     let harmless = real.run(HARMLESS).await;
-    assert!(
-        harmless.missing.is_empty(),
-        "the harmless request's life: {:?}",
-        harmless.missing
-    );
+    let blank = real.run(BLANK).await;
+    for reference in [&harmless, &blank] {
+        assert!(
+            reference.missing.is_empty(),
+            "a reference request's life: {:?}",
+            reference.missing
+        );
+    }
     let payloads: Vec<corpus::Payload> = corpus::payloads()
         .into_iter()
         .filter(|p| tier4_payload(&p.name))
@@ -380,11 +383,13 @@ async fn hostile_reasons_notify_nobody_and_render_only_as_text_on_the_real_serve
     let mut details: Vec<String> = Vec::new();
     if judging.is_ok() {
         let mut posts = Vec::new();
-        for (kind, message) in &harmless.messages {
-            posts.push(Post {
-                name: format!("{HARMLESS} @ {kind}"),
-                message: message.clone(),
-            });
+        for (text, reference) in [(HARMLESS, &harmless), (BLANK, &blank)] {
+            for (kind, message) in &reference.messages {
+                posts.push(Post {
+                    name: format!("{text:?} @ {kind}"),
+                    message: message.clone(),
+                });
+            }
         }
         let reference_len = posts.len();
         let mut owners = Vec::new();
@@ -398,13 +403,15 @@ async fn hostile_reasons_notify_nobody_and_render_only_as_text_on_the_real_serve
             }
         }
         let trees = judge::parse(&posts);
-        let reference: BTreeMap<&str, &BTreeMap<String, Value>> = harmless
-            .messages
-            .iter()
-            .map(|(k, _)| *k)
-            .zip(&trees[..reference_len])
-            .collect();
+        let split = harmless.messages.len();
+        let harmless_trees = by_kind(&harmless, &trees[..split]);
+        let blank_trees = by_kind(&blank, &trees[split..reference_len]);
         for ((p, kind), tree) in owners.iter().zip(&trees[reference_len..]) {
+            let reference = if p.text.trim().is_empty() {
+                &blank_trees
+            } else {
+                &harmless_trees
+            };
             let Some(benign) = reference.get(kind) else {
                 shown.push(format!(
                     "| {} | {kind} | a post the harmless request did not make |",
@@ -501,6 +508,19 @@ async fn hostile_reasons_notify_nobody_and_render_only_as_text_on_the_real_serve
         "text from people reaches the real server as more than text (every problem: {}):\n{report}",
         path.display()
     );
+}
+
+/// A reference request's trees by the kind of post they are.
+fn by_kind<'a>(
+    outcome: &'a Outcome,
+    trees: &'a [BTreeMap<String, Value>],
+) -> BTreeMap<&'a str, &'a BTreeMap<String, Value>> {
+    outcome
+        .messages
+        .iter()
+        .map(|(k, _)| *k)
+        .zip(trees.iter())
+        .collect()
 }
 
 /// `status, mention x2, link` from problems `kind: detail`.
