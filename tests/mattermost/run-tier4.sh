@@ -29,3 +29,4 @@ bin=$(cargo_artifact real_mattermost test --test real_mattermost --no-run)
 
 threads="${TM_TIER4_THREADS:-4}"
 with_real_mattermost tier4 "$bin" --test-threads "$threads" "$@"
+with_real_mattermost tier4-markdown "$(cargo_artifact real_mattermost_markdown test --test real_mattermost_markdown --no-run)" "$@"
