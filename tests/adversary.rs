@@ -681,9 +681,11 @@ async fn a_promoted_request_is_final_everywhere() {
     // Promoted while the engine cannot yet record it: the post still shows its buttons, and
     // a press meanwhile is refused by reading Teleport, before any claim.
     let held = stack.teleport.hold(Rpc::UpdatePluginData);
-    stack
-        .teleport
-        .resolve(&id, RequestState::Promoted, "promoted to the dba access list");
+    stack.teleport.resolve(
+        &id,
+        RequestState::Promoted,
+        "promoted to the dba access list",
+    );
     let press = stack
         .mattermost
         .press(&post.id, "Approve", "alice")
@@ -695,7 +697,9 @@ async fn a_promoted_request_is_final_everywhere() {
         Stack::eventually(WAIT, || stack
             .mattermost
             .post(&post.id)
-            .is_some_and(|p| p.message.contains("**Status**: PROMOTED") && !has_buttons(&p)))
+            .is_some_and(
+                |p| p.message.contains("**Status**: PROMOTED") && !has_buttons(&p)
+            ))
         .await,
         "{:?}",
         stack.mattermost.post(&post.id)

@@ -133,6 +133,21 @@ fn renderings(text: &str) -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "post/suggested reviewer",
+            message::post_text_with(
+                &request(),
+                RequestState::Pending,
+                None,
+                &web,
+                message::DEFAULT_MAX_POST_CHARS,
+                message::Extras {
+                    suggested: &[t.clone(), "alice".into()],
+                    suggested_messaged: 1,
+                    channel_post: None,
+                },
+            ),
+        ),
+        (
             "reply/review reason",
             message::review_reply(&review("alice@example.com", &t)),
         ),

@@ -212,10 +212,30 @@ async fn ensure_posted(
                     tracing::info!(request = %request.id, channel = %target.label, post = %post.id, "adopted a post made before a restart");
                     Ok(post)
                 }
-                Ok(None) => create_root(instance, request, target, &targets, main_post, pending(&slot)).await,
+                Ok(None) => {
+                    create_root(
+                        instance,
+                        request,
+                        target,
+                        &targets,
+                        main_post,
+                        pending(&slot),
+                    )
+                    .await
+                }
                 Err(e) => Err(e),
             },
-            None => create_root(instance, request, target, &targets, main_post, pending(&slot)).await,
+            None => {
+                create_root(
+                    instance,
+                    request,
+                    target,
+                    &targets,
+                    main_post,
+                    pending(&slot),
+                )
+                .await
+            }
         };
         match result {
             Ok(post) => made.push(MessageRef {

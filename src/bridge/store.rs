@@ -72,7 +72,12 @@ pub(super) async fn find_post(
 /// one's post instead of a second post. Mattermost's webapp writes `<user id>:<ms>`; the slot's
 /// hash keeps two posts of one batch of intents apart. At most 57 characters (the server
 /// takes 64).
-pub(super) fn pending_post_id(bot_id: &str, request_id: &str, slot: &Slot, since_ms: i64) -> String {
+pub(super) fn pending_post_id(
+    bot_id: &str,
+    request_id: &str,
+    slot: &Slot,
+    since_ms: i64,
+) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(format!("{request_id}|{slot:?}"));
     format!("{bot_id}:{since_ms}-{}", hex::encode(&digest[..8]))
@@ -111,9 +116,18 @@ mod tests {
             channel_id: c.into(),
         };
         let a = pending_post_id(&bot, "r1", &root("c1"), 1_700_000_000_000);
-        assert_eq!(a, pending_post_id(&bot, "r1", &root("c1"), 1_700_000_000_000));
-        assert_ne!(a, pending_post_id(&bot, "r1", &root("c2"), 1_700_000_000_000));
-        assert_ne!(a, pending_post_id(&bot, "r2", &root("c1"), 1_700_000_000_000));
+        assert_eq!(
+            a,
+            pending_post_id(&bot, "r1", &root("c1"), 1_700_000_000_000)
+        );
+        assert_ne!(
+            a,
+            pending_post_id(&bot, "r1", &root("c2"), 1_700_000_000_000)
+        );
+        assert_ne!(
+            a,
+            pending_post_id(&bot, "r2", &root("c1"), 1_700_000_000_000)
+        );
         let reply = Slot::Reply {
             channel_id: "c1".into(),
             index: 0,

@@ -44,7 +44,8 @@ fn neutralized(s: &str) -> String {
                 out.push('`');
                 out.push(BREAK);
             }
-            // NUL is replaced by U+FFFD by every CommonMark parser; say so visibly.
+            // Mattermost refuses to save a message holding NUL ("Unable to save the Post"),
+            // and every CommonMark parser shows it as U+FFFD anyway.
             '\0' => out.push('\u{fffd}'),
             c => out.push(c),
         }
@@ -58,7 +59,12 @@ pub fn code_span(name: &str, max_chars: usize) -> String {
     let one_line: String = name
         .trim()
         .chars()
-        .map(|c| if is_line_break(c) { ' ' } else { c })
+        .map(|c| match c {
+            c if is_line_break(c) => ' ',
+            // Mattermost refuses to save a message holding NUL ("Unable to save the Post").
+            '\0' => '\u{fffd}',
+            c => c,
+        })
         .collect();
     if one_line.trim().is_empty() {
         return "(none)".to_owned();
@@ -155,6 +161,7 @@ mod tests {
         assert_eq!(code_span("`x", 100), "`` `\u{feff}x ``");
         assert_eq!(code_span("  ", 100), "(none)");
         assert_eq!(code_span("abcdef", 3), "`abc…`");
+        assert_eq!(code_span("a\0b", 10), "`a\u{fffd}b`");
     }
 
     #[test]

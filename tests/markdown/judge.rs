@@ -337,7 +337,11 @@ fn skeleton(tree: &Value) -> Vec<String> {
         .flatten()
         .filter_map(|t| t.as_str())
         .map(|t| {
-            let t = t.replace("(truncated)", "").replace("(empty)", "");
+            // " (truncated)" sits in a label ("**Reason** (truncated):"), "(empty)" after one.
+            let t = t
+                .replace(" (truncated)", "")
+                .replace("(truncated)", "")
+                .replace("(empty)", "");
             more().replace_all(&t, "").into_owned()
         })
         .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
