@@ -192,6 +192,7 @@ async fn post_update_and_thread_reply() {
         root_id: None,
         props: props.as_object().unwrap().clone(),
         pending_post_id: None,
+        metadata: None,
     };
     let post = client.create_post(&new).await.unwrap();
     assert_eq!(post.id.len(), 26);
@@ -600,6 +601,7 @@ async fn a_created_post_answered_without_an_id_is_not_taken_as_confirmed() {
             root_id: None,
             props: Default::default(),
             pending_post_id: None,
+            metadata: None,
         })
         .await
         .unwrap_err();

@@ -70,6 +70,7 @@ async fn post_once(
                 root_id: note.root_id.map(str::to_string),
                 props: notice::note_props(request_id, note.tag),
                 pending_post_id: Some(pending_post_id(&bot, request_id, &slot, since_ms)),
+                metadata: None,
             })
             .await?;
     }

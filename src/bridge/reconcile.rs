@@ -301,6 +301,7 @@ async fn create_root(
             root_id: None,
             props: message::post_props(&request.id, buttons.as_ref()),
             pending_post_id,
+            metadata: None,
         })
         .await?;
     Counters::inc(&instance.counters.posts);

@@ -73,6 +73,7 @@ pub(super) async fn ensure_replies(
                         root_id: Some(message.post_id.clone()),
                         props: message::review_props(&request.id, index),
                         pending_post_id: pending_id,
+                        metadata: None,
                     })
                     .await
                     .inspect(|_| Counters::inc(&instance.counters.replies))

@@ -1,7 +1,8 @@
 //! The reason dialog: what a press opens when Deny (or Approve) asks for a reason, and what
 //! its submission must show before it counts.
 //!
-//! Mattermost gives a press a `trigger_id` that it accepts for 3 seconds, so the dialog is
+//! Mattermost gives a press a `trigger_id` that it accepts only for a while
+//! ([`trigger_lifetime`]: 3 seconds on old servers, 30 on current ones), so the dialog is
 //! opened before anything slow (Teleport is not asked until the reviewer submits). The
 //! submission comes back through the reviewer's browser: its `state` is signed
 //! ([`DialogState`]) and bound to the reviewer, and every check a press makes is made again
@@ -12,11 +13,45 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::mattermost::ServerVersion;
 use crate::review::signature::{Action, DialogState};
 use crate::settings::ReasonPrompt;
 
-/// How long Mattermost accepts a press's `trigger_id` (`InteractiveDialogTriggerTimeout`).
-pub const TRIGGER_LIFETIME: Duration = Duration::from_secs(3);
+/// The trigger lifetime of servers before [`CONFIGURABLE_TRIGGER_SINCE`]:
+/// `model.InteractiveDialogTriggerTimeoutMilliseconds` (3000), checked by
+/// `DecodeAndVerifyTriggerId` in `model/integration_action.go` (6.7.2).
+pub const FIXED_TRIGGER_LIFETIME: Duration = Duration::from_secs(3);
+/// The trigger lifetime of current servers: `ServiceSettings.OutgoingIntegrationRequestsTimeout`
+/// at its default, `model.OutgoingIntegrationRequestsDefaultTimeout` (30 s,
+/// `server/public/model/config.go`).
+pub const CONFIGURABLE_TRIGGER_LIFETIME: Duration = Duration::from_secs(30);
+/// The first version whose trigger lifetime follows `OutgoingIntegrationRequestsTimeout`
+/// (CONTRACTS.md §7; the setting came with Mattermost PR #23805, MM-53269). If it came a few
+/// releases earlier, servers in between are only given less time than they allow.
+pub const CONFIGURABLE_TRIGGER_SINCE: ServerVersion = ServerVersion::new(9, 5, 0);
+
+/// How long a server of `version` accepts a press's `trigger_id`, from when it made it.
+///
+/// From 9.5, `OpenInteractiveDialog` (`server/channels/app/integration_action.go`) checks the
+/// trigger against `ServiceSettings.OutgoingIntegrationRequestsTimeout`, the same setting that
+/// bounds how long the server waits for the press's answer. A bot cannot read the server's
+/// config, only its version (the client config's `Version`), so the setting's default is
+/// assumed: an admin who lowered it makes the server refuse a late trigger at once (a 400,
+/// not a wait), and one who raised it is bounded by the press's own deadline anyway.
+/// Before 9.5, and for a server that does not say its version, 3 seconds.
+pub fn trigger_lifetime(version: Option<ServerVersion>) -> Duration {
+    match version {
+        Some(v) if v >= CONFIGURABLE_TRIGGER_SINCE => CONFIGURABLE_TRIGGER_LIFETIME,
+        _ => FIXED_TRIGGER_LIFETIME,
+    }
+}
+
+/// How long opening the dialog may take, `elapsed` after the press arrived: what is left of
+/// the trigger's lifetime and of the press's deadline (`answer_within`), whichever ends first.
+/// Zero when either is spent.
+pub fn open_within(lifetime: Duration, answer_within: Duration, elapsed: Duration) -> Duration {
+    lifetime.min(answer_within).saturating_sub(elapsed)
+}
 /// How long an opened dialog can be submitted: time to type a reason, not to come back
 /// tomorrow to a request whose circumstances changed.
 pub const DIALOG_LIFETIME_SECS: i64 = 15 * 60;
@@ -57,10 +92,12 @@ pub fn reason_dialog(action: Action, request_id: &str, prompt: ReasonPrompt, sta
 }
 
 /// What Mattermost POSTs to the dialog's `url` (`model.SubmitDialogRequest`). Only `user_id`
-/// is set by the server; everything else came from the reviewer's client.
+/// is set by the server (and, from 11.10, `team_id`); everything else came from the
+/// reviewer's client.
 #[derive(Debug, Deserialize)]
 pub struct Submission {
-    /// `dialog_submission`.
+    /// [`SUBMISSION_TYPE`]: the server sets it (`SubmitInteractiveDialog` in
+    /// `server/channels/app/integration_action.go`), except for a field `refresh`.
     #[serde(rename = "type", default)]
     pub kind: String,
     /// Our [`CALLBACK_ID`], as the client echoes it.
@@ -74,12 +111,27 @@ pub struct Submission {
     /// The channel the client says it submits from; the server checked the user can read it.
     #[serde(default)]
     pub channel_id: String,
+    /// The team: the client's current team before 11.10, the channel's from 11.10, so empty
+    /// in a direct message. Never used: the signed state binds the channel.
+    #[serde(default)]
+    pub team_id: String,
     /// Field name to value.
     #[serde(default)]
     pub submission: Option<Map<String, Value>>,
     /// The reviewer closed the dialog (sent only with `notify_on_cancel`).
     #[serde(default)]
     pub cancelled: bool,
+}
+
+/// The `type` of a dialog submission.
+pub const SUBMISSION_TYPE: &str = "dialog_submission";
+
+/// Whether a submission's `type` is a submission: `dialog_submission`, or none at all (a
+/// server that did not set it). A `refresh` (a field asking for the form again, 10.x and
+/// later) or anything else is not: our dialog has no such field, and no decision may come
+/// from one.
+pub fn is_submission(kind: &str) -> bool {
+    kind.is_empty() || kind == SUBMISSION_TYPE
 }
 
 /// Why a submission is not accepted before anything is looked up.
@@ -230,6 +282,53 @@ mod tests {
             "user_id": user, "channel_id": channel, "submission": {}, "cancelled": false
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn the_trigger_lifetime_follows_the_servers_version() {
+        assert_eq!(trigger_lifetime(None), Duration::from_secs(3));
+        assert_eq!(
+            trigger_lifetime(Some(ServerVersion::new(6, 7, 2))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            trigger_lifetime(Some(ServerVersion::new(9, 4, 3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            trigger_lifetime(Some(ServerVersion::new(9, 5, 0))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            trigger_lifetime(Some(ServerVersion::new(11, 4, 0))),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn opening_never_outlasts_the_trigger_or_the_press_deadline() {
+        let s = Duration::from_secs;
+        // A current server, the default 15 s deadline: the deadline ends first.
+        assert_eq!(open_within(s(30), s(15), s(1)), s(14));
+        // An old server: the trigger ends first.
+        assert_eq!(open_within(s(3), s(15), s(1)), s(2));
+        // Spent.
+        assert_eq!(open_within(s(3), s(15), s(4)), s(0));
+    }
+
+    #[test]
+    fn only_a_submission_counts_as_one() {
+        assert!(is_submission("dialog_submission"));
+        assert!(is_submission(""));
+        assert!(!is_submission("refresh"));
+        assert!(!is_submission("dialog_lookup"));
+        // A direct message's submission from 11.10 carries no team.
+        let s: Submission = serde_json::from_value(json!({
+            "type": "dialog_submission", "user_id": "u", "channel_id": "c", "team_id": "",
+            "state": "", "submission": {}
+        }))
+        .unwrap();
+        assert_eq!(s.team_id, "");
     }
 
     #[test]

@@ -116,7 +116,8 @@ pub struct PressPayload {
     pub post_id: String,
     /// The context object exactly as posted.
     pub context: Value,
-    /// Lets the integration open a dialog for the clicker, within 3 seconds.
+    /// Lets the integration open a dialog for the clicker, for a while
+    /// ([`dialog::trigger_lifetime`]).
     #[serde(default)]
     pub trigger_id: String,
 }
@@ -216,6 +217,8 @@ async fn handle(registry: &Registry, id: &InstanceId, body: Body, route: Route) 
 }
 
 async fn answer(registry: &Registry, id: &InstanceId, body: Body) -> Response {
+    // The trigger's lifetime runs from when Mattermost made it, just before it sent this.
+    let arrived = tokio::time::Instant::now();
     let Some(instance) = registry.get(id) else {
         return error(StatusCode::NOT_FOUND, "no such plugin instance");
     };
@@ -263,6 +266,7 @@ async fn answer(registry: &Registry, id: &InstanceId, body: Body) -> Response {
         trigger_id: payload.trigger_id,
         button_expires: context.expires,
         reason: None,
+        arrived,
     };
     let outcome = within_deadline(&instance, callback, ask).await;
     let counter = match outcome {
@@ -301,6 +305,9 @@ pub(crate) struct Ask {
     pub button_expires: i64,
     /// The reviewer's reason from a dialog; `None` for a press, which may open the dialog.
     pub reason: Option<String>,
+    /// When the press or submission arrived: its trigger's lifetime and its deadline run
+    /// from here.
+    pub arrived: tokio::time::Instant,
 }
 
 /// How a press ended, and who pressed when that is known: what a late thread reply says.
@@ -315,7 +322,7 @@ impl From<Outcome> for Finished {
     }
 }
 
-/// Runs `ask` in its own task and answers within `answer_within`, counted from now: the
+/// Runs `ask` in its own task and answers within `answer_within` of its arrival: the
 /// Mattermost lookups, the claim and Teleport's answer all fall inside it. A press still
 /// running then is answered "still being processed"; it runs to completion (once it claimed
 /// the decision, nothing stops it between the claim and Teleport's write) and its outcome is
@@ -325,9 +332,9 @@ async fn within_deadline(
     callback: CallbackSettings,
     ask: Ask,
 ) -> Outcome {
-    let deadline = callback.answer_within;
+    let deadline = ask.arrived + callback.answer_within;
     let mut task = tokio::spawn(run(instance.clone(), callback, ask.clone()));
-    match tokio::time::timeout(deadline, &mut task).await {
+    match tokio::time::timeout_at(deadline, &mut task).await {
         Ok(Ok(finished)) => finished.outcome,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "the press's task failed");
@@ -403,7 +410,8 @@ fn title(action: Action) -> &'static str {
     }
 }
 
-/// Opens the reason dialog for the press, within the trigger's lifetime.
+/// Opens the reason dialog for the press, within what is left of the trigger's lifetime on
+/// this server and of the press's deadline.
 async fn open_dialog(
     instance: &Instance,
     callback: &CallbackSettings,
@@ -413,6 +421,10 @@ async fn open_dialog(
     if ask.trigger_id.is_empty() {
         return Err("the press carried no trigger_id".into());
     }
+    let mm = instance.mattermost();
+    // The version is in the client config the posts were fitted to, so it is known by now.
+    let lifetime = dialog::trigger_lifetime(mm.server_version().await);
+    let within = dialog::open_within(lifetime, callback.answer_within, ask.arrived.elapsed());
     let expires = (Utc::now().timestamp() + dialog::DIALOG_LIFETIME_SECS).min(ask.button_expires);
     let state = DialogState::signed(
         &callback.signing_secret,
@@ -428,18 +440,16 @@ async fn open_dialog(
     );
     let body = dialog::reason_dialog(ask.action, &ask.request_id, prompt, &state.encode());
     let opened = tokio::time::timeout(
-        dialog::TRIGGER_LIFETIME,
-        instance
-            .mattermost()
-            .open_dialog(&ask.trigger_id, &callback.dialog_url, &body),
+        within,
+        mm.open_dialog(&ask.trigger_id, &callback.dialog_url, &body),
     )
     .await;
     match opened {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
-            "Mattermost did not open it within {:?}",
-            dialog::TRIGGER_LIFETIME
+            "Mattermost did not open it within the {}s its trigger lives",
+            lifetime.as_secs()
         )),
     }
 }
@@ -456,6 +466,7 @@ async fn submitted(registry: &Registry, id: &InstanceId, body: Body) -> Response
             "body must be a JSON dialog submission",
         );
     };
+    let arrived = tokio::time::Instant::now();
     let submission: dialog::Submission = match serde_json::from_value(body) {
         Ok(s) => s,
         Err(e) => {
@@ -465,6 +476,16 @@ async fn submitted(registry: &Registry, id: &InstanceId, body: Body) -> Response
             );
         }
     };
+    if !dialog::is_submission(&submission.kind) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "not a dialog submission: type {:?}, not {:?}",
+                submission.kind,
+                dialog::SUBMISSION_TYPE
+            ),
+        );
+    }
     if submission.cancelled {
         // Closing the dialog changes nothing.
         return axum::Json(dialog::answer(None)).into_response();
@@ -503,6 +524,7 @@ async fn submitted(registry: &Registry, id: &InstanceId, body: Body) -> Response
         trigger_id: String::new(),
         button_expires: state.expires,
         reason: Some(reason),
+        arrived,
     };
     let outcome = within_deadline(&instance, callback, ask).await;
     let counter = match outcome {

@@ -214,6 +214,7 @@ pub(super) async fn tell_late(instance: &Instance, ask: &Ask, by: Option<&str>, 
         root_id: Some(ask.post_id.clone()),
         props: Default::default(),
         pending_post_id: None,
+        metadata: None,
     };
     if let Err(e) = instance.mattermost().create_post(&reply).await {
         tracing::warn!(request = %id, error = %e, "could not post the late outcome of a press");

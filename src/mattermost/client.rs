@@ -10,7 +10,7 @@ use url::Url;
 use super::cache::{CACHE_BYTES, CACHE_TTL, CacheKey, Cached, weight};
 use super::error::MattermostError;
 use super::limiter::{self, Limiter};
-use super::model::{Channel, NewPost, Post, PostList, Team, User};
+use super::model::{Channel, NewPost, Post, PostList, ServerVersion, Team, User};
 use super::token::TokenProvider;
 use super::transport::{
     Call, Counters, MAX_ANSWER_BYTES, MAX_POST_LIST_BYTES, endpoint, shared_http,
@@ -34,6 +34,36 @@ pub struct ClientStats {
     pub learned_rate: Option<f64>,
 }
 
+/// The facts of a server's client config the plugin uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct ServerConfig {
+    /// `MaxPostSize`, when it is a sensible number.
+    pub(super) max_post_chars: Option<usize>,
+    /// `Version`, e.g. "11.4.0".
+    pub(super) version: Option<ServerVersion>,
+}
+
+impl ServerConfig {
+    /// Reads the fields from a client config; Mattermost sends every value as a string.
+    pub(super) fn from_client_config(
+        config: &std::collections::HashMap<String, serde_json::Value>,
+    ) -> Self {
+        let text = |key: &str| {
+            config.get(key).and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        ServerConfig {
+            max_post_chars: text("MaxPostSize")
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .filter(|n| *n >= 1000),
+            version: text("Version").and_then(|v| ServerVersion::parse(&v)),
+        }
+    }
+}
+
 /// A Mattermost REST API v4 client for one bot. Cheap to clone: clones share the connection
 /// pool, the lookup cache, the counters and the token.
 #[derive(Clone)]
@@ -52,7 +82,8 @@ pub(super) struct Inner {
     /// Memberships found, `(channel id, user id)`, trusted for [`MEMBERSHIP_TTL`] only.
     pub(super) members: moka::future::Cache<(String, String), ()>,
     pub(super) counters: Counters,
-    pub(super) max_post: tokio::sync::OnceCell<usize>,
+    /// What the server's client config says, asked once.
+    pub(super) config: tokio::sync::OnceCell<ServerConfig>,
 }
 
 impl std::fmt::Debug for MattermostClient {
@@ -96,7 +127,7 @@ impl MattermostClient {
                     .time_to_live(MEMBERSHIP_TTL)
                     .build(),
                 counters: Counters::default(),
-                max_post: tokio::sync::OnceCell::new(),
+                config: tokio::sync::OnceCell::new(),
                 base,
             }),
         })
@@ -122,38 +153,52 @@ impl MattermostClient {
     }
 
     /// The longest post the server takes, in characters: `MaxPostSize` of its client config
-    /// (`GET /api/v4/config/client?format=old`; 16383 on current servers), asked once. A
-    /// server that does not say (or an error) gives [`crate::message::DEFAULT_MAX_POST_CHARS`],
-    /// which every server takes.
+    /// (16383 on current servers). A server that does not say gives
+    /// [`crate::message::DEFAULT_MAX_POST_CHARS`], which every server takes.
     pub async fn max_post_chars(&self) -> usize {
-        *self
+        self.server_config()
+            .await
+            .max_post_chars
+            .unwrap_or(crate::message::DEFAULT_MAX_POST_CHARS)
+    }
+
+    /// The server's version, from the `Version` of its client config; `None` when it did not
+    /// say (or could not be asked).
+    pub async fn server_version(&self) -> Option<ServerVersion> {
+        self.server_config().await.version
+    }
+
+    /// What the server's client config (`GET /api/v4/config/client?format=old`) says about
+    /// the limits the plugin must fit. A bot cannot read the server's own config, but every
+    /// authenticated caller gets this one (`server/channels/api4/config.go`, `getClientConfig`;
+    /// the fields are written by `server/config/client.go`). Asked once: an answer is kept for
+    /// the client's life, a failure is not (the next use asks again).
+    async fn server_config(&self) -> ServerConfig {
+        let answer = self
             .inner
-            .max_post
-            .get_or_init(|| async {
+            .config
+            .get_or_try_init(|| async {
                 let mut url = self.url(&["config", "client"]);
                 url.query_pairs_mut().append_pair("format", "old");
-                let answer: Result<std::collections::HashMap<String, serde_json::Value>, _> = self
-                    .call(Call::get(url, None, MAX_ANSWER_BYTES))
-                    .await;
-                let size = answer.ok().and_then(|config| {
-                    let value = config.get("MaxPostSize")?;
-                    value
-                        .as_str()
-                        .and_then(|s| s.parse::<usize>().ok())
-                        .or_else(|| value.as_u64().map(|n| n as usize))
-                });
-                match size {
-                    Some(n) if n >= 1000 => n,
-                    _ => {
-                        tracing::info!(
-                            "Mattermost did not say its MaxPostSize; fitting posts to {} characters",
-                            crate::message::DEFAULT_MAX_POST_CHARS
-                        );
+                let config: std::collections::HashMap<String, serde_json::Value> =
+                    self.call(Call::get(url, None, MAX_ANSWER_BYTES)).await?;
+                let config = ServerConfig::from_client_config(&config);
+                if config.max_post_chars.is_none() {
+                    tracing::info!(
+                        "Mattermost did not say its MaxPostSize; fitting posts to {} characters",
                         crate::message::DEFAULT_MAX_POST_CHARS
-                    }
+                    );
                 }
+                Ok::<_, MattermostError>(config)
             })
-            .await
+            .await;
+        match answer {
+            Ok(config) => config.clone(),
+            Err(e) => {
+                tracing::info!(error = %e, "could not read Mattermost's client config");
+                ServerConfig::default()
+            }
+        }
     }
 
     /// The bot's own user (`GET /api/v4/users/me`). Never cached: this is the health check.
@@ -322,7 +367,8 @@ impl MattermostClient {
 
     /// Opens an interactive dialog for the user a button press came from
     /// (`POST /api/v4/actions/dialogs/open`). `trigger_id` is the press's; Mattermost accepts
-    /// it for 3 seconds after the press, so this is tried once, never repeated.
+    /// it only for a while after the press (`crate::callback::dialog::trigger_lifetime`), so
+    /// the caller bounds the whole call by what is left of that.
     pub async fn open_dialog(
         &self,
         trigger_id: &str,

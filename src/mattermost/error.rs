@@ -64,6 +64,25 @@ fn shorten(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// The error id of an edit refused by the post edit time limit.
+pub const EDIT_TIME_LIMIT_ID: &str = "api.post.update_post.permissions_time_limit.app_error";
+/// The error id of a feature the server's licence does not include (a post's
+/// `requested_ack` or `persistent_notifications` on an unlicensed server, with 501).
+pub const LICENSE_UNAVAILABLE_ID: &str = "license_error.feature_unavailable";
+/// The error id of a post priority the server does not allow (`ServiceSettings.PostPriority`
+/// off, with 403).
+pub const PRIORITY_NOT_ALLOWED_ID: &str =
+    "api.post.post_priority.priority_post_not_allowed_for_user.request_error";
+
+/// Why a server refused a post's priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorityRefusal {
+    /// 501: acknowledgements need a licence (Professional or above) the server lacks.
+    Unlicensed,
+    /// 403: the admin switched message priority off (`ServiceSettings.PostPriority`).
+    Disabled,
+}
+
 /// What the client was doing when it failed: `GET /api/v4/users/me`.
 pub type Endpoint = String;
 
@@ -253,6 +272,26 @@ impl MattermostError {
         }
     }
 
+    /// The server refused to change a post's message because it is older than the admin's
+    /// post edit time limit (`ServiceSettings.PostEditTimeLimit`): 400
+    /// `api.post.update_post.permissions_time_limit.app_error`, from `updatePost` in
+    /// `server/channels/api4/post.go` (11.x; `UpdatePost` in `app/post.go` on 6.x). Asking
+    /// again never helps.
+    pub fn is_edit_time_limit(&self) -> bool {
+        self.status() == Some(400) && self.api_error().is_some_and(|a| a.id == EDIT_TIME_LIMIT_ID)
+    }
+
+    /// Why the server refused a post's `metadata.priority`, if it did
+    /// (`server/channels/app/post_permission_utils.go`, `postPriorityCheck`).
+    pub fn priority_refusal(&self) -> Option<PriorityRefusal> {
+        let api = self.api_error()?;
+        match (self.status()?, api.id.as_str()) {
+            (501, LICENSE_UNAVAILABLE_ID) => Some(PriorityRefusal::Unlicensed),
+            (403, PRIORITY_NOT_ALLOWED_ID) => Some(PriorityRefusal::Disabled),
+            _ => None,
+        }
+    }
+
     /// Mattermost's error body, if it sent one.
     pub fn api_error(&self) -> Option<&ApiError> {
         match self {
@@ -338,6 +377,35 @@ mod tests {
         assert!(text.contains("Unable to find the existing team"), "{text}");
         assert!(err.is_not_found());
         assert!(err.is_about_the_recipient());
+    }
+
+    #[test]
+    fn an_edit_time_limit_and_a_priority_refusal_are_told_apart() {
+        let api = |status: u16, id: &str| MattermostError::Api {
+            endpoint: "PUT /api/v4/posts/p1".into(),
+            status,
+            api: Box::new(ApiError::from_body(
+                status,
+                format!(r#"{{"id":"{id}","message":"m"}}"#).as_bytes(),
+            )),
+            outcome_unknown: false,
+        };
+        assert!(api(400, EDIT_TIME_LIMIT_ID).is_edit_time_limit());
+        assert!(!api(400, "model.post.is_valid.message_length.app_error").is_edit_time_limit());
+        assert!(!api(403, EDIT_TIME_LIMIT_ID).is_edit_time_limit());
+        assert_eq!(
+            api(501, LICENSE_UNAVAILABLE_ID).priority_refusal(),
+            Some(PriorityRefusal::Unlicensed)
+        );
+        assert_eq!(
+            api(403, PRIORITY_NOT_ALLOWED_ID).priority_refusal(),
+            Some(PriorityRefusal::Disabled)
+        );
+        assert_eq!(
+            api(403, "api.context.permissions.app_error").priority_refusal(),
+            None
+        );
+        assert_eq!(api(501, "other").priority_refusal(), None);
     }
 
     #[test]

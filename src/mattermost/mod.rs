@@ -21,5 +21,5 @@ mod token;
 mod transport;
 
 pub use client::{ClientStats, MattermostClient};
-pub use error::{ApiError, MattermostError};
-pub use model::{Channel, NewPost, Post, Team, User};
+pub use error::{ApiError, MattermostError, PriorityRefusal};
+pub use model::{Channel, NewPost, NewPostMetadata, Post, PostPriority, ServerVersion, Team, User};

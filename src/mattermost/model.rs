@@ -121,6 +121,71 @@ pub struct NewPost {
     /// `api.post.deduplicate_create_post.pending` while the first is still being saved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_post_id: Option<String>,
+    /// `metadata.priority`: how the post stands out (root posts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<NewPostMetadata>,
+}
+
+/// The `metadata` a new post may carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NewPostMetadata {
+    /// The message priority.
+    pub priority: PostPriority,
+}
+
+/// `model.PostPriority` (`server/public/model/post.go`): `priority` is "" (standard),
+/// `important` or `urgent`; `requested_ack` asks readers to acknowledge the post and needs a
+/// licensed server (`server/channels/app/post_permission_utils.go`, `postPriorityCheck`:
+/// 501 `license_error.feature_unavailable` without one). Mattermost takes it on root posts
+/// only (400 `api.post.post_priority.priority_post_only_allowed_for_root_post...`), and
+/// servers before 7.7 know no priority and ignore it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PostPriority {
+    /// "", `important` or `urgent`.
+    pub priority: String,
+    /// Ask readers to acknowledge the post.
+    pub requested_ack: bool,
+}
+
+/// A Mattermost server version, from its client config's `Version` (e.g. "11.4.0").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerVersion {
+    /// Major.
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+    /// Patch.
+    pub patch: u32,
+}
+
+impl ServerVersion {
+    /// A version from its parts.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses "11.4.0", "9.5" or "11.4.0-rc1"; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let core = text.trim().split(['-', '+', ' ']).next()?;
+        let mut parts = core.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch = match parts.next() {
+            Some(p) => p.parse().ok()?,
+            None => 0,
+        };
+        Some(Self::new(major, minor, patch))
+    }
+}
+
+impl std::fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
 }
 
 impl NewPost {
@@ -132,6 +197,7 @@ impl NewPost {
             root_id: None,
             props: Map::new(),
             pending_post_id: None,
+            metadata: None,
         }
     }
 
@@ -224,6 +290,43 @@ mod tests {
     fn post_list_accepts_nulls() {
         let list: PostList = serde_json::from_str(r#"{"order":null,"posts":null}"#).unwrap();
         assert!(list.into_ordered().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_server_version_parses_from_the_client_config() {
+        assert_eq!(
+            ServerVersion::parse("11.4.0"),
+            Some(ServerVersion::new(11, 4, 0))
+        );
+        assert_eq!(
+            ServerVersion::parse("9.5"),
+            Some(ServerVersion::new(9, 5, 0))
+        );
+        assert_eq!(
+            ServerVersion::parse("10.11.2-rc1"),
+            Some(ServerVersion::new(10, 11, 2))
+        );
+        assert!(ServerVersion::new(9, 5, 0) > ServerVersion::new(9, 4, 9));
+        assert!(ServerVersion::new(11, 10, 0) > ServerVersion::new(11, 4, 0));
+        for bad in ["", "eleven", "11", "11.x.0"] {
+            assert_eq!(ServerVersion::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_priority_travels_in_metadata() {
+        let mut post = NewPost::new("c1", "hello");
+        post.metadata = Some(NewPostMetadata {
+            priority: PostPriority {
+                priority: "urgent".into(),
+                requested_ack: true,
+            },
+        });
+        let body = serde_json::to_value(post).unwrap();
+        assert_eq!(
+            body["metadata"],
+            json!({"priority": {"priority": "urgent", "requested_ack": true}})
+        );
     }
 
     #[test]
