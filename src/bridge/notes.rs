@@ -13,7 +13,7 @@ use super::store::{find_post, modify, pending_post_id};
 use crate::instance::{Counters, Instance};
 use crate::mattermost::{MattermostError, NewPost, User};
 use crate::notice;
-use crate::plugin_data::{PluginData, Slot};
+use crate::plugin_data::{MessageRef, PluginData, Slot};
 use crate::request::{AccessRequest, RequestState};
 use crate::settings::RequesterLookup;
 use crate::teleport::client::TeleportClient;
@@ -81,6 +81,36 @@ async fn post_once(
     })
     .await?;
     Ok(true)
+}
+
+/// The tag of the thread note that shows `state` under a post Mattermost would not let the
+/// plugin edit. Distinct from the requester's notes (`APPROVED`, …), which are looked up by
+/// tag alone.
+pub(super) fn unedited_tag(state: RequestState) -> String {
+    format!("outcome-{}", state.as_str())
+}
+
+/// The first line of that note; the resolved post's text follows it.
+pub(super) const UNEDITED_HEADER: &str = "This post can no longer be edited (Mattermost's post edit time limit has passed), so the request's outcome follows here:";
+
+/// Replies once in the thread of `message` with `text`, the outcome `state` that its post
+/// could not be edited to show. Returns true when it was posted (or adopted) now.
+pub(super) async fn tell_in_thread(
+    instance: &Instance,
+    teleport: &TeleportClient,
+    request_id: &str,
+    message: &MessageRef,
+    state: RequestState,
+    text: String,
+) -> Result<bool, BridgeError> {
+    let tag = unedited_tag(state);
+    let note = Note {
+        channel_id: &message.channel_id,
+        tag: &tag,
+        root_id: Some(&message.post_id),
+        message: text,
+    };
+    post_once(instance, teleport, request_id, note).await
 }
 
 /// True when the requester should still be told `tag`.

@@ -139,6 +139,8 @@ pub(super) async fn ensure_progress_shown(
             message::post_props(&request.id, buttons.as_ref()),
         ));
     }
+    // A post past the admin's edit time limit keeps its old progress line; the review
+    // replies in its thread say the same.
     edit_posts(instance, &request.id, edits).await?;
     let shown = request.reviews.len();
     modify(teleport, &request.id, |current| {
@@ -174,7 +176,9 @@ pub(crate) async fn resolve(
     notes::tell_outcome(instance, teleport, id, &data).await
 }
 
-/// Edits every message once to show the recorded resolution and who acted.
+/// Edits every message once to show the recorded resolution and who acted. A post the
+/// server will not let the plugin edit any more (the admin's post edit time limit) gets the
+/// outcome as a reply in its thread instead, once.
 async fn show_resolution(
     instance: &Instance,
     teleport: &TeleportClient,
@@ -191,7 +195,25 @@ async fn show_resolution(
         .iter()
         .map(|m| (m.clone(), text.clone(), props.clone()))
         .collect();
-    edit_posts(instance, id, edits).await?;
+    let unedited = edit_posts(instance, id, edits).await?;
+    if !unedited.is_empty() {
+        let max = instance.mattermost().max_post_chars().await;
+        let room = max.saturating_sub(notes::UNEDITED_HEADER.chars().count() + 2);
+        let note = format!(
+            "{}\n{}",
+            notes::UNEDITED_HEADER,
+            message::post_text_within(
+                &request,
+                resolution,
+                actor.as_deref(),
+                &instance.links(),
+                room
+            )
+        );
+        for m in &unedited {
+            notes::tell_in_thread(instance, teleport, id, m, resolution, note.clone()).await?;
+        }
+    }
     // Record what the posts now show. If the decision moved on meanwhile (a revocation, or
     // the press recording itself), the recorded edit no longer matches and the next event or
     // resync edits again.
@@ -206,17 +228,24 @@ async fn show_resolution(
     Ok(())
 }
 
-/// Replaces each post's text and props.
+/// Replaces each post's text and props. Returns the posts the server refused to edit because
+/// they are older than its post edit time limit (`ServiceSettings.PostEditTimeLimit`): asking
+/// again never helps, so they are left as they are and the caller decides what else to say.
 async fn edit_posts(
     instance: &Instance,
     request_id: &str,
     edits: Vec<(MessageRef, String, Map<String, Value>)>,
-) -> Result<(), BridgeError> {
+) -> Result<Vec<MessageRef>, BridgeError> {
     let mm = instance.mattermost();
+    let mut unedited = Vec::new();
     for (m, text, props) in edits {
         let post = Post::replacement(&m.channel_id, &m.post_id, text, props);
         match mm.update_post(&post).await {
             Ok(_) => Counters::inc(&instance.counters.updates),
+            Err(e) if e.is_edit_time_limit() => {
+                tracing::info!(request = %request_id, post = %m.post_id, error = %e, "the post is past Mattermost's edit time limit; leaving it as it is");
+                unedited.push(m);
+            }
             // Mattermost answers 403 (not 404) for a post that was deleted: there is nothing
             // left to edit, and retrying forever would block the request's queue.
             Err(e) if e.is_not_found() || e.status() == Some(403) => {
@@ -225,5 +254,5 @@ async fn edit_posts(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(unedited)
 }
