@@ -12,10 +12,12 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, watch};
 
-use crate::mattermost::{MattermostClient, MattermostError};
+use crate::mattermost::{
+    MattermostClient, MattermostError, NewPostMetadata, PostPriority, PriorityRefusal,
+};
 use crate::message::Links;
 use crate::review::{ButtonPolicy, ChannelName};
-use crate::settings::{PluginSettings, TokenSource};
+use crate::settings::{PluginSettings, Priority, TokenSource};
 use crate::teleport::client::{PingInfo, TeleportClient, TeleportError};
 use crate::teleport::identity::Identity;
 
@@ -84,6 +86,9 @@ pub struct InstanceStatus {
     /// The last button press that failed for a reason an admin must fix, with the detail the
     /// clicker was spared.
     pub press_problem: Option<String>,
+    /// The configured post priority the server refused, and what posts carry instead: a
+    /// CamelCase reason and the message.
+    pub priority_problem: Option<(String, String)>,
 }
 
 /// Counters, read by metrics and benchmarks.
@@ -250,8 +255,84 @@ pub struct Instance {
     cluster: ArcSwapOption<PingInfo>,
     bot_user_id: ArcSwapOption<String>,
     status: watch::Sender<InstanceStatus>,
+    /// What of the configured priority the server refused: see [`PriorityFallback`].
+    priority_fallback: std::sync::atomic::AtomicU8,
     /// Counters for metrics.
     pub counters: Counters,
+}
+
+/// How much of the configured post priority a server takes, learned from its refusals. Kept
+/// for the instance's life: a server does not gain a licence, or have priority switched back
+/// on, often enough to be asked at every post; a restart asks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum PriorityFallback {
+    /// As configured.
+    AsConfigured = 0,
+    /// Without `requested_ack` (the server has no licence for it).
+    WithoutAck = 1,
+    /// Without any priority (the server's admin switched it off).
+    Without = 2,
+}
+
+impl PriorityFallback {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::AsConfigured,
+            1 => Self::WithoutAck,
+            _ => Self::Without,
+        }
+    }
+}
+
+/// The `metadata` of a channel post under `settings`, less what `fallback` drops; `None`
+/// for an ordinary post.
+pub fn priority_metadata(
+    settings: &crate::settings::PrioritySettings,
+    fallback: PriorityFallback,
+) -> Option<NewPostMetadata> {
+    let priority = match settings.priority {
+        Priority::None => String::new(),
+        p => p.as_str().to_string(),
+    };
+    let requested_ack = settings.requested_ack && fallback == PriorityFallback::AsConfigured;
+    (fallback != PriorityFallback::Without && (!priority.is_empty() || requested_ack)).then(|| {
+        NewPostMetadata {
+            priority: PostPriority {
+                priority,
+                requested_ack,
+            },
+        }
+    })
+}
+
+/// The fallback after the server refused a post's priority for `refusal`, and the status
+/// (reason, message) an admin sees.
+pub fn priority_refused(
+    settings: &crate::settings::PrioritySettings,
+    refusal: PriorityRefusal,
+    detail: &str,
+) -> (PriorityFallback, String, String) {
+    match refusal {
+        PriorityRefusal::Unlicensed => (
+            PriorityFallback::WithoutAck,
+            "AcknowledgementUnlicensed".into(),
+            format!(
+                "requestedAck needs a licensed Mattermost (Professional or above) and this server has none ({detail}); posts go out {}without asking for acknowledgements",
+                match settings.priority {
+                    Priority::None => String::new(),
+                    p => format!("as {} ", p.as_str()),
+                }
+            ),
+        ),
+        PriorityRefusal::Disabled => (
+            PriorityFallback::Without,
+            "PriorityDisabled".into(),
+            format!(
+                "the Mattermost server does not allow message priority (ServiceSettings.PostPriority is off: {detail}); posts go out as ordinary posts"
+            ),
+        ),
+    }
 }
 
 impl Instance {
@@ -283,6 +364,7 @@ impl Instance {
             cluster: ArcSwapOption::empty(),
             bot_user_id: ArcSwapOption::empty(),
             status,
+            priority_fallback: std::sync::atomic::AtomicU8::new(0),
             counters: Counters::default(),
         });
         instance.note_identity(&instance.credentials());
@@ -423,6 +505,31 @@ impl Instance {
         Ok(me.id)
     }
 
+    /// The `metadata` a new channel post of a pending request carries: the configured
+    /// priority, less what the server refused.
+    pub fn post_priority(&self) -> Option<NewPostMetadata> {
+        let fallback = PriorityFallback::from_u8(self.priority_fallback.load(Ordering::Relaxed));
+        priority_metadata(&self.settings.priority, fallback)
+    }
+
+    /// Records that the server refused a post's priority for `refusal`, so that posts go out
+    /// without what it refused from now on. Logged and reported in the status once.
+    pub fn priority_refused(&self, refusal: PriorityRefusal, error: &MattermostError) {
+        let detail = error
+            .api_error()
+            .map(|a| format!("{} {}", error.status().unwrap_or_default(), a.id))
+            .unwrap_or_else(|| error.to_string());
+        let (fallback, reason, message) =
+            priority_refused(&self.settings.priority, refusal, &detail);
+        let before = self
+            .priority_fallback
+            .fetch_max(fallback as u8, Ordering::Relaxed);
+        if before < fallback as u8 {
+            tracing::warn!(instance = %self.settings.instance, reason = %reason, "{message}");
+            self.update_status(|s| s.priority_problem = Some((reason, message)));
+        }
+    }
+
     /// Subscribes to status changes.
     pub fn status(&self) -> watch::Receiver<InstanceStatus> {
         self.status.subscribe()
@@ -513,6 +620,56 @@ mod tests {
         assert_eq!(
             (gone.ok, gone.reason.as_str()),
             (Some(false), "CertificateExpired")
+        );
+    }
+
+    #[test]
+    fn a_refused_priority_is_dropped_step_by_step() {
+        use crate::settings::PrioritySettings;
+        let urgent_ack = PrioritySettings {
+            priority: Priority::Urgent,
+            requested_ack: true,
+        };
+        let meta = priority_metadata(&urgent_ack, PriorityFallback::AsConfigured).unwrap();
+        assert_eq!(
+            (meta.priority.priority.as_str(), meta.priority.requested_ack),
+            ("urgent", true)
+        );
+        let meta = priority_metadata(&urgent_ack, PriorityFallback::WithoutAck).unwrap();
+        assert_eq!(
+            (meta.priority.priority.as_str(), meta.priority.requested_ack),
+            ("urgent", false)
+        );
+        assert_eq!(
+            priority_metadata(&urgent_ack, PriorityFallback::Without),
+            None
+        );
+        // An acknowledgement alone, and nothing at all.
+        let ack_only = PrioritySettings {
+            priority: Priority::None,
+            requested_ack: true,
+        };
+        let meta = priority_metadata(&ack_only, PriorityFallback::AsConfigured).unwrap();
+        assert_eq!(meta.priority.priority, "");
+        assert_eq!(
+            priority_metadata(&ack_only, PriorityFallback::WithoutAck),
+            None
+        );
+        assert_eq!(
+            priority_metadata(&PrioritySettings::default(), PriorityFallback::AsConfigured),
+            None
+        );
+
+        let (fallback, reason, message) =
+            priority_refused(&urgent_ack, PriorityRefusal::Unlicensed, "501 x");
+        assert_eq!(fallback, PriorityFallback::WithoutAck);
+        assert_eq!(reason, "AcknowledgementUnlicensed");
+        assert!(message.contains("as urgent without asking"), "{message}");
+        let (fallback, reason, _) =
+            priority_refused(&urgent_ack, PriorityRefusal::Disabled, "403 x");
+        assert_eq!(
+            (fallback, reason.as_str()),
+            (PriorityFallback::Without, "PriorityDisabled")
         );
     }
 

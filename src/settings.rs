@@ -328,6 +328,71 @@ pub struct PluginSettings {
     pub requester: RequesterSettings,
     /// Reminders for requests left unreviewed; `None` sends none.
     pub reminders: Option<ReminderSettings>,
+    /// How a pending request's posts in channels stand out.
+    pub priority: PrioritySettings,
+}
+
+/// Mattermost's message priority, shown as a label on a post and in the reader's
+/// notifications (Mattermost 7.7 and later; older servers ignore it).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// An ordinary post (the default).
+    #[default]
+    None,
+    /// Labelled "Important".
+    Important,
+    /// Labelled "Urgent".
+    Urgent,
+}
+
+impl Priority {
+    /// The name used in configs, and Mattermost's value ("" for none).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::None => "none",
+            Priority::Important => "important",
+            Priority::Urgent => "urgent",
+        }
+    }
+
+    /// Parses a config value.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "none" => Some(Priority::None),
+            "important" => Some(Priority::Important),
+            "urgent" => Some(Priority::Urgent),
+            _ => None,
+        }
+    }
+}
+
+/// How the post of a pending request stands out in each channel it goes to (not in direct
+/// messages, which notify their reader anyway).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrioritySettings {
+    /// The message priority.
+    pub priority: Priority,
+    /// Ask the channel's readers to acknowledge the post (a licensed Mattermost only; an
+    /// unlicensed one refuses it, and the post goes out without it).
+    pub requested_ack: bool,
+}
+
+impl PrioritySettings {
+    /// True when posts carry anything beyond an ordinary post.
+    pub fn any(&self) -> bool {
+        self.priority != Priority::None || self.requested_ack
+    }
 }
 
 /// How the requester's Mattermost account is found from their Teleport user name.

@@ -293,17 +293,39 @@ async fn create_root(
     )
     .await;
     let buttons = posts::buttons_for(instance, request, Some(target));
-    let post = instance
-        .mattermost()
-        .create_post(&NewPost {
-            channel_id: target.channel_id.clone(),
-            message: text,
-            root_id: None,
-            props: message::post_props(&request.id, buttons.as_ref()),
-            pending_post_id,
-            metadata: None,
-        })
-        .await?;
+    let mut post = NewPost {
+        channel_id: target.channel_id.clone(),
+        message: text,
+        root_id: None,
+        props: message::post_props(&request.id, buttons.as_ref()),
+        pending_post_id,
+        // Priority makes a request stand out in a channel; a direct message notifies anyway.
+        metadata: if target.is_direct() {
+            None
+        } else {
+            instance.post_priority()
+        },
+    };
+    let mm = instance.mattermost();
+    let created = loop {
+        match mm.create_post(&post).await {
+            // The server refused the priority before creating anything (the checks of
+            // `createPost` in `server/channels/api4/post.go` run first), so the same post,
+            // with the same pending_post_id, goes again without what it refused.
+            Err(e) if post.metadata.is_some() => match e.priority_refusal() {
+                Some(refusal) => {
+                    instance.priority_refused(refusal, &e);
+                    let fewer = instance.post_priority();
+                    if fewer == post.metadata {
+                        return Err(e.into());
+                    }
+                    post.metadata = fewer;
+                }
+                None => return Err(e.into()),
+            },
+            other => break other?,
+        }
+    };
     Counters::inc(&instance.counters.posts);
-    Ok(post)
+    Ok(created)
 }

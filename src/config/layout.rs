@@ -31,6 +31,8 @@ pub(super) const MATTERMOST_KEYS: &[&str] = &[
     "rate_limit_per_second",
     "rate_limit_burst",
     "ca_file",
+    "priority",
+    "requested_ack",
 ];
 /// The keys of [http].
 pub(super) const HTTP_KEYS: &[&str] = &[

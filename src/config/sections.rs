@@ -16,8 +16,8 @@ use super::values::{
 use super::*;
 use crate::settings::{
     CallbackSettings, DEFAULT_CONCURRENCY, DEFAULT_MAX_SUGGESTED_REVIEWERS, InstanceId,
-    MAX_SUGGESTED_REVIEWERS, MattermostSettings, RateLimit, ReminderSettings, RequesterLookup,
-    RequesterSettings, RetryPolicy, TeleportSettings,
+    MAX_SUGGESTED_REVIEWERS, MattermostSettings, Priority, PrioritySettings, RateLimit,
+    ReminderSettings, RequesterLookup, RequesterSettings, RetryPolicy, TeleportSettings,
 };
 use crate::telemetry::{LogFormat, LogOutput, parse_severity};
 use crate::teleport::route::ConnectionMode;
@@ -31,6 +31,7 @@ pub(super) struct MattermostSection {
     approvers: Vec<String>,
     approver_channels: Vec<String>,
     max_suggested_reviewers: usize,
+    priority: PrioritySettings,
 }
 
 impl Checker {
@@ -60,6 +61,7 @@ impl Checker {
             approvers,
             approver_channels,
             max_suggested_reviewers,
+            priority,
         } = mattermost?;
         if !top_level.is_empty() && !role_map.is_empty() {
             self.problem(
@@ -94,6 +96,7 @@ impl Checker {
                 concurrency: DEFAULT_CONCURRENCY,
                 requester,
                 reminders,
+                priority,
             },
             identity,
             mattermost_ca_file: self.ca_file.take(),
@@ -279,6 +282,23 @@ impl Checker {
         // Read at start (like the identity files), so `parse` stays a pure function of the text.
         self.ca_file = self.string(&s, "ca_file").map(PathBuf::from);
 
+        let level = match self.string(&s, "priority") {
+            None => Some(Priority::None),
+            Some(text) => {
+                let parsed = Priority::parse(&text);
+                if parsed.is_none() {
+                    self.problem(
+                        s.key("priority"),
+                        format!(
+                            "{text:?} is not a choice; use \"none\", \"important\" or \"urgent\""
+                        ),
+                    );
+                }
+                parsed
+            }
+        };
+        let requested_ack = self.boolean(&s, "requested_ack");
+
         Some(MattermostSection {
             settings: MattermostSettings {
                 url: url?,
@@ -295,6 +315,10 @@ impl Checker {
             approvers,
             approver_channels,
             max_suggested_reviewers,
+            priority: PrioritySettings {
+                priority: level?,
+                requested_ack: requested_ack?,
+            },
         })
     }
 

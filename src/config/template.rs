@@ -80,6 +80,15 @@ secret = "signing-secret-value"
 # rate_limit_per_second = 100  # 0 disables the ceiling and the pacing
 # rate_limit_burst = 100
 
+# Make each pending request stand out in the channels it is posted to (not in direct
+# messages): Mattermost's message priority, "none" (the default), "important" or "urgent"
+# (Mattermost 7.7 and later; older servers show an ordinary post). requested_ack also asks
+# the channel's readers to acknowledge the post; it needs a licensed Mattermost
+# (Professional or above). An unlicensed server refuses it: the post then goes out without
+# it, and the log says so once.
+# priority = "important"
+# requested_ack = false
+
 [http]
 # Address Mattermost reaches the button callback server on (required). Without a scheme,
 # https:// is assumed. Presses are POSTed to <public_addr>/mattermost_action.

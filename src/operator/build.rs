@@ -10,8 +10,8 @@ use super::crd::{CaBundleKind, CaBundleRef, ConnectionSpec, MattermostAccessPlug
 use crate::instance::Credentials;
 use crate::settings::{
     CaBundle, CallbackSettings, DEFAULT_CONCURRENCY, InstanceId, MattermostSettings,
-    PluginSettings, RateLimit, ReminderSettings, RequesterSettings, RetryPolicy, Secret,
-    TeleportSettings, TokenSource,
+    PluginSettings, PrioritySettings, RateLimit, ReminderSettings, RequesterSettings, RetryPolicy,
+    Secret, TeleportSettings, TokenSource,
 };
 use crate::teleport::identity::{Identity, IdentityError, PemSource};
 use crate::teleport::route::ConnectionMode;
@@ -429,6 +429,10 @@ pub fn build(
                     concurrency: defaults.concurrency,
                     requester,
                     reminders,
+                    priority: PrioritySettings {
+                        priority: spec.mattermost.priority,
+                        requested_ack: spec.mattermost.requested_ack,
+                    },
                 },
                 credentials: Credentials { identity, token },
             })

@@ -368,7 +368,13 @@ pub fn desired_status(
         Outcome::Running { problems } => {
             let s = instance.cloned().unwrap_or_default();
             let (t_ok, t_reason, t_msg) = health_or_unknown(&s.teleport, "connecting to Teleport");
-            let (m_ok, m_reason, m_msg) = health_or_unknown(&s.mattermost, "checking Mattermost");
+            let (m_ok, mut m_reason, mut m_msg) =
+                health_or_unknown(&s.mattermost, "checking Mattermost");
+            // Posting works, but not quite as configured: the admin sees why there.
+            if let (Some(true), Some((reason, message))) = (m_ok, &s.priority_problem) {
+                m_reason = reason.clone();
+                m_msg = format!("{m_msg}; {message}");
+            }
             let identity = match problems.first() {
                 Some(p) => cond(
                     condition_type::IDENTITY_VALID,
@@ -646,6 +652,42 @@ mod tests {
             event.2.contains("SecretMissing") && event.2.contains("Warning"),
             "{}",
             event.2
+        );
+    }
+
+    #[test]
+    fn a_refused_priority_shows_in_mattermost_reachable_and_ready_stays_true() {
+        let healthy = InstanceStatus {
+            teleport: crate::instance::Health::ok("Connected", "watching"),
+            mattermost: crate::instance::Health::ok("Reachable", "posting as @bot to eng/access"),
+            priority_problem: Some((
+                "AcknowledgementUnlicensed".into(),
+                "requestedAck needs a licensed Mattermost".into(),
+            )),
+            ..InstanceStatus::default()
+        };
+        let status = desired_status(
+            &object(),
+            &Outcome::Running { problems: vec![] },
+            Some(&healthy),
+            None,
+            Utc::now(),
+        );
+        let reachable = status
+            .condition(condition_type::MATTERMOST_REACHABLE)
+            .unwrap();
+        assert_eq!(reachable.status, "True");
+        assert_eq!(reachable.reason, "AcknowledgementUnlicensed");
+        assert!(
+            reachable
+                .message
+                .starts_with("posting as @bot to eng/access; requestedAck"),
+            "{}",
+            reachable.message
+        );
+        assert_eq!(
+            status.condition(condition_type::READY).unwrap().status,
+            "True"
         );
     }
 }

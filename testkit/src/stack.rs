@@ -71,6 +71,8 @@ pub struct StackOptions {
     pub teleport_ping_policy: crate::grpc_link::PingPolicy,
     /// Extra CAs the plugin trusts for Mattermost.
     pub mattermost_ca: Option<teleport_mattermost::settings::CaBundle>,
+    /// How pending requests' channel posts stand out.
+    pub priority: teleport_mattermost::settings::PrioritySettings,
 }
 
 impl Default for StackOptions {
@@ -103,6 +105,7 @@ impl Default for StackOptions {
             keepalive: teleport_mattermost::teleport::client::KEEPALIVE_INTERVAL,
             teleport_ping_policy: crate::grpc_link::PingPolicy::default(),
             mattermost_ca: None,
+            priority: Default::default(),
         }
     }
 }
@@ -202,6 +205,7 @@ impl Plugin {
             concurrency: options.concurrency,
             requester: options.requester,
             reminders: options.reminders,
+            priority: options.priority,
         };
         let client_cert = pki.client("access-plugin-mattermost");
         let instance = Instance::with_clock(
