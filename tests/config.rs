@@ -532,3 +532,36 @@ fn requester_and_reminder_sections_parse_and_name_their_problems() {
     let missing = format!("{SEED}\n[reminders]\nevery = \"1h\"\n");
     assert!(has_problem(&problems(&missing), "reminders.after"));
 }
+
+#[test]
+fn priority_defaults_to_none_and_names_its_choices() {
+    use teleport_mattermost::settings::{Priority, PrioritySettings};
+    let seed = config::parse(SEED).unwrap();
+    assert_eq!(seed.settings.priority, PrioritySettings::default());
+    assert!(!seed.settings.priority.any());
+
+    // As the template documents it, uncommented.
+    let template = template_with_a_secret()
+        .replace("# priority = \"important\"", "priority = \"important\"")
+        .replace("# requested_ack = false", "requested_ack = true");
+    let c = config::parse(&template).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.settings.priority,
+        PrioritySettings {
+            priority: Priority::Important,
+            requested_ack: true
+        }
+    );
+
+    let wrong = SEED.replace(
+        "token = \"tok-123\"",
+        "token = \"tok-123\"\npriority = \"high\"\nrequested_ack = \"yes\"",
+    );
+    let p = problems(&wrong);
+    assert!(
+        p.iter().any(|p| p
+            == "mattermost.priority: \"high\" is not a choice; use \"none\", \"important\" or \"urgent\""),
+        "{p:?}"
+    );
+    assert!(has_problem(&p, "mattermost.requested_ack"), "{p:?}");
+}

@@ -564,3 +564,28 @@ fn no_choice_is_a_word_yaml_1_1_reads_as_a_boolean() {
         assert!(!booleans.contains(&text.as_str()), "{path}: {value}");
     }
 }
+
+#[test]
+fn priority_is_a_choice_of_three_and_an_acknowledgement_a_boolean() {
+    let priority = schema_at("spec.mattermost.priority");
+    assert_eq!(priority["enum"], json!(["none", "important", "urgent"]));
+    let doc = priority["description"].as_str().unwrap();
+    assert!(doc.contains("\"none\" (the default)"), "{doc}");
+    let ack = schema_at("spec.mattermost.requestedAck");
+    assert_eq!(ack["type"], "boolean");
+    let doc = ack["description"].as_str().unwrap();
+    assert!(doc.contains("licensed Mattermost"), "{doc}");
+    assert!(doc.contains("AcknowledgementUnlicensed"), "{doc}");
+
+    let mut example: Value = serde_yaml_ng::from_str(&example_yaml()).unwrap();
+    example["spec"]["mattermost"]["priority"] = json!("urgent");
+    example["spec"]["mattermost"]["requestedAck"] = json!(true);
+    assert_eq!(validate(&root_schema(), &example, ""), Vec::<String>::new());
+    // The apiserver checks the enum; the typo "high" is not in it.
+    assert!(
+        !priority["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("high"))
+    );
+}

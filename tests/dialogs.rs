@@ -319,8 +319,13 @@ async fn every_press_check_is_made_again_on_submission() {
 
 #[tokio::test]
 async fn a_dialog_that_cannot_open_in_time_falls_back_as_configured() {
-    // Required: nothing is decided without the reason.
-    let stack = Stack::started(with_reasons(ReasonPrompt::Required, ReasonPrompt::Optional)).await;
+    // Required: nothing is decided without the reason. Mattermost 6.7.2 accepts a trigger
+    // for 3 seconds.
+    let stack = Stack::start_with(
+        with_reasons(ReasonPrompt::Required, ReasonPrompt::Optional),
+        |mm| mm.set_version("6.7.2"),
+    )
+    .await;
     let id = stack
         .teleport
         .create_request(NewRequest::by("bob@example.com"));
@@ -356,4 +361,164 @@ async fn a_dialog_that_cannot_open_in_time_falls_back_as_configured() {
         stack.teleport.request(&id).unwrap().state,
         RequestState::Approved
     );
+}
+
+/// How long a press took to be answered, and what it was answered.
+async fn timed_press(
+    stack: &Stack,
+    post: &Post,
+    action: &str,
+    user: &str,
+) -> (Duration, Option<String>) {
+    let started = std::time::Instant::now();
+    let pressed = stack
+        .mattermost
+        .press(&post.id, action, user)
+        .await
+        .unwrap();
+    assert_eq!(pressed.status, 200, "{pressed:?}");
+    (started.elapsed(), pressed.ephemeral_text)
+}
+
+#[tokio::test]
+async fn the_dialog_waits_as_long_as_the_servers_trigger_lives() {
+    // A current server (11.4) accepts a trigger for OutgoingIntegrationRequestsTimeout,
+    // 30 s by default: a trigger 4 s old still opens the dialog...
+    let stack = Stack::started(with_reasons(ReasonPrompt::Required, ReasonPrompt::Never)).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
+    stack.mattermost.age_triggers(Duration::from_secs(4));
+    press_for_dialog(&stack, &post, "Deny", "carol").await;
+    // ...and so does one that Mattermost is slow (4 s) to take, where 3 s used to be given up.
+    stack.mattermost.age_triggers(Duration::ZERO);
+    stack.mattermost.delay_calls(
+        "POST",
+        "/api/v4/actions/dialogs/open",
+        1,
+        Duration::from_secs(4),
+    );
+    let (took, said) = timed_press(&stack, &post, "Deny", "carol").await;
+    assert_eq!(said, None, "the dialog opened: {said:?}");
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+    assert_eq!(stack.mattermost.dialogs_for("carol").len(), 2);
+    // A trigger older than the server's lifetime is refused by it, and the press falls back.
+    stack.mattermost.age_triggers(Duration::from_secs(31));
+    let (_, said) = timed_press(&stack, &post, "Deny", "carol").await;
+    let said = said.unwrap_or_default();
+    assert!(
+        said.contains("could not be opened") && said.contains("expired"),
+        "{said}"
+    );
+    assert!(stack.teleport.state_changes().is_empty());
+}
+
+#[tokio::test]
+async fn on_an_old_server_the_plugin_gives_up_when_its_3_second_trigger_dies() {
+    let stack = Stack::start_with(
+        with_reasons(ReasonPrompt::Required, ReasonPrompt::Never),
+        |mm| mm.set_version("6.7.2"),
+    )
+    .await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
+    stack.mattermost.delay_calls(
+        "POST",
+        "/api/v4/actions/dialogs/open",
+        1,
+        Duration::from_secs(6),
+    );
+    let (took, said) = timed_press(&stack, &post, "Deny", "carol").await;
+    let said = said.unwrap_or_default();
+    assert!(said.contains("within the 3s its trigger lives"), "{said}");
+    assert!(
+        took < Duration::from_secs(5),
+        "gave up at the trigger's end: {took:?}"
+    );
+    assert!(stack.teleport.state_changes().is_empty());
+}
+
+#[tokio::test]
+async fn a_submission_from_a_direct_message_without_a_team_decides() {
+    // From 11.10 Mattermost sets a submission's team from the channel: none in a DM.
+    let options = StackOptions {
+        recipients: vec!["carol@example.com".into()],
+        ..with_reasons(ReasonPrompt::Required, ReasonPrompt::Never)
+    };
+    let stack = Stack::start_with(options, |mm| mm.set_version("11.10.0")).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    assert!(
+        Stack::eventually(Duration::from_secs(20), || stack.data(&id).messages.len()
+            == 2)
+        .await
+    );
+    let dm = stack.mattermost.dm_channel_id("teleport-bot", "carol");
+    let dm_post = stack
+        .mattermost
+        .posts_in(&dm)
+        .into_iter()
+        .find(|p| p.root_id.is_empty())
+        .expect("carol's direct message");
+    let dialog = press_for_dialog(&stack, &dm_post, "Deny", "carol").await;
+    let answer = stack
+        .mattermost
+        .submit_dialog(&dialog, "carol", &dm, reason("not during the freeze"), None)
+        .await
+        .unwrap();
+    assert!(answer.closes(), "{answer:?}");
+    let changes = stack.teleport.state_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].state, RequestState::Denied);
+    assert!(
+        changes[0].reason.ends_with(": not during the freeze"),
+        "{}",
+        changes[0].reason
+    );
+}
+
+#[tokio::test]
+async fn only_a_dialog_submission_decides() {
+    let stack = Stack::started(with_reasons(ReasonPrompt::Required, ReasonPrompt::Never)).await;
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let post = stack.posted(&id).await;
+    let dialog = press_for_dialog(&stack, &post, "Deny", "carol").await;
+    let carol = stack.mattermost.user_id("carol").unwrap();
+    let send = |kind: &'static str| {
+        let body = json!({
+            "type": kind, "callback_id": dialog.callback_id(), "state": dialog.state(),
+            "user_id": carol, "channel_id": post.channel_id, "team_id": "",
+            "submission": reason("because"), "cancelled": false,
+        });
+        let url = dialog.url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // A field refresh (Mattermost 10.x and later) is no submission.
+    let refresh = send("refresh").await;
+    assert_eq!(refresh.status(), 400);
+    assert!(
+        refresh
+            .text()
+            .await
+            .unwrap()
+            .contains("not a dialog submission")
+    );
+    assert!(stack.teleport.state_changes().is_empty());
+    // The real thing decides.
+    let submitted = send("dialog_submission").await;
+    assert_eq!(submitted.status(), 200);
+    assert_eq!(stack.teleport.state_changes().len(), 1);
 }

@@ -22,6 +22,11 @@
 //!   team_domain, post_id, trigger_id, type, data_source, context` and applies the reply's
 //!   `update` keeping the post's id, channel, author and pinned state
 //!   (`server/channels/app/integration_action.go`).
+//!
+//! It plays Mattermost 11.4.0 unless told to play another version
+//! ([`MattermostDouble::set_version`], e.g. 6.7.2); what differs between versions (trigger
+//! lifetime, a dialog submission's team, the post edit time limit, action validation, post
+//! priority and its licence) is in [`line`], each with its source.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -44,8 +49,10 @@ use teleport_mattermost::mattermost::{Channel, Team, User};
 use tokio::sync::oneshot;
 
 mod dialogs;
+mod line;
 mod members;
 pub use dialogs::{ACTION_INTEGRATION_ERROR, DialogAnswer, OpenedDialog};
+pub use line::{V6_7_2, V11_4_0, V11_10_0, action_problems};
 
 /// Mattermost's `PostMessageMaxRunesV2` (65535 bytes / 4): the longest message, in
 /// characters, a current server accepts.
@@ -94,6 +101,10 @@ pub struct Post {
     pub file_ids: Vec<String>,
     /// Client-side id of a pending post.
     pub pending_post_id: String,
+    /// What the server keeps of the post's `metadata`: its `priority`, on servers that have
+    /// one.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
 }
 
 /// Disables Nagle on accepted connections: with it, a response written in two pieces waits for
@@ -192,6 +203,8 @@ struct Server {
     lost_post_responses: usize,
     /// Answers that replace the server's own, for a hostile or broken server.
     answers: Vec<InjectedAnswer>,
+    /// Calls held before they are served: `(method, path, calls left, delay)`.
+    delays: Vec<(String, String, usize, Duration)>,
     /// Longest message accepted (`MaxPostSize` of the client config).
     max_post_size: usize,
     bucket: Option<Bucket>,
@@ -205,6 +218,10 @@ struct Server {
     members: HashMap<String, std::collections::HashSet<String>>,
     /// The bot holds `create_post_public` and may post in public channels it is not in.
     bot_posts_all_public: bool,
+    /// The version played, the server settings and the licence.
+    line: line::Line,
+    /// What 11.4 would have logged as invalid post props: `(post id, problem)`.
+    invalid_props: Vec<(String, String)>,
 }
 
 /// A made-up answer to calls of one method and path.
@@ -263,6 +280,17 @@ impl AnswerBody {
 }
 
 impl Server {
+    /// Records what 11.4 would log about `post`'s actions (from 11.0 on: 6.7.2 did not
+    /// validate them).
+    fn note_invalid_props(&mut self, post: &Post) {
+        if self.line.version.major < 11 {
+            return;
+        }
+        for problem in line::action_problems(&post.props) {
+            self.invalid_props.push((post.id.clone(), problem));
+        }
+    }
+
     /// The direct channel of two users, created on first use. As in Mattermost, its id is
     /// random and its name is the two user ids, sorted, joined by `__`.
     fn direct_channel(&mut self, a: &str, b: &str) -> Channel {
@@ -593,6 +621,14 @@ impl MattermostDouble {
         });
     }
 
+    /// The next `count` `method` calls to `path` are served only after `delay`, as by a
+    /// server under load.
+    pub fn delay_calls(&self, method: &str, path: &str, count: usize, delay: Duration) {
+        self.state()
+            .delays
+            .push((method.to_string(), path.to_string(), count, delay));
+    }
+
     /// Sets the longest message accepted, as a server's `MaxPostSize` (4000 on old servers).
     pub fn set_max_post_size(&self, chars: usize) {
         self.state().max_post_size = chars;
@@ -738,13 +774,16 @@ impl MattermostDouble {
                 body,
             });
         };
-        if let Some(update) = reply.get("update").filter(|u| u.is_object()) {
-            self.apply_update(post_id, update);
-        }
+        let applied = match reply.get("update").filter(|u| u.is_object()) {
+            Some(update) => self.apply_update(post_id, update),
+            None => true,
+        };
+        // A server that refused the update answers the presser with that error, and sends
+        // no ephemeral text (`DoPostActionWithCookie` returns first).
         let ephemeral_text = reply
             .get("ephemeral_text")
             .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
+            .filter(|t| applied && !t.is_empty())
             .map(str::to_string);
         Ok(PressOutcome {
             status,
@@ -755,11 +794,12 @@ impl MattermostDouble {
 
     /// What `DoPostActionWithCookie` does with an `update`: the post keeps its id, channel,
     /// author, pinned state and the retained props; message and props are replaced (a
-    /// missing message becomes empty, missing props keep the old ones).
-    fn apply_update(&self, post_id: &str, update: &Value) {
+    /// missing message becomes empty, missing props keep the old ones). False when the server
+    /// refused it: on a line where the post edit time limit binds integrations too.
+    fn apply_update(&self, post_id: &str, update: &Value) -> bool {
         let mut state = self.state();
         let Some(&i) = state.post_index.get(post_id) else {
-            return;
+            return true;
         };
         let old = state.posts[i].clone();
         let mut new = old.clone();
@@ -769,6 +809,14 @@ impl MattermostDouble {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
+        if state.line.edit_limit_binds_integrations()
+            && state
+                .line
+                .edit_refused(old.create_at, now, new.message != old.message)
+                .is_some()
+        {
+            return false;
+        }
         match update.get("props").and_then(Value::as_object) {
             None => {}
             Some(props) => {
@@ -792,7 +840,9 @@ impl MattermostDouble {
             new.edit_at = now;
         }
         new.update_at = now;
+        state.note_invalid_props(&new);
         state.posts[i] = new;
+        true
     }
 
     fn state(&self) -> MutexGuard<'_, Server> {
@@ -938,6 +988,21 @@ async fn api_layer(State(shared): State<Arc<Shared>>, request: Request, next: Ne
         .unwrap_or_default();
     let json_body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
 
+    let delay = {
+        let mut state = shared.state();
+        state
+            .delays
+            .iter_mut()
+            .find(|(m, p, left, _)| *left > 0 && m == method.as_str() && *p == path)
+            .map(|(_, _, left, delay)| {
+                *left -= 1;
+                *delay
+            })
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+
     let injected = {
         let mut state = shared.state();
         state
@@ -1060,14 +1125,22 @@ async fn not_found_route() -> Response {
     )
 }
 
-/// `GET /api/v4/config/client?format=old`: the one field the plugin reads (Mattermost sends
-/// every value as a string).
+/// `GET /api/v4/config/client?format=old`: the fields the plugin reads, and those about the
+/// behaviours the double plays (`server/config/client.go`; every value a string).
 async fn client_config(State(shared): State<Arc<Shared>>) -> ApiResult {
-    let max = shared.state().max_post_size;
-    Ok(ok_json(
-        StatusCode::OK,
-        json!({"MaxPostSize": max.to_string(), "Version": "6.7.2"}),
-    ))
+    let state = shared.state();
+    let line = &state.line;
+    let mut config = json!({
+        "MaxPostSize": state.max_post_size.to_string(),
+        "Version": line.version.to_string(),
+        "PostEditTimeLimit": line.post_edit_time_limit.to_string(),
+        "PostPriority": line.post_priority.to_string(),
+    });
+    // Only a licensed server says it takes acknowledgements (`MinimumProfessionalLicense`).
+    if line.licensed {
+        config["PostAcknowledgements"] = json!("true");
+    }
+    Ok(ok_json(StatusCode::OK, config))
 }
 
 async fn users_me(State(shared): State<Arc<Shared>>) -> ApiResult {
@@ -1220,6 +1293,12 @@ async fn create_post(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
     if let Some(error) = message_length_error(&post.message, "", state.max_post_size) {
         return Err(error);
     }
+    // `createPostChecks` in `server/channels/api4/post.go`: the priority is checked before
+    // anything is created.
+    if let Some(refused) = state.line.priority_refused(&post.metadata, &post.root_id) {
+        return Err(refused);
+    }
+    post.metadata = state.line.kept_metadata(&post.metadata);
     let now = now_ms();
     post.id = new_id();
     post.create_at = now;
@@ -1231,6 +1310,7 @@ async fn create_post(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
     post.props
         .insert("from_bot".into(), Value::String("true".into()));
     generate_action_ids(&mut post.props);
+    state.note_invalid_props(&post);
     let index = state.posts.len();
     state.post_index.insert(post.id.clone(), index);
     state.posts.push(post.clone());
@@ -1281,6 +1361,13 @@ async fn update_post(
     }
     let now = now_ms();
     let old = state.posts[i].clone();
+    if let Some(refused) =
+        state
+            .line
+            .edit_refused(old.create_at, now, received.message != old.message)
+    {
+        return Err(refused);
+    }
     let mut new = old.clone();
     if new.message != received.message {
         new.message = received.message;
@@ -1293,6 +1380,7 @@ async fn update_post(
         new.edit_at = now;
     }
     new.update_at = now;
+    state.note_invalid_props(&new);
     state.posts[i] = new.clone();
     Ok(ok_json(StatusCode::OK, for_client(&new)))
 }

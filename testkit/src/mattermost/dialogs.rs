@@ -1,7 +1,8 @@
-//! Interactive dialogs, as Mattermost 6.7 serves them: a press's `trigger_id` (signed by the
-//! server, bound to the presser, accepted for 3 seconds), `POST /actions/dialogs/open` (which
-//! hands the dialog to the user's client) and the client's submission, which the server
-//! forwards to the dialog's `url` as a `dialog_submission`.
+//! Interactive dialogs, as Mattermost serves them: a press's `trigger_id` (signed by the
+//! server, bound to the presser, accepted for the line's trigger lifetime: 3 seconds on 6.7.2,
+//! `OutgoingIntegrationRequestsTimeout` from 9.5), `POST /actions/dialogs/open` (which hands
+//! the dialog to the user's client) and the client's submission, which the server forwards to
+//! the dialog's `url` as a `dialog_submission` (`server/channels/app/integration_action.go`).
 
 use std::time::Duration;
 
@@ -17,9 +18,6 @@ use serde_json::{Value, json};
 
 use super::{MattermostDouble, Shared, app_error, invalid_body_param, new_id, now_ms, ok_json};
 use std::sync::Arc;
-
-/// `model.InteractiveDialogTriggerTimeoutMilliseconds`.
-const TRIGGER_TIMEOUT_MS: i64 = 3000;
 
 /// The error id Mattermost answers a client with when the integration refused its request.
 pub const ACTION_INTEGRATION_ERROR: &str = "api.post.do_action.action_integration.app_error";
@@ -136,13 +134,17 @@ pub(super) async fn open(
             "Trigger ID missing required data for interactive dialog.",
         );
     };
-    if now_ms() - millis.parse::<i64>().unwrap_or(0) > TRIGGER_TIMEOUT_MS {
+    let mut state = shared.state();
+    let lifetime = state.line.trigger_lifetime();
+    if now_ms() - millis.parse::<i64>().unwrap_or(0) > lifetime.as_millis() as i64 {
         return trigger_error(
             "expired",
-            "Trigger ID for interactive dialog is expired. Maximum time for TriggerID is 3 seconds.",
+            &format!(
+                "Trigger ID for interactive dialog is expired. Maximum time for TriggerID is {}s.",
+                lifetime.as_secs()
+            ),
         );
     }
-    let mut state = shared.state();
     if !state.signatures.contains(signature) {
         return trigger_error(
             "verify_signature_failed",
@@ -213,21 +215,48 @@ impl MattermostDouble {
         state: Option<&str>,
         cancelled: bool,
     ) -> anyhow::Result<DialogAnswer> {
-        let (user_id, team_id) = {
+        let (user_id, team_id, version) = {
             let state = self.state();
             let user = state
                 .users
                 .iter()
                 .find(|u| u.username == username)
                 .with_context(|| format!("no Mattermost user named {username:?}"))?;
-            let team = state
+            let channel_team = state
                 .channels
                 .iter()
                 .find(|c| c.id == channel_id)
                 .map(|c| c.team_id.clone())
                 .unwrap_or_default();
-            (user.id.clone(), team)
+            // The webapp sends the team the user is in (the channel's, or for a direct
+            // message the team they came from); the double's users are in its first team.
+            let client_team = if channel_team.is_empty() {
+                state
+                    .teams
+                    .first()
+                    .map(|t| t.id.clone())
+                    .unwrap_or_default()
+            } else {
+                channel_team.clone()
+            };
+            let team = state.line.submission_team(&channel_team, &client_team);
+            (user.id.clone(), team, state.line.version)
         };
+        // Before 11.10 `submitDialog` checks that the user may view the team the client
+        // named, and an empty one fails that check (`SessionHasPermissionToTeam`,
+        // `server/channels/app/authorization.go`).
+        if team_id.is_empty() && version < super::V11_10_0 {
+            return Ok(DialogAnswer {
+                status: 403,
+                body: json!({
+                    "id": "api.context.permissions.app_error",
+                    "status_code": 403,
+                    "detailed_error": format!("userId={user_id}, permission=view_team"),
+                }),
+                integration_status: 0,
+                integration_body: Value::Null,
+            });
+        }
         let body = json!({
             "type": "dialog_submission",
             "callback_id": dialog.callback_id(),
@@ -260,6 +289,30 @@ impl MattermostDouble {
                     "detailed_error": format!("status={integration_status}"),
                     "request_id": new_id(),
                     "status_code": 400,
+                }),
+                integration_status,
+                integration_body,
+            });
+        }
+        // From 11.x the server validates the answer (`SubmitDialogResponse.IsValid`,
+        // `server/public/model/integration_action.go`): without an error, its `type` must be
+        // "", "ok", "form" or "navigate".
+        let kind = integration_body.get("type").and_then(Value::as_str);
+        let errs = integration_body.get("error").is_some_and(|e| e != "")
+            || integration_body
+                .get("errors")
+                .and_then(Value::as_object)
+                .is_some_and(|e| !e.is_empty());
+        if version.major >= 11
+            && !errs
+            && kind.is_some_and(|k| !["", "ok", "form", "navigate"].contains(&k))
+        {
+            return Ok(DialogAnswer {
+                status: 400,
+                body: json!({
+                    "id": "app.submit_interactive_dialog.invalid_response",
+                    "status_code": 400,
+                    "detailed_error": format!("invalid type {:?}", kind.unwrap_or_default()),
                 }),
                 integration_status,
                 integration_body,
