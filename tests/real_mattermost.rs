@@ -20,7 +20,8 @@ use teleport_mattermost::instance::Clock;
 use teleport_mattermost::message::{self, Links};
 use teleport_mattermost::request::RequestState;
 use teleport_mattermost::settings::{
-    ReasonPrompt, ReminderSettings, RequesterLookup, RequesterSettings, RetryPolicy,
+    Priority, PrioritySettings, ReasonPrompt, ReminderSettings, RequesterLookup, RequesterSettings,
+    RetryPolicy,
 };
 use teleport_mattermost_testkit::real_mattermost::{Api, Env, Events, env};
 use teleport_mattermost_testkit::stack::{CHANNEL, MattermostTarget, Plugin, StackOptions, TEAM};
@@ -71,7 +72,20 @@ struct Options {
     requester: RequesterSettings,
     /// Reminders.
     reminders: Option<ReminderSettings>,
+    /// How pending requests' channel posts stand out.
+    priority: PrioritySettings,
+    /// Reach Mattermost through this URL (a proxy in front of it) instead of the server's.
+    url: Option<String>,
+    /// The test changes server settings the others rely on: it runs alone
+    /// ([`SERVER_SETTINGS`]).
+    exclusive: bool,
 }
+
+/// Tests share one server and run in parallel. Every test holds this lock for reading while
+/// its plugin runs; a test that changes a server setting the others' posts depend on (the
+/// post edit time limit) holds it for writing, so it runs alone, and restores the setting
+/// before it lets go.
+static SERVER_SETTINGS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The plugin under test posting to the real Mattermost; it dereferences to the
 /// [`Plugin`] (Teleport double, instance, engine and callback server).
@@ -82,6 +96,7 @@ struct Real {
     channel_id: String,
     logs: Logs,
     _log_guard: tracing::subscriber::DefaultGuard,
+    _shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
 }
 
 impl std::ops::Deref for Real {
@@ -99,6 +114,10 @@ impl std::ops::DerefMut for Real {
 
 impl Real {
     async fn start(env: Env, options: Options) -> Real {
+        let shared = match options.exclusive {
+            true => None,
+            false => Some(SERVER_SETTINGS.read().await),
+        };
         let logs = Logs::default();
         let writer = logs.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -111,7 +130,12 @@ impl Real {
         let api = Api::new(&env.url);
         let channel_id = api.channel_id(TEAM, CHANNEL, &env.admin_token).await;
         let target = MattermostTarget {
-            url: env.url.parse().expect("Mattermost URL"),
+            url: options
+                .url
+                .as_deref()
+                .unwrap_or(&env.url)
+                .parse()
+                .expect("Mattermost URL"),
             token: options.token.unwrap_or_else(|| env.bot_token.clone()),
         };
         let plugin = Plugin::start(
@@ -124,6 +148,7 @@ impl Real {
                 deny_reason: options.deny_reason,
                 requester: options.requester,
                 reminders: options.reminders,
+                priority: options.priority,
                 init_timeout: Duration::from_secs(5),
                 // The server's own limiter is what is exercised here, with the retry
                 // policy an install gets by default.
@@ -139,6 +164,7 @@ impl Real {
             channel_id,
             logs,
             _log_guard: log_guard,
+            _shared: shared,
         }
     }
 
@@ -1111,4 +1137,666 @@ async fn suggestions_reach_people_only_and_give_no_buttons_to_those_who_may_not_
         .filter(|p| p["user_id"] == bot.as_str())
         .collect();
     assert!(in_secret.is_empty(), "{in_secret:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// What the current server (11.x) does differently from 6.7.2; each test says what each line
+// answers, gated on the server's version (`TM_REAL_MATTERMOST_VERSION`).
+
+/// The version of the server under test.
+fn server_version(env: &Env) -> teleport_mattermost::mattermost::ServerVersion {
+    env.version
+        .as_deref()
+        .and_then(teleport_mattermost::mattermost::ServerVersion::parse)
+        .expect("run.sh says the server's version")
+}
+
+/// A proxy on 127.0.0.1 in front of the real server that holds calls to `path` for `delay`
+/// before passing them on: a server slow to answer one endpoint. Returns its base URL and
+/// the JSON bodies of the calls it held.
+async fn delaying_proxy(
+    upstream: String,
+    path: &'static str,
+    delay: Duration,
+) -> (String, Arc<Mutex<Vec<Value>>>) {
+    use axum::response::IntoResponse as _;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let seen = held.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            if parts.uri.path() == path {
+                tokio::time::sleep(delay).await;
+            }
+            let body = axum::body::to_bytes(body, 64 << 20)
+                .await
+                .unwrap_or_default();
+            let target = format!(
+                "{upstream}{}",
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
+            );
+            let mut forward = client.request(parts.method, target).body(body);
+            for (name, value) in &parts.headers {
+                if name != axum::http::header::HOST {
+                    forward = forward.header(name, value);
+                }
+            }
+            let Ok(answer) = forward.send().await else {
+                return axum::http::StatusCode::BAD_GATEWAY.into_response();
+            };
+            let mut response = axum::http::Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                if !matches!(
+                    name.as_str(),
+                    "content-length" | "transfer-encoding" | "connection"
+                ) {
+                    response = response.header(name, value);
+                }
+            }
+            let bytes = answer.bytes().await.unwrap_or_default();
+            response.body(axum::body::Body::from(bytes)).unwrap()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), held)
+}
+
+/// The plugin waits for the dialog as long as this server's trigger lives: 30 s on 11.4
+/// (OutgoingIntegrationRequestsTimeout), 3 s on 6.7.2. A server 4 s slow to open it still
+/// shows it on 11.4; on 6.7.2 the plugin gives up at 3 s, as the server would refuse it.
+#[tokio::test]
+async fn the_dialog_waits_as_long_as_this_servers_trigger_lives() {
+    use teleport_mattermost::callback::dialog;
+    let env = real_env!();
+    let version = server_version(&env);
+    let lifetime = dialog::trigger_lifetime(Some(version));
+    let delay = Duration::from_secs(4);
+    let (proxy, held) =
+        delaying_proxy(env.url.clone(), "/api/v4/actions/dialogs/open", delay).await;
+    let real = Real::started(
+        env,
+        Options {
+            deny_reason: ReasonPrompt::Required,
+            url: Some(proxy),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        real.instance.mattermost().server_version().await,
+        Some(version),
+        "the plugin reads the version from the client config"
+    );
+    let id = real.teleport.create_request(request("bob@example.com"));
+    let post_id = real.wait_posted(&id).await;
+    let (carol, mut events) = real.session("carol").await;
+    let pressed_at = Instant::now();
+    let (status, body) = real.press(&post_id, message::ACTION_DENY, &carol).await;
+    assert_eq!(status, 200, "press answered {body}");
+    let got = events.dialog_or_answer(&id, &post_id).await;
+    let _ = writeln!(
+        std::io::stderr(),
+        "Mattermost {version}: trigger lifetime {lifetime:?}; dialogs/open held {delay:?}: {got:?} after {:?}",
+        pressed_at.elapsed()
+    );
+    if lifetime > delay {
+        assert!(matches!(got, Some(Ok(_))), "the dialog opened: {got:?}");
+    } else {
+        let text = match got {
+            Some(Err(text)) => text,
+            other => panic!("a refusal: {other:?}"),
+        };
+        assert!(
+            text.contains("could not be opened") && text.contains("within the 3s"),
+            "{text}"
+        );
+    }
+    assert!(real.teleport.state_changes().is_empty());
+
+    // The server's own rule: the press's trigger id (as the plugin sent it to open the
+    // dialog; Mattermost answers the presser only the client's part of it), 4.5 s old, opens
+    // a dialog on 11.4 and is refused as expired on 6.7.2.
+    let trigger = held.lock().unwrap()[0]["trigger_id"]
+        .as_str()
+        .expect("a trigger id")
+        .to_string();
+    tokio::time::sleep(
+        (pressed_at + Duration::from_millis(4500)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let (status, _, answer) = real
+        .api
+        .call(
+            reqwest::Method::POST,
+            "/actions/dialogs/open",
+            Some(&real.env.bot_token),
+            Some(serde_json::json!({
+                "trigger_id": trigger,
+                "url": "http://127.0.0.1:9/nowhere",
+                "dialog": {"callback_id": "check", "title": "Check", "elements": [],
+                           "submit_label": "OK", "state": "{}"},
+            })),
+        )
+        .await;
+    let _ = writeln!(
+        std::io::stderr(),
+        "Mattermost {version}: a 4.5 s old trigger opens with {status} {answer}"
+    );
+    if lifetime > Duration::from_millis(4500) {
+        assert_eq!(status, 200, "{answer}");
+    } else {
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(
+            answer["id"],
+            "interactive_message.decode_trigger_id.expired"
+        );
+    }
+}
+
+/// A reason given in a direct message's dialog decides. Before 11.10 the server forwards the
+/// team the reviewer's client names (the webapp's current team) and refuses an empty one
+/// itself; from 11.10 it sets the channel's, empty in a DM: the plugin reads no team.
+#[tokio::test]
+async fn a_reason_given_in_a_direct_messages_dialog_decides() {
+    let env = real_env!();
+    let version = server_version(&env);
+    let real = Real::started(
+        env,
+        Options {
+            deny_reason: ReasonPrompt::Required,
+            recipients: vec!["carol@example.com".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = real.teleport.create_request(request("bob@example.com"));
+    assert!(
+        real.eventually(WAIT, |r| r.data(&id).messages.len() == 2)
+            .await,
+        "{:?}",
+        real.data(&id)
+    );
+    let dm = real
+        .data(&id)
+        .messages
+        .into_iter()
+        .find(|m| m.channel_id != real.channel_id)
+        .unwrap();
+    let (carol, mut events) = real.session("carol").await;
+    let opened = loop {
+        let (status, body) = real.press(&dm.post_id, message::ACTION_DENY, &carol).await;
+        assert_eq!(status, 200, "press answered {body}");
+        match events.dialog_or_answer(&id, &dm.post_id).await {
+            Some(Ok(opened)) => break opened,
+            // Only on a 3-second trigger, and a rate-limited bot.
+            Some(Err(text)) if text.contains("Press Deny again") => {
+                tokio::time::sleep(Duration::from_secs(1)).await
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let state = opened["dialog"]["state"].as_str().unwrap().to_string();
+    let submission = serde_json::json!({ "reason": "not from a DM at 3 am" });
+    let (status, body) = real
+        .api
+        .submit_dialog(
+            &carol,
+            &opened,
+            &state,
+            &dm.channel_id,
+            "",
+            submission.clone(),
+        )
+        .await;
+    let _ = writeln!(
+        std::io::stderr(),
+        "Mattermost {version}: a DM submission without a team answers {status} {body}"
+    );
+    if version < teleport_mattermost_testkit::mattermost::V11_10_0 {
+        assert_eq!(status, 403, "the server itself needs a team: {body}");
+        assert!(real.teleport.state_changes().is_empty());
+        let team = real.team_id().await;
+        let (status, body) = real
+            .api
+            .submit_dialog(&carol, &opened, &state, &dm.channel_id, &team, submission)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    } else {
+        assert_eq!(status, 200, "{body}");
+    }
+    let changes = real.teleport.state_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].state, RequestState::Denied);
+    assert!(changes[0].reason.ends_with(": not from a DM at 3 am"));
+}
+
+/// Sets the server's `ServiceSettings.PostEditTimeLimit` (seconds; -1 for none).
+async fn set_post_edit_time_limit(api: &Api, admin: &str, seconds: i64) {
+    let (status, _, body) = api
+        .call(
+            reqwest::Method::PUT,
+            "/config/patch",
+            Some(admin),
+            Some(serde_json::json!({"ServiceSettings": {"PostEditTimeLimit": seconds}})),
+        )
+        .await;
+    assert_eq!(status, 200, "config patch: {body}");
+}
+
+/// The thread replies under `post_id` that stand in for an edit the server refused.
+async fn outcome_notes(real: &Real, post_id: &str) -> Vec<Value> {
+    let (status, _, thread) = real
+        .api
+        .call(
+            reqwest::Method::GET,
+            &format!("/posts/{post_id}/thread"),
+            Some(&real.env.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{thread}");
+    thread["posts"]
+        .as_object()
+        .map(|posts| {
+            posts
+                .values()
+                .filter(|p| {
+                    p["root_id"] == post_id
+                        && p["message"]
+                            .as_str()
+                            .is_some_and(|m| m.starts_with("This post can no longer be edited"))
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Under an admin's post edit time limit, the server refuses the resolution's edits
+/// (400 `api.post.update_post.permissions_time_limit.app_error`): the outcome reaches each
+/// post's thread once, the resolution is recorded, and nothing is retried after a restart.
+/// The limit is server-wide, so this test runs alone and puts it back.
+#[tokio::test]
+async fn past_the_post_edit_time_limit_the_outcome_is_told_in_each_thread_once() {
+    use futures::FutureExt as _;
+    let env = real_env!();
+    let api = Api::new(&env.url);
+    let exclusive = SERVER_SETTINGS.write().await;
+    set_post_edit_time_limit(&api, &env.admin_token, 2).await;
+    let outcome = std::panic::AssertUnwindSafe(edit_limit_checks(env.clone()))
+        .catch_unwind()
+        .await;
+    set_post_edit_time_limit(&api, &env.admin_token, -1).await;
+    drop(exclusive);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn edit_limit_checks(env: Env) {
+    let version = server_version(&env);
+    let mut real = Real::started(
+        env,
+        Options {
+            recipients: vec!["carol@example.com".into()],
+            exclusive: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    // One request resolved in Teleport, one by a press, both past the limit.
+    let by_teleport = real.teleport.create_request(request("bob@example.com"));
+    let by_press = real.teleport.create_request(request("bob@example.com"));
+    for id in [&by_teleport, &by_press] {
+        assert!(
+            real.eventually(WAIT, |r| r.data(id).messages.len() == 2)
+                .await
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // What the server answers an edit of a post past the limit.
+    let channel_post = real.wait_posted(&by_teleport).await;
+    let (status, _, refused) = real
+        .api
+        .call(
+            reqwest::Method::PUT,
+            &format!("/posts/{channel_post}"),
+            Some(&real.env.bot_token),
+            Some(serde_json::json!({"id": channel_post, "message": "changed"})),
+        )
+        .await;
+    let _ = writeln!(
+        std::io::stderr(),
+        "Mattermost {version}: an edit past PostEditTimeLimit answers {status} {refused}"
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        refused["id"],
+        "api.post.update_post.permissions_time_limit.app_error"
+    );
+
+    real.teleport.resolve(
+        &by_teleport,
+        RequestState::Approved,
+        "approved in the web UI",
+    );
+    let (alice, mut alice_events) = real.session("alice").await;
+    let press_post = real.wait_posted(&by_press).await;
+    let (status, body) = real
+        .press(&press_post, message::ACTION_APPROVE, &alice)
+        .await;
+    let ephemeral = match status {
+        200 => alice_events.ephemeral_on(&press_post).await,
+        _ => None,
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "Mattermost {version}: a press past the limit answers {status} {body}, ephemeral {ephemeral:?}"
+    );
+    // The decision is made either way.
+    assert_eq!(
+        real.teleport.request(&by_press).unwrap().state,
+        RequestState::Approved
+    );
+    if version.major >= 11 {
+        // 11.4 checks the limit in its API handler only: the press's update is applied.
+        assert_eq!(status, 200, "{body}");
+        let shown = real.post(&press_post).await;
+        assert!(
+            shown["message"]
+                .as_str()
+                .unwrap()
+                .contains("APPROVED by @alice"),
+            "{shown}"
+        );
+    } else {
+        // 6.7.2 checks it in App.UpdatePost, which applies the press's update too: the
+        // presser sees the server's error, not our answer.
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            body["id"],
+            "api.post.update_post.permissions_time_limit.app_error"
+        );
+    }
+
+    // Every post shows its outcome: edited, or in its thread, once.
+    for (id, by) in [
+        (&by_teleport, "✅ APPROVED"),
+        (&by_press, "APPROVED by @alice"),
+    ] {
+        assert!(
+            real.eventually(WAIT, |r| r.data(id).edited == Some(RequestState::Approved))
+                .await,
+            "{:?}",
+            real.data(id)
+        );
+        for m in real.data(id).messages {
+            let post = real.post(&m.post_id).await;
+            let notes = outcome_notes(&real, &m.post_id).await;
+            let edited = post["message"].as_str().unwrap().contains(by);
+            assert!(
+                edited || (notes.len() == 1 && notes[0]["message"].as_str().unwrap().contains(by)),
+                "{id}: {post} / {notes:?}"
+            );
+            if id == &by_teleport {
+                assert_eq!(notes.len(), 1, "the edit was refused, the thread says it");
+            }
+        }
+    }
+    // A restart neither edits nor tells again.
+    let before: Vec<usize> = {
+        let mut counts = Vec::new();
+        for id in [&by_teleport, &by_press] {
+            for m in real.data(id).messages {
+                counts.push(outcome_notes(&real, &m.post_id).await.len());
+            }
+        }
+        counts
+    };
+    real.restart().await;
+    let _ = real
+        .status_until(WAIT, |s| s.teleport.ok == Some(true))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut after = Vec::new();
+    for id in [&by_teleport, &by_press] {
+        for m in real.data(id).messages {
+            after.push(outcome_notes(&real, &m.post_id).await.len());
+        }
+    }
+    assert_eq!(before, after);
+    assert!(
+        !real.logs.text().contains("will retry"),
+        "nothing is retried: {}",
+        real.logs.text()
+    );
+}
+
+/// The server's log file (JSON lines), where 11.4 warns about invalid post props.
+fn server_log(env: &Env) -> Option<String> {
+    let stdout = std::env::var("TM_REAL_MATTERMOST_LOG").ok()?;
+    let dir = std::path::Path::new(&stdout).parent()?;
+    let mut text = String::new();
+    for path in [
+        dir.join("logs/mattermost.log"),
+        std::path::PathBuf::from(&stdout),
+    ] {
+        text.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+    }
+    let _ = env;
+    Some(text)
+}
+
+/// Our buttons pass the newer validation (`PostAction.IsValid`: a name, type button, an
+/// http(s) URL; alphanumeric ids). 11.4 only logs a violation ("Invalid post props"), so its
+/// log is read, with a post that violates it as the control.
+#[tokio::test]
+async fn our_buttons_pass_the_servers_action_validation() {
+    let env = real_env!();
+    let version = server_version(&env);
+    let real = Real::started(
+        env.clone(),
+        Options {
+            recipients: vec!["carol@example.com".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = real.teleport.create_request(request("bob@example.com"));
+    assert!(
+        real.eventually(WAIT, |r| r.data(&id).messages.len() == 2)
+            .await
+    );
+    let posts: Vec<String> = real
+        .data(&id)
+        .messages
+        .into_iter()
+        .map(|m| m.post_id)
+        .collect();
+    for post_id in &posts {
+        let post = real.post(post_id).await;
+        for action in actions(&post) {
+            let id = action["id"].as_str().unwrap();
+            assert!(!id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()));
+            assert_eq!(action["type"], "button");
+            assert!(!action["name"].as_str().unwrap().is_empty());
+        }
+    }
+    // A press through the server (which routes `[A-Za-z0-9]+` ids only) and the edits after.
+    let (alice, mut events) = real.session("alice").await;
+    let (status, body) = real.press(&posts[0], message::ACTION_APPROVE, &alice).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(events.ephemeral_on(&posts[0]).await.is_some());
+    assert!(
+        real.eventually(WAIT, |r| r.data(&id).edited == Some(RequestState::Approved))
+            .await
+    );
+    if version.major < 11 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "Mattermost {version} does not validate actions"
+        );
+        return;
+    }
+    // The control: an action without a type, posted by the bot itself.
+    let (status, _, bad) = real
+        .api
+        .call(
+            reqwest::Method::POST,
+            "/posts",
+            Some(&real.env.bot_token),
+            Some(serde_json::json!({
+                "channel_id": real.channel_id, "message": "control",
+                "props": {"attachments": [{"actions": [{"id": "x", "name": "X",
+                    "integration": {"url": "http://127.0.0.1:9/x"}}]}]},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{bad}");
+    let control = bad["id"].as_str().unwrap().to_string();
+    let flagged = |log: &str, post: &str| {
+        log.lines()
+            .any(|l| l.contains("Invalid post props") && l.contains(post))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = server_log(&env).unwrap_or_default();
+        if flagged(&log, &control) || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        flagged(&log, &control),
+        "the server's log flags the control post {control}"
+    );
+    for post_id in &posts {
+        assert!(!flagged(&log, post_id), "{post_id} was flagged");
+    }
+}
+
+/// Priority on the real server: 11.4 Team Edition takes `important` and refuses
+/// `requested_ack` (501, no licence): the channel post goes out once without it, and the
+/// status says so. 6.7.2 knows no priority and ignores it.
+#[tokio::test]
+async fn a_priority_post_goes_out_once_even_where_the_acknowledgement_is_unlicensed() {
+    let env = real_env!();
+    let version = server_version(&env);
+    // What the server answers, asked directly.
+    let api = Api::new(&env.url);
+    let channel = api.channel_id(TEAM, CHANNEL, &env.admin_token).await;
+    let mut answers = Vec::new();
+    for (label, priority) in [
+        ("important", serde_json::json!({"priority": "important"})),
+        (
+            "requested_ack",
+            serde_json::json!({"priority": "", "requested_ack": true}),
+        ),
+    ] {
+        let (status, _, body) = api
+            .call(
+                reqwest::Method::POST,
+                "/posts",
+                Some(&env.bot_token),
+                Some(serde_json::json!({"channel_id": channel, "message": format!("priority check: {label}"),
+                                         "metadata": {"priority": priority}})),
+            )
+            .await;
+        let _ = writeln!(
+            std::io::stderr(),
+            "Mattermost {version}: a post with {label} answers {status} {} {}",
+            body["id"],
+            body["metadata"]["priority"]
+        );
+        answers.push((status, body));
+    }
+    // Message priority came with 7.7.
+    let unlicensed = version >= teleport_mattermost::mattermost::ServerVersion::new(7, 7, 0);
+    if unlicensed {
+        assert_eq!(answers[0].0, 201);
+        assert_eq!(
+            answers[0].1["metadata"]["priority"]["priority"],
+            "important"
+        );
+        assert_eq!(answers[1].0, 501, "{}", answers[1].1);
+        assert_eq!(answers[1].1["id"], "license_error.feature_unavailable");
+    } else {
+        assert_eq!((answers[0].0, answers[1].0), (201, 201));
+        assert!(answers[1].1["metadata"]["priority"].is_null());
+    }
+
+    let real = Real::started(
+        env,
+        Options {
+            recipients: vec!["carol@example.com".into()],
+            priority: PrioritySettings {
+                priority: Priority::Important,
+                requested_ack: true,
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let ids: Vec<String> = (0..2)
+        .map(|_| real.teleport.create_request(request("bob@example.com")))
+        .collect();
+    for id in &ids {
+        assert!(
+            real.eventually(WAIT, |r| r.data(id).messages.len() == 2)
+                .await
+        );
+    }
+    let posts = real
+        .api
+        .channel_posts(&real.channel_id, &real.env.admin_token)
+        .await;
+    for id in &ids {
+        let roots: Vec<&Value> = posts
+            .iter()
+            .filter(|p| p["root_id"] == "" && p["props"]["teleport_request_id"] == id.as_str())
+            .collect();
+        assert_eq!(roots.len(), 1, "posted once");
+        let post = real.post(roots[0]["id"].as_str().unwrap()).await;
+        let priority = &post["metadata"]["priority"];
+        if unlicensed {
+            assert_eq!(priority["priority"], "important", "{post}");
+            assert_eq!(priority["requested_ack"], false, "{post}");
+        } else {
+            assert!(priority.is_null(), "{post}");
+        }
+        // Not in the direct message.
+        let dm = real
+            .data(id)
+            .messages
+            .into_iter()
+            .find(|m| m.channel_id != real.channel_id)
+            .unwrap();
+        assert!(real.post(&dm.post_id).await["metadata"]["priority"].is_null());
+    }
+    let problem = real.instance.status().borrow().priority_problem.clone();
+    let warnings = real
+        .logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("AcknowledgementUnlicensed"))
+        .count();
+    if unlicensed {
+        let (reason, message) = problem.expect("the status says why");
+        assert_eq!(reason, "AcknowledgementUnlicensed");
+        assert!(message.contains("as important"), "{message}");
+        assert_eq!(warnings, 1, "logged once: {}", real.logs.text());
+    } else {
+        assert_eq!(problem, None);
+        assert_eq!(warnings, 0);
+    }
 }

@@ -554,7 +554,9 @@ async fn show_update(instance: &Instance, channel_id: &str, post_id: &str, updat
         update["props"].as_object().cloned().unwrap_or_default(),
     );
     if let Err(e) = instance.mattermost().update_post(&post).await {
-        tracing::warn!(post = %post_id, error = %e, "could not show the decision on the pressed post; the watcher edits it");
+        // The watcher edits it too, or (past the server's post edit time limit) says it in
+        // the post's thread.
+        tracing::warn!(post = %post_id, error = %e, "could not show the decision on the pressed post; the watcher shows it");
     }
 }
 
