@@ -1167,15 +1167,17 @@ async fn delaying_proxy(
     let addr = listener.local_addr().unwrap();
     let client = reqwest::Client::new();
     let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
-        let (client, upstream) = (client.clone(), upstream.clone());
+        let (client, upstream, seen) = (client.clone(), upstream.clone(), seen.clone());
         async move {
             let (parts, body) = request.into_parts();
-            if parts.uri.path() == path {
-                tokio::time::sleep(delay).await;
-            }
             let body = axum::body::to_bytes(body, 64 << 20)
                 .await
                 .unwrap_or_default();
+            if parts.uri.path() == path {
+                let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                seen.lock().unwrap().push(json);
+                tokio::time::sleep(delay).await;
+            }
             let target = format!(
                 "{upstream}{}",
                 parts
