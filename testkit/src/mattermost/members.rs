@@ -42,13 +42,17 @@ impl Server {
             || (channel.channel_type == "O" && self.bot_posts_all_public)
     }
 
-    /// Whether `user_id` can read (and so press buttons in) `channel_id`.
+    /// Whether `user_id` can read (and so press buttons in) `channel_id`. 11.4 lets a team
+    /// member read a public channel without joining it (`HasPermissionToReadChannel`,
+    /// `server/channels/app/authorization.go`, from `doPostAction`); 6.7.2's `doPostAction`
+    /// asks `SessionHasPermissionToChannelByPost` for `read_channel`, which only membership
+    /// grants (tier 4 saw 403 there).
     pub(super) fn may_read(&self, channel_id: &str, user_id: &str) -> bool {
         let public = self
             .channels
             .iter()
             .any(|c| c.id == channel_id && c.channel_type == "O");
-        public || self.is_member(channel_id, user_id)
+        (public && self.line.version.major >= 11) || self.is_member(channel_id, user_id)
     }
 
     fn user_id_of(&self, who: &str) -> Option<String> {
