@@ -296,14 +296,14 @@ pub fn priority_metadata(
         p => p.as_str().to_string(),
     };
     let requested_ack = settings.requested_ack && fallback == PriorityFallback::AsConfigured;
-    (fallback != PriorityFallback::Without && (!priority.is_empty() || requested_ack)).then(|| {
+    (fallback != PriorityFallback::Without && (!priority.is_empty() || requested_ack)).then_some(
         NewPostMetadata {
             priority: PostPriority {
                 priority,
                 requested_ack,
             },
-        }
-    })
+        },
+    )
 }
 
 /// The fallback after the server refused a post's priority for `refusal`, and the status
