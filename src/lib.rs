@@ -3,6 +3,7 @@
 //! Data flows one way: Teleport event → [`bridge`] → [`message`] → [`mattermost`]. A button
 //! press flows back: [`callback`] → [`teleport`].
 
+pub mod access_monitoring;
 pub mod bridge;
 pub mod callback;
 pub mod config;
