@@ -302,7 +302,7 @@ impl Callee {
     /// Describes argument `index` (0-based, the receiver first for methods).
     fn argument(&self, index: usize) -> String {
         if self.method && index == 0 {
-            format!("the value {} is called on", self.display())
+            format!("the value before {}", self.display())
         } else {
             let n = if self.method { index } else { index + 1 };
             format!("the {} argument of {}", ordinal(n), self.display())

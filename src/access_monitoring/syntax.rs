@@ -567,6 +567,11 @@ fn expectations(error: &ContextError) -> String {
             }
         }
     }
+    // A specific expectation ("an operand after `&&`") says more than the generic one of the
+    // operand parser it wraps.
+    if seen.len() > 1 {
+        seen.retain(|s| s != OPERAND);
+    }
     match seen.len() {
         0 => "a valid condition".to_string(),
         1 => seen.remove(0),
@@ -914,8 +919,10 @@ fn call_suffix(input: &mut Tokens<'_>) -> PResult<Suffix> {
         opt(tok_punct(Punct::Comma)),
     ))
     .parse_next(input)?;
+    // After an argument a comma may follow; before one, an argument may.
+    let more = if args.is_some() { "`,`" } else { "an argument" };
     let close = cut_err(tok_punct(Punct::RParen))
-        .context(expected("`,`"))
+        .context(expected(more))
         .parse_next(input)?;
     Ok(Suffix::Call(args.unwrap_or_default(), close.span.clone()))
 }
@@ -952,8 +959,11 @@ fn postfix(input: &mut Tokens<'_>) -> PResult<Node> {
         }))
 }
 
+/// What can start an operand.
+const OPERAND: &str = "a name, a string, a number or `(`";
+
 fn primary(input: &mut Tokens<'_>) -> PResult<Node> {
-    const WHAT: &str = "a name, a string, a number or `(`";
+    const WHAT: &str = OPERAND;
     let Some(token) = opt(peek(any)).parse_next(input)? else {
         return fail.context(expected(WHAT)).parse_next(input);
     };
