@@ -817,7 +817,7 @@ fn a_broken_rule_is_reported_once_and_the_others_still_apply() {
     let error = rules
         .upsert(rule("was-good", "access_request.spec.rolez", &["eng/y"]))
         .unwrap_err();
-    assert!(matches!(error.error, ConditionError::UnknownName { .. }));
+    assert!(matches!(*error.error, ConditionError::UnknownName { .. }));
     assert_eq!(recipients(&rules, &alice()), ["eng/all"]);
 
     // Fixed: it routes again and leaves the broken list.

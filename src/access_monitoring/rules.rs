@@ -95,8 +95,8 @@ pub struct RuleError {
     pub rule: String,
     /// The condition text that failed.
     pub condition: String,
-    /// Why.
-    pub error: ConditionError,
+    /// Why (boxed: the error is large and rare).
+    pub error: Box<ConditionError>,
 }
 
 /// A rule whose condition failed for one request; the rule does not route that request.
@@ -266,7 +266,7 @@ impl RuleSet {
                 let error = RuleError {
                     rule: rule.name.clone(),
                     condition: rule.condition,
-                    error,
+                    error: Box::new(error),
                 };
                 self.broken.insert(rule.name, error.clone());
                 Err(error)
