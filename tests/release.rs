@@ -72,7 +72,10 @@ fn pushes_and_pull_requests_run_the_checks_and_the_tiers() {
             .map(str::to_owned)
             .collect()
     };
-    let all: Vec<String> = ["lint", "deny", "tests"].iter().flat_map(|j| runs(j)).collect();
+    let all: Vec<String> = ["lint", "deny", "tests"]
+        .iter()
+        .flat_map(|j| runs(j))
+        .collect();
     for wanted in [
         "cargo fmt --all -- --check",
         "cargo clippy --workspace --all-targets --locked -- -D warnings",
@@ -92,7 +95,11 @@ fn pushes_and_pull_requests_run_the_checks_and_the_tiers() {
         .as_sequence()
         .unwrap()
         .iter()
-        .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/cache@")))
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/cache@"))
+        })
         .expect("the tests job caches the peers");
     let key = cache["with"]["key"].as_str().unwrap();
     assert!(key.contains("hashFiles('tests/**/build.sh'"), "{key}");
