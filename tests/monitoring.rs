@@ -433,6 +433,46 @@ async fn every_metric_the_alerts_and_the_dashboard_read_is_in_a_scrape_of_the_op
         .replace("burst: 1\n", "burst: 100\n");
     env.apply(&cr).unwrap();
     env.wait_condition("platform", "Ready", "True").await;
+    // The runbook's checks, as written there, against the real API server.
+    let runbook = read(RUNBOOK);
+    let watch_message = r#"{.status.conditions[?(@.type=="TeleportConnected")].message}"#;
+    assert!(runbook.contains(&format!("-o jsonpath='{watch_message}'")));
+    let message = env
+        .cp
+        .kubectl_run(
+            &[
+                "-n",
+                NS,
+                "get",
+                "mmap",
+                "platform",
+                "-o",
+                &format!("jsonpath={watch_message}"),
+            ],
+            None,
+        )
+        .unwrap();
+    assert!(message.contains("watching access requests"), "{message:?}");
+    assert!(runbook.contains("-o jsonpath='{.status.lastPressProblem}'"));
+    env.cp
+        .kubectl_run(
+            &[
+                "-n",
+                NS,
+                "get",
+                "mmap",
+                "platform",
+                "-o",
+                "jsonpath={.status.lastPressProblem}",
+            ],
+            None,
+        )
+        .unwrap();
+    let described = env
+        .cp
+        .kubectl_run(&["-n", NS, "describe", "mmap", "platform"], None)
+        .unwrap();
+    assert!(described.contains("TeleportConnected"), "{described}");
     let id = env
         .teleport
         .create_request(NewRequest::by("bob@example.com"));

@@ -67,6 +67,8 @@ impl std::fmt::Debug for Registry {
 }
 
 type Labels = Vec<(&'static str, String)>;
+/// One family's samples: labels and value.
+type Rows = Vec<(Labels, f64)>;
 
 fn family(
     encoder: &mut DescriptorEncoder,
@@ -88,9 +90,7 @@ fn family(
 
 /// Ready (1) or not (0), and suspended (1) or not, per cached object: what `kubectl get mmap`
 /// shows, for an alert that does not depend on the leader's own view.
-fn object_rows(
-    objects: &[std::sync::Arc<MattermostAccessPlugin>],
-) -> (Vec<(Labels, f64)>, Vec<(Labels, f64)>) {
+fn object_rows(objects: &[std::sync::Arc<MattermostAccessPlugin>]) -> (Rows, Rows) {
     let mut ready = Vec::new();
     let mut suspended = Vec::new();
     for cr in objects {
