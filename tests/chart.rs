@@ -137,6 +137,12 @@ fn values_schema_rejects_wrong_types_and_unknown_keys() {
         (&["--set", "replica=2"], "replica"),
         (&["--set", "ingress.hostname=x.example.com"], "hostname"),
         (&["--set", "image.digest=latest"], "digest"),
+        (&["--set", "prometheusRule.notReadyFor=soon"], "notReadyFor"),
+        (
+            &["--set", "prometheusRule.runbookBaseURL=docs/runbook.md"],
+            "runbookBaseURL",
+        ),
+        (&["--set", "grafanaDashboard.label="], "label"),
     ];
     for (args, mentions) in cases {
         let out = output(helm("template").args(["tm", CHART]).args(*args));
@@ -496,8 +502,8 @@ fn dockerfile_builds_with_the_release_command() {
 
 // ---- against a real kube-apiserver --------------------------------------------------------
 
-/// A minimal stand-in for the Prometheus Operator's ServiceMonitor CRD, so the full values
-/// (serviceMonitor.enabled) can be applied.
+/// Minimal stand-ins for the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, so
+/// the full values (serviceMonitor.enabled, prometheusRule.enabled) can be applied.
 const SERVICE_MONITOR_CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -506,6 +512,23 @@ metadata:
 spec:
   group: monitoring.coreos.com
   names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: prometheusrules.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  names: {kind: PrometheusRule, plural: prometheusrules, singular: prometheusrule, listKind: PrometheusRuleList}
   scope: Namespaced
   versions:
     - name: v1
@@ -538,12 +561,16 @@ fn create_namespaces(plane: &ControlPlane, names: &[&str]) {
 #[tokio::test]
 async fn rendered_chart_and_examples_pass_server_side_dry_run() {
     let plane = control_plane().await;
-    create_namespaces(&plane, &["tm-system", "team-a", "team-b", "teleport"]);
+    create_namespaces(
+        &plane,
+        &["tm-system", "team-a", "team-b", "teleport", "monitoring"],
+    );
     apply(&plane, &["apply", "-f", "-"], SERVICE_MONITOR_CRD);
     ok(plane.kubectl().args([
         "wait",
         "--for=condition=Established",
         "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
     ]));
 
     for args in [&[][..], &["--values", FULL_VALUES][..]] {
@@ -1059,4 +1086,107 @@ fn the_ingress_routes_every_callback_route_and_nothing_else() {
         .map(|p| p.to_string())
         .collect();
     assert_eq!(paths, served);
+}
+
+#[test]
+fn alerts_and_the_dashboard_are_off_by_default_and_follow_their_values() {
+    let default = template(&[]);
+    assert!(find(&default, "PrometheusRule").is_empty());
+    assert!(
+        find(&default, "ConfigMap").is_empty(),
+        "no dashboard by default"
+    );
+
+    let full = template(&["--values", FULL_VALUES]);
+    // The alerts group per-object series by the object's own namespace label.
+    assert_eq!(
+        one(&full, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"],
+        Yaml::Bool(true)
+    );
+    let rule = one(&full, "PrometheusRule");
+    assert_eq!(rule["metadata"]["namespace"].as_str(), Some("monitoring"));
+    assert_eq!(
+        rule["metadata"]["labels"]["release"].as_str(),
+        Some("prometheus")
+    );
+    let rules = rule["spec"]["groups"][0]["rules"].as_sequence().unwrap();
+    let named = |name: &str| {
+        rules
+            .iter()
+            .find(|r| r["alert"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no alert {name}"))
+    };
+    assert_eq!(
+        rules.last().unwrap()["alert"].as_str(),
+        Some("TeleportMattermostNoPostsToday"),
+        "extraRules are appended"
+    );
+    for r in &rules[..rules.len() - 1] {
+        assert_eq!(r["labels"]["team"].as_str(), Some("platform"), "{r:?}");
+        let runbook = r["annotations"]["runbook_url"].as_str().unwrap();
+        assert!(
+            runbook.starts_with("https://docs.example.com/teleport-mattermost/runbook.md#"),
+            "{runbook}"
+        );
+    }
+    let not_ready = named("TeleportMattermostObjectNotReady");
+    assert_eq!(not_ready["for"].as_str(), Some("15m"));
+    assert!(
+        not_ready["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Ready for 15m")
+    );
+    let refused = named("TeleportMattermostCallbacksRefused");
+    assert!(
+        refused["expr"]
+            .as_str()
+            .unwrap()
+            .trim_end()
+            .ends_with("> 50"),
+        "{refused:?}"
+    );
+
+    let dashboard = one(&full, "ConfigMap");
+    assert_eq!(
+        dashboard["metadata"]["namespace"].as_str(),
+        Some("monitoring")
+    );
+    assert_eq!(
+        dashboard["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"].as_str(),
+        Some("Teleport")
+    );
+    let json: Json = serde_json::from_str(
+        dashboard["data"]["teleport-mattermost.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let file: Json =
+        serde_json::from_str(&read("charts/teleport-mattermost/files/dashboard.json")).unwrap();
+    assert_eq!(
+        json, file,
+        "the ConfigMap carries files/dashboard.json as is"
+    );
+
+    let relabelled = template(&[
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
+        "grafanaDashboard.label=dashboards",
+        "--set",
+        "grafanaDashboard.labelValue=teleport",
+    ]);
+    let labels = &one(&relabelled, "ConfigMap")["metadata"]["labels"];
+    assert_eq!(labels["dashboards"].as_str(), Some("teleport"));
+    assert!(labels["grafana_dashboard"].is_null());
+    assert_eq!(
+        one(&relabelled, "ConfigMap")["metadata"]["namespace"].as_str(),
+        Some("tm-system"),
+        "the release namespace by default"
+    );
 }

