@@ -326,6 +326,26 @@ impl prometheus_client::collector::Collector for Probes {
             MetricType::Gauge,
             &bridge_rows(&|s| s.teleport.ok.map(|ok| f64::from(u8::from(ok)))),
         )?;
+        let now = chrono::Utc::now();
+        family(
+            &mut encoder,
+            "teleport_mattermost_oldest_unposted_seconds",
+            "How long the oldest pending request not yet posted everywhere it goes has waited, 0 when none (leader only).",
+            MetricType::Gauge,
+            &bridge_rows(&|s| {
+                Some(
+                    s.oldest_unposted
+                        .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
+                )
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_requests_unposted",
+            "Pending requests not yet posted everywhere they go (leader only).",
+            MetricType::Gauge,
+            &bridge_rows(&|s| Some(s.unposted_requests as f64)),
+        )?;
         family(
             &mut encoder,
             "teleport_mattermost_requests_pending",
