@@ -555,6 +555,14 @@ impl MattermostDouble {
             .extend(std::iter::repeat_n(status, count));
     }
 
+    /// Drops every injected failure not answered yet: the server works again.
+    pub fn clear_injected(&self) {
+        let mut state = self.state();
+        state.inject_status.clear();
+        state.inject_on_path.clear();
+        state.inject_429 = None;
+    }
+
     /// The next `count` calls to `path` (e.g. `/api/v4/users/username/carol`) answer
     /// `status` with an error body; other paths are unaffected.
     pub fn inject_status_on(&self, path: &str, count: usize, status: u16) {
