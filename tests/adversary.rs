@@ -17,7 +17,7 @@ use teleport_mattermost::request::RequestState;
 use teleport_mattermost::settings::{
     ReasonPrompt, ReminderSettings, RequesterLookup, RequesterSettings,
 };
-use teleport_mattermost_testkit::mattermost::{Post, PressOutcome};
+use teleport_mattermost_testkit::mattermost::{MattermostDouble, Post, PressOutcome};
 use teleport_mattermost_testkit::stack::{Stack, StackOptions, TEAM};
 use teleport_mattermost_testkit::teleport::{NewRequest, Rpc};
 use tonic::Code;
@@ -174,29 +174,51 @@ async fn a_suggested_reviewer_outside_the_channel_gets_no_buttons_and_a_link_to_
         "a member of the channel may decide from her DM"
     );
 
-    // Pressing the channel post's button does not work for them either.
+    // Mattermost keeps them from pressing in a channel they are not in.
     let press = stack
         .mattermost
         .press(&channel_post.id, "Approve", "outsider")
         .await
         .unwrap();
-    assert!(ephemeral(&press).contains("not allowed"), "{press:?}");
+    assert_eq!(press.status, 403, "{press:?}");
     assert!(stack.teleport.state_changes().is_empty());
+}
+
+/// A channel the admin posts to that holds someone outside the plugin's channel.
+fn with_ops_channel(members: &'static [&'static str]) -> impl FnOnce(&MattermostDouble) {
+    move |mm| {
+        let ops = mm.add_channel(TEAM, "ops");
+        mm.add_member(&ops, &mm.bot_user_id());
+        for member in members {
+            mm.add_user(member, &format!("{member}@other.example"));
+            mm.add_member(&ops, member);
+        }
+    }
+}
+
+fn ops_options() -> StackOptions {
+    StackOptions {
+        recipients: vec![format!("{TEAM}/ops")],
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
 async fn the_requesters_second_account_cannot_approve() {
-    let stack = Stack::started(StackOptions::default()).await;
-    stack.mattermost.add_user("bobby", "bobby@other.example");
+    // bobby is bob's second account, in the ops channel the admin also posts requests to.
+    let stack = Stack::start_with(ops_options(), with_ops_channel(&["bobby"])).await;
     let id = stack
         .teleport
         .create_request(with_suggested("bob@example.com", &["bobby@other.example"]));
-    let channel_post = stack.posted(&id).await;
+    stack.posted(&id).await;
     assert!(Stack::eventually(WAIT, || dm_posts(&stack, "bobby", &id).len() == 1).await);
     assert!(!has_buttons(&dm_posts(&stack, "bobby", &id)[0]));
+    let ops = stack.mattermost.add_channel(TEAM, "ops");
+    assert!(Stack::eventually(WAIT, || stack.data(&id).message_in(&ops).is_some()).await);
+    let ops_post = stack.data(&id).message_in(&ops).unwrap().post_id.clone();
     let press = stack
         .mattermost
-        .press(&channel_post.id, "Approve", "bobby")
+        .press(&ops_post, "Approve", "bobby")
         .await
         .unwrap();
     assert!(ephemeral(&press).contains("not allowed"), "{press:?}");
@@ -449,32 +471,39 @@ async fn reminders_mention_only_people_who_may_decide() {
 
 #[tokio::test]
 async fn with_no_approvers_only_members_of_the_channel_decide() {
-    let stack = Stack::started(StackOptions::default()).await;
-    stack
-        .mattermost
-        .add_user("outsider", "outsider@example.com");
+    // The ops channel holds an outsider and carol; the plugin posts there too.
+    let stack = Stack::start_with(ops_options(), |mm| {
+        with_ops_channel(&["outsider"])(mm);
+        let ops = mm.add_channel(TEAM, "ops");
+        mm.add_member(&ops, "carol");
+        mm.add_member(&ops, "alice");
+    })
+    .await;
     let id = stack
         .teleport
         .create_request(NewRequest::by("bob@example.com"));
-    let post = stack.posted(&id).await;
+    stack.posted(&id).await;
+    let ops = stack.mattermost.add_channel(TEAM, "ops");
+    assert!(Stack::eventually(WAIT, || stack.data(&id).message_in(&ops).is_some()).await);
+    let post = stack.data(&id).message_in(&ops).unwrap().post_id.clone();
     let refused = stack
         .mattermost
-        .press(&post.id, "Approve", "outsider")
+        .press(&post, "Approve", "outsider")
         .await
         .unwrap();
     assert!(ephemeral(&refused).contains("not allowed"), "{refused:?}");
-    // Leaving the channel takes the right away (within the membership cache's 10 seconds).
+    // Leaving the plugin's channel takes the right away.
     stack.mattermost.remove_member(&stack.channel_id, "carol");
     let carol = stack
         .mattermost
-        .press(&post.id, "Approve", "carol")
+        .press(&post, "Approve", "carol")
         .await
         .unwrap();
     assert!(ephemeral(&carol).contains("not allowed"), "{carol:?}");
     assert!(stack.teleport.state_changes().is_empty());
     let alice = stack
         .mattermost
-        .press(&post.id, "Approve", "alice")
+        .press(&post, "Approve", "alice")
         .await
         .unwrap();
     assert!(ephemeral(&alice).contains("You approved"), "{alice:?}");

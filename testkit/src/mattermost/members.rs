@@ -6,8 +6,10 @@
 //! - a post needs `create_post` in the channel (the bot a member), or, for a public channel,
 //!   `create_post_public`, which a bot has only with the `system_post_all_public` role
 //!   (`post:channels`); a direct channel's members are its two users;
-//! - a button press needs `read_channel` on the post's channel: its members, or, for a
-//!   public channel, anyone on the team (`read_public_channel`).
+//! - a button press needs `read_channel` on the post's channel
+//!   (`SessionHasPermissionToChannelByPost` in `api4/post.go` `doPostAction`): its members
+//!   only, a public channel included (a team member outside it gets 403, as the real 6.7.2
+//!   answered tier 4).
 
 use std::sync::Arc;
 
@@ -42,13 +44,9 @@ impl Server {
             || (channel.channel_type == "O" && self.bot_posts_all_public)
     }
 
-    /// Whether `user_id` can read (and so press buttons in) `channel_id`.
+    /// Whether `user_id` may press buttons in `channel_id`: its members only.
     pub(super) fn may_read(&self, channel_id: &str, user_id: &str) -> bool {
-        let public = self
-            .channels
-            .iter()
-            .any(|c| c.id == channel_id && c.channel_type == "O");
-        public || self.is_member(channel_id, user_id)
+        self.is_member(channel_id, user_id)
     }
 
     fn user_id_of(&self, who: &str) -> Option<String> {
