@@ -485,6 +485,8 @@ impl TeleportClient {
             reason: reason.to_owned(),
             annotations: None,
             roles: Vec::new(),
+            // Left unset: the access starts when the requester asked (or at once).
+            assume_start_time: None,
         };
         self.inner
             .clone()
