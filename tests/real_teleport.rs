@@ -696,9 +696,9 @@ async fn with_only_the_proxys_address_it_connects_by_tls_routing_posts_and_appro
     ));
     plugin.wait_log("watcher started").await;
     assert!(
-        plugin
-            .log()
-            .contains("through the Proxy (TLS routing to cluster tm.test)"),
+        plugin.log().contains(&format!(
+            "through the Proxy at {web} by TLS routing (cluster tm.test)"
+        )),
         "{}",
         plugin.log()
     );

@@ -127,7 +127,7 @@ const _: () = assert!(KEEPALIVE_INTERVAL.as_secs() > SERVER_MIN_PING_INTERVAL.as
 pub struct TeleportClient {
     inner: AuthServiceClient<Channel>,
     address: String,
-    route: Route,
+    router: Router,
 }
 
 /// How [`TeleportClient::connect_with`] reaches Auth.
@@ -182,7 +182,7 @@ impl TeleportClient {
         };
         let router =
             Router::resolve(address, identity, options.mode, options.web_ca.as_ref()).await?;
-        let route = router.route().clone();
+        let route = router.route();
         // Plain http:// to tonic: the connector below does the TLS (with the route's ALPN),
         // and the channel speaks HTTP/2 over it.
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
@@ -218,8 +218,10 @@ impl TeleportClient {
         let client = Self {
             inner: AuthServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
             address: address.to_owned(),
-            route: route.clone(),
+            router,
         };
+        // The first dial has happened: for an upgrade, the route now says which one worked.
+        let route = client.route();
         match client.ping().await {
             Ok(_) => Ok(client),
             // Transport-level failures at the first call are handshake problems: report them
@@ -238,9 +240,15 @@ impl TeleportClient {
         }
     }
 
-    /// How this client reaches Auth.
-    pub fn route(&self) -> &Route {
-        &self.route
+    /// How this client reaches Auth (for a connection upgrade, the one that worked last).
+    pub fn route(&self) -> Route {
+        self.router.route()
+    }
+
+    /// What the Proxy's `/webapi/find` said (its version, `min_client_version`, `edition`),
+    /// when the address is a Proxy.
+    pub fn proxy_find(&self) -> Option<&super::route::ProxyFind> {
+        self.router.proxy_find()
     }
 
     /// The address this client dials.

@@ -236,7 +236,7 @@ fn parse_version(version: &str) -> Result<semver::Version, TeleportError> {
 
 pub(super) fn connect_hint(detail: &str, route: &Route) -> &'static str {
     let lower = detail.to_ascii_lowercase();
-    if *route == Route::Direct && lower.contains("causedasendentity") {
+    if route.is_direct() && lower.contains("causedasendentity") {
         // A Proxy's web certificate instead of Auth's: the address is a Proxy that the
         // discovery did not recognise.
         "; the address answered with a web certificate, not the Auth Service's: if it is a Teleport Proxy, set the connection to \"proxy\" (and give its CA if private)"

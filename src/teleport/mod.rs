@@ -4,4 +4,5 @@ pub mod client;
 pub mod error;
 pub mod identity;
 pub mod route;
+pub mod upgrade;
 pub mod wire;
