@@ -152,8 +152,9 @@ impl Bridge {
         let teleport = match instance.teleport().await {
             Ok(t) => t,
             Err(e) => {
-                instance
-                    .update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
+                instance.update_status(|s| {
+                    s.teleport = Health::failed(e.condition_reason(), e.to_string())
+                });
                 return Err(e.into());
             }
         };
@@ -162,8 +163,9 @@ impl Bridge {
         }) {
             Ok(info) => info,
             Err(e) => {
-                instance
-                    .update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
+                instance.update_status(|s| {
+                    s.teleport = Health::failed(e.condition_reason(), e.to_string())
+                });
                 return Err(e.into());
             }
         };

@@ -230,6 +230,12 @@ impl TeleportClient {
                 if matches!(status.code(), Code::Unavailable | Code::Unknown) =>
             {
                 let detail = describe_status(&status);
+                if super::handshake::closed_silently(&status) {
+                    return Err(TeleportError::Refused {
+                        address: address.to_owned(),
+                        detail,
+                    });
+                }
                 Err(TeleportError::Connect {
                     address: address.to_owned(),
                     hint: connect_hint(&detail, &route),

@@ -81,6 +81,17 @@ pub enum TeleportError {
         /// What arrived instead.
         got: String,
     },
+    /// Auth took the TLS handshake, then closed the connection before a word: how Teleport
+    /// refuses a locked identity (`lib/auth/transport_credentials.go`, v13+).
+    #[error(
+        "Teleport at {address} accepted the TLS handshake, then closed the connection without answering: that is how Teleport refuses a locked identity. Check for a lock on the plugin's user or role (`tctl get locks`; lift it with `tctl rm lock/<name>`); the role's max_connections, private key policy or device trust refuse the same way ({detail})"
+    )]
+    Refused {
+        /// The configured address.
+        address: String,
+        /// What the transport saw.
+        detail: String,
+    },
     /// The auth server is older than [`MIN_SERVER_VERSION`].
     #[error(
         "Teleport auth server version {server_version} is older than {minimum}, the oldest this plugin supports; upgrade Teleport"
@@ -121,6 +132,30 @@ impl TeleportError {
         }
     }
 
+    /// True when Teleport refuses the plugin's identity because of a lock: at the handshake
+    /// (the connection closed before a word, [`Self::Refused`]), or on a connection made
+    /// before the lock, per call (`AccessDenied` "lock targeting … is in force",
+    /// `services.LockInForceAccessDenied`, sent as `PermissionDenied`).
+    pub fn is_identity_locked(&self) -> bool {
+        match self {
+            Self::Refused { .. } => true,
+            Self::Rpc { status, .. } => {
+                is_lock_in_force(status) || super::handshake::closed_silently(status)
+            }
+            _ => false,
+        }
+    }
+
+    /// The `TeleportConnected` condition's reason for this failure: `IdentityLocked` when the
+    /// identity is locked, else `Unreachable`.
+    pub fn condition_reason(&self) -> &'static str {
+        if self.is_identity_locked() {
+            "IdentityLocked"
+        } else {
+            "Unreachable"
+        }
+    }
+
     /// True when Teleport answered `NotFound` (e.g. setting the state of a deleted request).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Rpc { status, .. } if status.code() == Code::NotFound)
@@ -148,7 +183,11 @@ impl TeleportError {
     /// contention.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::InitTimeout { .. } | Self::CompareFailed { .. } => true,
+            // A lock can be lifted; the caller's backoff spaces the retries.
+            Self::Connect { .. }
+            | Self::Refused { .. }
+            | Self::InitTimeout { .. }
+            | Self::CompareFailed { .. } => true,
             Self::Rpc { status, .. } => {
                 matches!(
                     status.code(),
@@ -174,6 +213,14 @@ impl TeleportError {
     }
 }
 
+/// `lock targeting <target> is in force[: message]` (`lib/services/access_request.go`,
+/// `LockInForceAccessDenied`), which trace's gRPC layer sends as `PermissionDenied`.
+fn is_lock_in_force(status: &tonic::Status) -> bool {
+    status.code() == Code::PermissionDenied
+        && status.message().contains("lock targeting")
+        && status.message().contains("is in force")
+}
+
 pub(super) fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> TeleportError {
     move |status| TeleportError::Rpc { call, status }
 }
@@ -195,6 +242,12 @@ pub(super) fn describe_status(status: &tonic::Status) -> String {
 fn rpc_hint(status: &tonic::Status) -> &'static str {
     let text = describe_status(status).to_ascii_lowercase();
     match status.code() {
+        Code::PermissionDenied if is_lock_in_force(status) => {
+            "; the plugin's Teleport identity is locked: find the lock with `tctl get locks` and lift it with `tctl rm lock/<name>`"
+        }
+        Code::PermissionDenied if status.message().contains("client version is unsupported") => {
+            "; Auth refused a client version sent in gRPC metadata, which this plugin never sends: a proxy in between must be adding it"
+        }
         Code::PermissionDenied => {
             "; the plugin's Teleport role lacks a permission (it needs list/read/update on access_request and update on access_plugin_data)"
         }
@@ -311,5 +364,36 @@ mod tests {
             status: tonic::Status::permission_denied("access denied"),
         };
         assert!(perm.to_string().contains("role"), "{perm}");
+        assert!(!perm.is_identity_locked());
+        assert_eq!(perm.condition_reason(), "Unreachable");
+    }
+
+    #[test]
+    fn a_lock_is_named_whether_seen_per_call_or_at_the_handshake() {
+        let per_call = TeleportError::Rpc {
+            call: "GetAccessRequestsV2",
+            status: tonic::Status::permission_denied(
+                "lock targeting User:\"access-plugin-mattermost\" is in force: offboarded",
+            ),
+        };
+        assert!(per_call.is_identity_locked());
+        assert_eq!(per_call.condition_reason(), "IdentityLocked");
+        assert!(
+            per_call.to_string().contains("tctl get locks"),
+            "{per_call}"
+        );
+        let at_handshake = TeleportError::Refused {
+            address: "auth:3025".into(),
+            detail: "Unavailable: transport error".into(),
+        };
+        assert!(at_handshake.is_identity_locked() && at_handshake.is_transient());
+        assert_eq!(at_handshake.condition_reason(), "IdentityLocked");
+        assert!(at_handshake.to_string().contains("tctl get locks"));
+        let unreachable = TeleportError::Connect {
+            address: "auth:3025".into(),
+            detail: "connection refused".into(),
+            hint: "",
+        };
+        assert_eq!(unreachable.condition_reason(), "Unreachable");
     }
 }

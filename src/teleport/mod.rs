@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod error;
+pub mod handshake;
 pub mod identity;
 pub mod route;
 pub mod upgrade;

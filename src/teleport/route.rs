@@ -31,6 +31,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::client::SERVER_NAME;
+use super::handshake::FirstWord;
 use super::identity::Identity;
 use super::upgrade::{self, UpgradeError, UpgradeKind};
 use crate::settings::CaBundle;
@@ -366,7 +367,8 @@ impl Router {
         self.find.as_ref()
     }
 
-    /// Opens a connection to Auth (TLS done, `h2` negotiated).
+    /// Opens a connection to Auth (TLS done, `h2` negotiated); an end before Auth's first
+    /// byte is reported as [`super::handshake::SilentClose`] (a refused identity).
     pub async fn dial(&self) -> io::Result<Pin<Box<dyn Io>>> {
         let connector = tokio_rustls::TlsConnector::from(self.auth_tls.clone());
         let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
@@ -378,12 +380,12 @@ impl Router {
                         source: Arc::new(e),
                     })
                 })?;
-                Box::pin(connector.connect(name, tunnel).await?)
+                Box::pin(FirstWord::new(connector.connect(name, tunnel).await?))
             }
             _ => {
                 let tcp = tokio::net::TcpStream::connect(&self.address).await?;
                 tcp.set_nodelay(true)?;
-                Box::pin(connector.connect(name, tcp).await?)
+                Box::pin(FirstWord::new(connector.connect(name, tcp).await?))
             }
         };
         Ok(tls)
