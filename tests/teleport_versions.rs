@@ -606,22 +606,26 @@ async fn a_renewed_identity_is_redialled_before_the_old_certificate_expires() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_lock_on_an_open_connection_is_named_per_call() {
+async fn a_lock_refuses_calls_on_an_open_connection_and_the_next_dial_is_named_a_lock() {
     let cluster = cluster().await;
     let identity = cluster.pki.client("access-plugin").identity();
     let client = TeleportClient::connect(&cluster.auth.address(), &identity)
         .await
         .unwrap();
     cluster.auth.lock_user("access-plugin", "offboarded");
+    // Per call, Teleport says only "access denied" (ConvertAuthorizerError); the hint names
+    // a lock beside a missing permission.
     let err = client.list_access_requests().await.unwrap_err();
-    assert!(err.is_identity_locked(), "{err}");
-    assert_eq!(err.condition_reason(), "IdentityLocked");
+    assert!(!err.is_identity_locked(), "{err}");
     let said = err.to_string();
-    assert!(
-        said.contains("lock targeting User:\"access-plugin\" is in force: offboarded"),
-        "{said}"
-    );
+    assert!(said.contains("PermissionDenied: access denied"), "{said}");
     assert!(said.contains("tctl get locks"), "{said}");
+    // The next dial is refused at the handshake, and that is named a lock.
+    let again = TeleportClient::connect(&cluster.auth.address(), &identity)
+        .await
+        .unwrap_err();
+    assert!(again.is_identity_locked(), "{again}");
+    assert_eq!(again.condition_reason(), "IdentityLocked");
 }
 
 #[tokio::test]
@@ -685,4 +689,27 @@ async fn a_locked_plugin_reports_identity_locked_backs_off_and_recovers_when_lif
         .teleport
         .create_request(NewRequest::by("bob@example.com"));
     stack.posted(&id).await;
+}
+
+#[tokio::test]
+async fn on_a_v13_auth_a_locked_identity_is_named_by_its_refused_ping() {
+    let cluster = cluster().await;
+    // v13.3.8 refuses a locked user per call only, Ping included, with a bare "access denied".
+    cluster
+        .auth
+        .set_ping(CLUSTER_NAME, "13.3.8", "teleport.example.com:443", false);
+    cluster.auth.lock_user("access-plugin", "offboarded");
+    let identity = cluster.pki.client("access-plugin").identity();
+    let err = TeleportClient::connect(&cluster.auth.address(), &identity)
+        .await
+        .unwrap_err();
+    assert_eq!(cluster.auth.handshake_refusals(), 0, "v13 lets it connect");
+    assert!(err.is_identity_locked(), "{err}");
+    assert_eq!(err.condition_reason(), "IdentityLocked");
+    let said = err.to_string();
+    assert!(
+        said.contains("Teleport Ping failed: PermissionDenied: access denied"),
+        "{said}"
+    );
+    assert!(said.contains("tctl get locks"), "{said}");
 }

@@ -40,7 +40,11 @@ pub enum TeleportError {
     #[error(
         "Teleport {call} failed: {}{}",
         describe_status(status),
-        rpc_hint(status)
+        if *call == "Ping" && status.code() == Code::PermissionDenied {
+            PING_DENIED_HINT
+        } else {
+            rpc_hint(status)
+        }
     )]
     Rpc {
         /// The RPC name.
@@ -132,16 +136,30 @@ impl TeleportError {
         }
     }
 
-    /// True when Teleport refuses the plugin's identity because of a lock: at the handshake
-    /// (the connection closed before a word, [`Self::Refused`]), or on a connection made
-    /// before the lock, per call (`AccessDenied` "lock targeting … is in force",
-    /// `services.LockInForceAccessDenied`, sent as `PermissionDenied`).
+    /// True when Teleport refuses the plugin's identity itself, as it does a locked one:
+    ///
+    /// - at the handshake (Auth servers whose gRPC transport credentials run the authorizer,
+    ///   `lib/auth/transport_credentials.go`): the connection closes before a word
+    ///   ([`Self::Refused`]; a re-dial of an open channel shows the same as a failed call);
+    /// - per call (a real v13.3.8 did this): `Ping`, which needs no permission, is denied
+    ///   with a bare "access denied". The authorizer's "lock targeting … is in force" goes
+    ///   through `ConvertAuthorizerError` (`lib/authz/permissions.go`), which keeps only those
+    ///   words; a missing role permission never fails `Ping`.
+    ///
+    /// Other calls denied with "access denied" cannot be told from a missing permission; their
+    /// hint names both.
     pub fn is_identity_locked(&self) -> bool {
         match self {
             Self::Refused { .. } => true,
-            Self::Rpc { status, .. } => {
-                is_lock_in_force(status) || super::handshake::closed_silently(status)
+            Self::Rpc {
+                call: "Ping",
+                status,
+            } if status.code() == Code::PermissionDenied
+                && status.message().trim() == "access denied" =>
+            {
+                true
             }
+            Self::Rpc { status, .. } => super::handshake::closed_silently(status),
             _ => false,
         }
     }
@@ -213,14 +231,6 @@ impl TeleportError {
     }
 }
 
-/// `lock targeting <target> is in force[: message]` (`lib/services/access_request.go`,
-/// `LockInForceAccessDenied`), which trace's gRPC layer sends as `PermissionDenied`.
-fn is_lock_in_force(status: &tonic::Status) -> bool {
-    status.code() == Code::PermissionDenied
-        && status.message().contains("lock targeting")
-        && status.message().contains("is in force")
-}
-
 pub(super) fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> TeleportError {
     move |status| TeleportError::Rpc { call, status }
 }
@@ -242,14 +252,11 @@ pub(super) fn describe_status(status: &tonic::Status) -> String {
 fn rpc_hint(status: &tonic::Status) -> &'static str {
     let text = describe_status(status).to_ascii_lowercase();
     match status.code() {
-        Code::PermissionDenied if is_lock_in_force(status) => {
-            "; the plugin's Teleport identity is locked: find the lock with `tctl get locks` and lift it with `tctl rm lock/<name>`"
-        }
         Code::PermissionDenied if status.message().contains("client version is unsupported") => {
             "; Auth refused a client version sent in gRPC metadata, which this plugin never sends: a proxy in between must be adding it"
         }
         Code::PermissionDenied => {
-            "; the plugin's Teleport role lacks a permission (it needs list/read/update on access_request and update on access_plugin_data)"
+            "; the plugin's Teleport role lacks a permission (it needs list/read/update on access_request and update on access_plugin_data), or its identity is locked (`tctl get locks`)"
         }
         Code::Unauthenticated => {
             "; Teleport did not accept the certificate: re-issue it with `tctl auth sign --format=tls`"
@@ -261,6 +268,8 @@ fn rpc_hint(status: &tonic::Status) -> &'static str {
         _ => "",
     }
 }
+
+const PING_DENIED_HINT: &str = "; Teleport refused the plugin's identity itself (Ping needs no permission): it is locked (find the lock with `tctl get locks`, lift it with `tctl rm lock/<name>`), or its user no longer exists";
 
 const TLS_HINT: &str = "; the TLS handshake failed: check that auth.cas holds this cluster's host CA and that the certificate was issued by this cluster (`tctl auth sign --format=tls`)";
 
@@ -360,7 +369,7 @@ mod tests {
         };
         assert!(nf.is_not_found() && !nf.is_already_resolved());
         let perm = TeleportError::Rpc {
-            call: "Ping",
+            call: "GetAccessRequestsV2",
             status: tonic::Status::permission_denied("access denied"),
         };
         assert!(perm.to_string().contains("role"), "{perm}");
@@ -369,15 +378,23 @@ mod tests {
     }
 
     #[test]
-    fn a_lock_is_named_whether_seen_per_call_or_at_the_handshake() {
+    fn a_refusal_at_the_handshake_is_a_lock_and_a_bare_access_denied_hints_at_one() {
+        // What a call on a connection opened before the lock gets (ConvertAuthorizerError).
         let per_call = TeleportError::Rpc {
             call: "GetAccessRequestsV2",
-            status: tonic::Status::permission_denied(
-                "lock targeting User:\"access-plugin-mattermost\" is in force: offboarded",
-            ),
+            status: tonic::Status::permission_denied("access denied"),
         };
-        assert!(per_call.is_identity_locked());
-        assert_eq!(per_call.condition_reason(), "IdentityLocked");
+        assert!(!per_call.is_identity_locked());
+        assert_eq!(per_call.condition_reason(), "Unreachable");
+        // Ping needs no permission: denied, the identity itself is refused (a v13.3.8 lock).
+        let ping = TeleportError::Rpc {
+            call: "Ping",
+            status: tonic::Status::permission_denied("access denied"),
+        };
+        assert!(ping.is_identity_locked());
+        assert_eq!(ping.condition_reason(), "IdentityLocked");
+        assert!(ping.to_string().contains("tctl get locks"), "{ping}");
+        assert!(!ping.to_string().contains("lacks a permission"), "{ping}");
         assert!(
             per_call.to_string().contains("tctl get locks"),
             "{per_call}"

@@ -40,6 +40,12 @@ impl<S> FirstWord<S> {
     }
 }
 
+/// A TLS alert (a rejected certificate arrives as one after a TLS 1.3 client considers the
+/// handshake done) is Auth speaking, not closing silently: it passes through unchanged.
+fn is_tls_alert(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
 fn silent(cause: impl Into<String>) -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
@@ -65,7 +71,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstWord<S> {
                 self.heard = true;
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(e)) if !heard => Poll::Ready(Err(silent(e.to_string()))),
+            Poll::Ready(Err(e)) if !heard && !is_tls_alert(&e) => {
+                Poll::Ready(Err(silent(e.to_string())))
+            }
             other => other,
         }
     }
@@ -79,7 +87,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstWord<S> {
     ) -> Poll<io::Result<usize>> {
         let heard = self.heard;
         match Pin::new(&mut self.inner).poll_write(cx, data) {
-            Poll::Ready(Err(e)) if !heard => Poll::Ready(Err(silent(e.to_string()))),
+            Poll::Ready(Err(e)) if !heard && !is_tls_alert(&e) => {
+                Poll::Ready(Err(silent(e.to_string())))
+            }
             other => other,
         }
     }
@@ -87,7 +97,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstWord<S> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let heard = self.heard;
         match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Ready(Err(e)) if !heard => Poll::Ready(Err(silent(e.to_string()))),
+            Poll::Ready(Err(e)) if !heard && !is_tls_alert(&e) => {
+                Poll::Ready(Err(silent(e.to_string())))
+            }
             other => other,
         }
     }
@@ -138,6 +150,30 @@ mod tests {
         let mut buf = [0u8; 8];
         assert_eq!(stream.read(&mut buf).await.unwrap(), 1);
         assert_eq!(stream.read(&mut buf).await.unwrap(), 0, "a clean end");
+    }
+
+    struct Alert;
+
+    impl AsyncRead for Alert {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tls_alert_is_auth_speaking_not_a_silent_close() {
+        // A TLS 1.3 server refuses a client certificate with an alert after the client's
+        // handshake is done: that is a TLS rejection, to be reported as one.
+        let err = FirstWord::new(Alert).read(&mut [0u8; 8]).await.unwrap_err();
+        assert!(!closed_silently(&err), "{err}");
+        assert!(err.to_string().contains("BadCertificate"), "{err}");
     }
 
     #[test]

@@ -22,12 +22,15 @@
 //!   whose gRPC metadata `version` is older than `<server major − 1>.0.0-aa`, or not a version
 //!   at all, is refused with `AccessDenied("client version is unsupported")` (gRPC
 //!   `PermissionDenied`); a call without `version` is allowed. Every call's metadata is kept.
-//! - Locks (`lib/auth/transport_credentials.go`, `validateIdentity`, v13+): a new connection of
-//!   a locked user is closed right after the TLS handshake (gRPC-Go cannot send the error);
-//!   on a connection made before the lock each call fails with `AccessDenied("lock targeting
-//!   User:\"<user>\" is in force: <message>")` (`services.LockInForceAccessDenied`).
-//! - `disconnect_expired_cert` (the same file, `newTimeoutConn`): the connection is closed when
-//!   its client certificate expires.
+//! - Locks: every call of a locked user fails with a bare `AccessDenied("access denied")`,
+//!   `Ping` included: the authorizer's "lock targeting … is in force" goes through
+//!   `ConvertAuthorizerError` (`lib/authz/permissions.go`), as a real v13.3.8 showed. Playing
+//!   v16 or later, a locked user's new connection is also closed right after the TLS handshake
+//!   (`lib/auth/transport_credentials.go` `validateIdentity`, read at 0082cf8b; gRPC-Go cannot
+//!   send the error). v13.3.8 did not; the version in between that started is not known.
+//! - `disconnect_expired_cert` (the same file, `newTimeoutConn`; PR #41826, May 2024, in v16
+//!   and backported to v13, v14 and v15 patch releases): the connection is closed when its
+//!   client certificate expires. A real v13.3.8 kept it open.
 //! - v18 requests: [`NewRequest`] can carry a request kind (24), resources with constraints
 //!   (26, with 14 filled from it as Auth does) and a later start (21); PROMOTED is a state.
 
@@ -173,7 +176,7 @@ struct State {
     shut_down: bool,
     /// Close connections at their client certificate's expiry.
     disconnect_expired_cert: bool,
-    /// Locked users → the lock's message.
+    /// Locked users → the lock's message (which Teleport keeps to its own log).
     locks: HashMap<String, String>,
     /// New connections closed after the TLS handshake because of a lock.
     handshake_refusals: usize,
@@ -372,11 +375,8 @@ impl Inner {
             .map(|(_, value)| value.clone());
         state.metadata.push((rpc, metadata));
         check_client_version(&state.ping.server_version, version.as_deref())?;
-        if let Some(message) = user.as_ref().and_then(|u| state.locks.get(u)) {
-            return Err(Status::permission_denied(lock_in_force(
-                user.as_deref().unwrap_or_default(),
-                message,
-            )));
+        if user.as_ref().is_some_and(|u| state.locks.contains_key(u)) {
+            return Err(Status::permission_denied("access denied"));
         }
         match state.take_fault(rpc) {
             Some(status) => Err(status),
@@ -418,16 +418,6 @@ fn constraints(c: &ResourceConstraints) -> types::ResourceConstraints {
     }
 }
 
-/// `services.LockInForceAccessDenied` for a user lock.
-fn lock_in_force(user: &str, message: &str) -> String {
-    let mut text = format!("lock targeting User:{user:?} is in force");
-    if !message.is_empty() {
-        text.push_str(": ");
-        text.push_str(message);
-    }
-    text
-}
-
 /// `Middleware.ValidateClientVersion` (`lib/auth/middleware.go`) of a v16+ Auth: no `version`
 /// metadata passes; one that is not a version, or is older than `teleport.MinClientSemVer()`
 /// (`<major − 1>.0.0-aa`), is refused. Servers before v16 do not check.
@@ -435,9 +425,7 @@ pub fn check_client_version(server_version: &str, client: Option<&str>) -> Resul
     let Some(client) = client else {
         return Ok(());
     };
-    let major = semver::Version::parse(server_version.trim_start_matches('v'))
-        .map(|v| v.major)
-        .unwrap_or(0);
+    let major = major_version(server_version);
     if major < 16 {
         return Ok(());
     }
@@ -446,6 +434,10 @@ pub fn check_client_version(server_version: &str, client: Option<&str>) -> Resul
         Ok(version) if version >= oldest => Ok(()),
         _ => Err(Status::permission_denied("client version is unsupported")),
     }
+}
+
+fn major_version(version: &str) -> u64 {
+    semver::Version::parse(version.trim_start_matches('v')).map_or(0, |v| v.major)
 }
 
 /// The subject common name of a DER certificate (Teleport's user).
@@ -548,7 +540,8 @@ impl TeleportDouble {
                     let user = common_name(&leaf);
                     let (locked, cut_at_expiry) = {
                         let mut state = inner.lock();
-                        let locked = user.as_ref().is_some_and(|u| state.locks.contains_key(u));
+                        let locked = user.as_ref().is_some_and(|u| state.locks.contains_key(u))
+                            && major_version(&state.ping.server_version) >= 16;
                         if locked {
                             state.handshake_refusals += 1;
                         }
@@ -907,8 +900,8 @@ impl TeleportDouble {
         self.inner.lock().disconnect_expired_cert = on;
     }
 
-    /// Locks `user` (`tctl lock --user`): new connections are closed after the TLS
-    /// handshake, calls on older ones are refused.
+    /// Locks `user` (`tctl lock --user`): its calls are refused, and playing v16+ its new
+    /// connections are closed after the TLS handshake.
     pub fn lock_user(&self, user: &str, message: &str) {
         self.inner
             .lock()
