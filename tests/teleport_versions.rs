@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use teleport_mattermost::bridge::Credentials;
 use teleport_mattermost::request::{
     RequestKind, RequestState, RequestedResource, ResourceConstraints,
 };
@@ -532,9 +531,11 @@ async fn a_renewed_identity_is_redialled_before_the_old_certificate_expires() {
     stack.teleport.set_disconnect_expired_cert(true);
     const LIFETIME: Duration = Duration::from_secs(3);
     const RENEW_EVERY: Duration = Duration::from_millis(1500);
-    let renew = |cert: &ClientCert| Credentials {
-        identity: cert.identity(),
-        token: stack.instance.credentials().token.clone(),
+    // The instance's credentials with another identity (the token unchanged).
+    let renew = |cert: &ClientCert| {
+        let mut credentials = (*stack.instance.credentials()).clone();
+        credentials.identity = cert.identity();
+        credentials
     };
     // tbot's rhythm, shortened: a certificate for LIFETIME, renewed at half of it.
     let first = valid_for(&stack.pki, "access-plugin-mattermost", LIFETIME);
@@ -655,13 +656,9 @@ async fn a_locked_plugin_reports_identity_locked_backs_off_and_recovers_when_lif
         .lock_user("access-plugin-mattermost", "offboarded by security");
     // A renewal makes the plugin dial again, and the lock refuses the new connection.
     let next = stack.pki.client("access-plugin-mattermost");
-    stack
-        .instance
-        .update_credentials(Credentials {
-            identity: next.identity(),
-            token: stack.instance.credentials().token.clone(),
-        })
-        .unwrap();
+    let mut credentials = (*stack.instance.credentials()).clone();
+    credentials.identity = next.identity();
+    stack.instance.update_credentials(credentials).unwrap();
     let status = stack
         .status_until(Duration::from_secs(10), |s| {
             s.teleport.reason == "IdentityLocked"
