@@ -154,8 +154,9 @@ impl Bridge {
         let teleport = match instance.teleport().await {
             Ok(t) => t,
             Err(e) => {
-                instance
-                    .update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
+                instance.update_status(|s| {
+                    s.teleport = Health::failed(e.condition_reason(), e.to_string())
+                });
                 return Err(e.into());
             }
         };
@@ -164,8 +165,9 @@ impl Bridge {
         }) {
             Ok(info) => info,
             Err(e) => {
-                instance
-                    .update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
+                instance.update_status(|s| {
+                    s.teleport = Health::failed(e.condition_reason(), e.to_string())
+                });
                 return Err(e.into());
             }
         };
