@@ -242,9 +242,8 @@ pub struct AccessRequest {
 
 impl AccessRequest {
     /// True for a long-term request (Teleport v18+, `RequestKind` LONG_TERM).
-    // Until the wire model carries `RequestKind` (field 24), no request is long-term.
     pub fn is_long_term(&self) -> bool {
-        false
+        self.kind == RequestKind::LongTerm
     }
 }
 

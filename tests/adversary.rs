@@ -751,3 +751,73 @@ async fn a_promoted_request_is_final_everywhere() {
     assert_eq!(reminders, 0);
     assert!(stack.teleport.state_changes().is_empty());
 }
+
+/// A long-term request (Teleport v18+): no Approve button anywhere, the post says why and where
+/// to decide, an Approve press from an older post is refused with that reason and changes
+/// nothing; Deny stays (a denial does not block a promotion, which needs a pending request).
+#[tokio::test]
+async fn a_long_term_request_has_no_approve_and_refuses_one_from_an_older_post() {
+    use teleport_mattermost::request::RequestKind;
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack.teleport.create_request(NewRequest {
+        kind: RequestKind::LongTerm,
+        suggested_reviewers: vec!["alice".into()],
+        ..NewRequest::by("bob@example.com")
+    });
+    let post = stack.posted(&id).await;
+    let ids: Vec<&str> = post.props["attachments"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["deny"], "{:?}", post.props);
+    assert!(
+        post.message.contains("**Kind**: long-term"),
+        "{}",
+        post.message
+    );
+    assert!(Stack::eventually(WAIT, || dm_posts(&stack, "alice", &id).len() == 1).await);
+    let dm = &dm_posts(&stack, "alice", &id)[0];
+    let dm_ids: Vec<&str> = dm.props["attachments"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(dm_ids, ["deny"]);
+
+    // An Approve button made before the request was known to be long-term (an older post,
+    // another plugin version): the signed context is valid, the press is refused.
+    let context = teleport_mattermost::review::signature::ActionContext::signed(
+        &teleport_mattermost::settings::Secret::new("test-signing-secret-0123456789abcdef"),
+        &teleport_mattermost::settings::InstanceId::new("test", "team-a"),
+        teleport_mattermost::review::signature::Action::Approve,
+        &id,
+        &post.channel_id,
+        chrono::Utc::now().timestamp() + 600,
+    );
+    let mut props = post.props.clone();
+    let mut approve = props["attachments"][0]["actions"][0].clone();
+    approve["id"] = "approve".into();
+    approve["name"] = "Approve".into();
+    approve["integration"]["context"] = context.to_json();
+    props["attachments"][0]["actions"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, approve);
+    stack.mattermost.set_props(&post.id, props);
+    let press = stack
+        .mattermost
+        .press(&post.id, "Approve", "carol")
+        .await
+        .unwrap();
+    assert!(ephemeral(&press).contains("long-term request"), "{press:?}");
+    assert!(stack.teleport.state_changes().is_empty());
+    let deny = stack
+        .mattermost
+        .press(&post.id, "Deny", "carol")
+        .await
+        .unwrap();
+    assert!(ephemeral(&deny).contains("You denied"), "{deny:?}");
+}
