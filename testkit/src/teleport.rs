@@ -170,6 +170,8 @@ struct State {
     watch_count: usize,
     init_delay: Duration,
     fail_compare: usize,
+    /// `UpdatePluginData` calls refused because their Expect did not hold.
+    compare_failures: usize,
     faults: HashMap<Rpc, (usize, Code)>,
     holds: HashMap<Rpc, Arc<Hold>>,
     calls: HashMap<Rpc, usize>,
@@ -859,6 +861,12 @@ impl TeleportDouble {
         self.inner.lock().init_delay = d;
     }
 
+    /// How many `UpdatePluginData` calls were refused because their Expect did not hold: two
+    /// writers raced on one request's plugin data.
+    pub fn compare_failures(&self) -> usize {
+        self.inner.lock().compare_failures
+    }
+
     /// The next `n` `UpdatePluginData` calls fail with CompareFailed even when Expect holds.
     pub fn fail_next_compare(&self, n: usize) {
         self.inner.lock().fail_compare = n;
@@ -1135,8 +1143,11 @@ impl AuthService for Service {
             .entry(params.resource.clone())
             .or_default();
         // Teleport skips the check when Expect is nil, which is what an empty map decodes to.
-        if !params.expect.is_empty() {
-            check_expectations(entries.get(&params.plugin), &params.expect)?;
+        if !params.expect.is_empty()
+            && let Err(refused) = check_expectations(entries.get(&params.plugin), &params.expect)
+        {
+            state.compare_failures += 1;
+            return Err(refused);
         }
         let entry = entries.entry(params.plugin.clone()).or_default();
         for (key, value) in &params.set {
