@@ -744,7 +744,7 @@ impl Tier {
         let by_containerd: Vec<&str> = registry_log
             .lines()
             .filter(|l| {
-                l.contains("useragent=\"containerd/")
+                (l.contains("useragent=containerd/") || l.contains("useragent=\"containerd/"))
                     && l.contains(&format!("/v2/{IMAGE_REPOSITORY}/"))
             })
             .collect();
