@@ -519,7 +519,7 @@ fn dockerfile_builds_with_the_release_command() {
     let auditable = RELEASE_BUILD.replacen("cargo build", "cargo auditable build", 1);
     let in_release = cargo_builds(&read(".github/workflows/release.yml"));
     assert!(
-        in_release.iter().any(|c| *c == auditable),
+        in_release.contains(&auditable),
         "the release workflow must build the tarball with `{auditable}` (it runs {in_release:?})"
     );
     assert!(dockerfile.contains("USER 65532:65532"));
