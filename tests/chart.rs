@@ -326,41 +326,57 @@ fn deployment_is_restricted_and_probed() {
     );
 }
 
+/// Every pod elects a leader, one replica included, so every update rolls: a new pod is Ready
+/// before an old one stops and the callback Service never goes unanswered (the node tier
+/// measures it). The PodDisruptionBudget needs a second replica to mean anything.
 #[test]
-fn leader_election_lease_and_pdb_follow_replicas() {
-    let single = template(&[]);
-    let deployment = one(&single, "Deployment");
-    assert_eq!(env_value(deployment, "LEADER_ELECTION"), "false");
-    assert!(find(&single, "PodDisruptionBudget").is_empty());
-    assert!(
-        find(&single, "Role").is_empty(),
-        "no Lease rights without leader election"
-    );
-
-    let forced = template(&["--set", "leaderElection.force=true"]);
-    assert_eq!(
-        env_value(one(&forced, "Deployment"), "LEADER_ELECTION"),
-        "true"
-    );
-    assert!(find(&forced, "PodDisruptionBudget").is_empty());
-
+fn leader_election_always_and_updates_roll() {
+    for (args, pdb) in [(&[][..], false), (&["--set", "replicas=3"][..], true)] {
+        let docs = template(args);
+        let deployment = one(&docs, "Deployment");
+        assert_eq!(env_value(deployment, "LEADER_ELECTION"), "true", "{args:?}");
+        assert_eq!(
+            env_value(deployment, "LEASE_NAME"),
+            "tm-teleport-mattermost"
+        );
+        let strategy = &deployment["spec"]["strategy"];
+        assert_eq!(strategy["type"].as_str(), Some("RollingUpdate"), "{args:?}");
+        assert_eq!(
+            strategy["rollingUpdate"]["maxUnavailable"].as_u64(),
+            Some(0)
+        );
+        assert_eq!(strategy["rollingUpdate"]["maxSurge"].as_u64(), Some(1));
+        let role = one(&docs, "Role");
+        assert_eq!(role["metadata"]["namespace"].as_str(), Some("tm-system"));
+        let rules = serde_json::to_string(&role["rules"]).unwrap();
+        assert!(
+            rules.contains("leases") && rules.contains("tm-teleport-mattermost"),
+            "{rules}"
+        );
+        assert_eq!(find(&docs, "PodDisruptionBudget").len(), usize::from(pdb));
+    }
     let ha = template(&["--set", "replicas=3"]);
-    let deployment = one(&ha, "Deployment");
-    assert_eq!(env_value(deployment, "LEADER_ELECTION"), "true");
-    assert_eq!(
-        env_value(deployment, "LEASE_NAME"),
-        "tm-teleport-mattermost"
-    );
     assert_eq!(
         one(&ha, "PodDisruptionBudget")["spec"]["maxUnavailable"].as_u64(),
         Some(1)
     );
-    let role = one(&ha, "Role");
-    assert_eq!(role["metadata"]["namespace"].as_str(), Some("tm-system"));
-    let rules = serde_json::to_string(&role["rules"]).unwrap();
-    assert!(
-        rules.contains("leases") && rules.contains("tm-teleport-mattermost"),
-        "{rules}"
+    // The option that turned election on for one replica is gone, and says so.
+    let old = output(helm("template").args(["tm", CHART, "--set", "leaderElection.force=true"]));
+    assert!(!old.status.success());
+    assert!(String::from_utf8_lossy(&old.stderr).contains("force"));
+}
+
+/// The test hook's pod stays until the next `helm test`, so `helm test --logs` can read it.
+#[test]
+fn the_test_pod_is_kept_for_helm_test_logs() {
+    let docs = template(&[]);
+    let pod = find(&docs, "Pod")
+        .into_iter()
+        .find(|p| p["metadata"]["annotations"]["helm.sh/hook"].as_str() == Some("test"))
+        .expect("the helm test pod");
+    assert_eq!(
+        pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"].as_str(),
+        Some("before-hook-creation")
     );
 }
 
@@ -369,12 +385,25 @@ fn scoped_install_grants_nothing_cluster_wide() {
     let docs = template(&["--set", "watchNamespaces={team-a,team-b}"]);
     assert!(find(&docs, "ClusterRole").is_empty());
     assert!(find(&docs, "ClusterRoleBinding").is_empty());
-    let namespaces: BTreeSet<&str> = find(&docs, "Role")
+    // The watch rules in each listed namespace; the Lease's Role in the release namespace.
+    let roles: BTreeSet<(&str, &str)> = find(&docs, "Role")
         .iter()
-        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .map(|r| {
+            (
+                r["metadata"]["namespace"].as_str().unwrap(),
+                r["metadata"]["name"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(namespaces, BTreeSet::from(["team-a", "team-b"]));
-    assert_eq!(find(&docs, "RoleBinding").len(), 2);
+    assert_eq!(
+        roles,
+        BTreeSet::from([
+            ("team-a", "tm-teleport-mattermost"),
+            ("team-b", "tm-teleport-mattermost"),
+            ("tm-system", "tm-teleport-mattermost-leader-election"),
+        ])
+    );
+    assert_eq!(find(&docs, "RoleBinding").len(), 3);
 
     let all = template(&[]);
     let rules = serde_json::to_value(&one(&all, "ClusterRole")["rules"]).unwrap();
@@ -474,6 +503,7 @@ fn cargo_builds(text: &str) -> Vec<String> {
         .map(|part| part.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter_map(|part| {
             part.find("cargo build")
+                .or_else(|| part.find("cargo auditable build"))
                 .map(|at| part[at..].trim_start_matches("RUN ").to_owned())
         })
         .collect()
@@ -490,10 +520,13 @@ fn dockerfile_builds_with_the_release_command() {
         [RELEASE_BUILD, RELEASE_BUILD],
         "the Dockerfile's dependency layer and final build must both run `{RELEASE_BUILD}`"
     );
+    // The tarball's binary is the same build through cargo auditable, which only adds the
+    // dependency list as a section of the binary.
+    let auditable = RELEASE_BUILD.replacen("cargo build", "cargo auditable build", 1);
     let in_release = cargo_builds(&read(".github/workflows/release.yml"));
     assert!(
-        in_release.iter().any(|c| c == RELEASE_BUILD),
-        "the release workflow must build the tarball with `{RELEASE_BUILD}` (it runs {in_release:?})"
+        in_release.contains(&auditable),
+        "the release workflow must build the tarball with `{auditable}` (it runs {in_release:?})"
     );
     assert!(dockerfile.contains("USER 65532:65532"));
     assert!(dockerfile.contains(r#"ENTRYPOINT ["/teleport-mattermost"]"#));
@@ -753,12 +786,20 @@ async fn helm_install_upgrade_uninstall_against_a_real_apiserver() {
     assert!(sa_can(&plane, &sa, "list", "configmaps", Some("team-a")));
     assert!(!sa_can(&plane, &sa, "update", "configmaps", Some("team-a")));
     assert!(!sa_can(&plane, &sa, "list", "pods", Some("team-a")));
-    assert!(!sa_can(
+    // Leader election with one replica too: its Lease, in the release namespace only.
+    assert!(sa_can(
         &plane,
         &sa,
         "create",
         "leases.coordination.k8s.io",
         Some(ns)
+    ));
+    assert!(!sa_can(
+        &plane,
+        &sa,
+        "create",
+        "leases.coordination.k8s.io",
+        Some("team-a")
     ));
 
     // The same, authenticated for real with the ServiceAccount's own token.

@@ -131,6 +131,16 @@ fn a_tag_publishes_both_architectures_the_chart_and_the_release_assets() {
         "manifests/install.yaml",
         "teleport-access-mattermost-*-linux-amd64-bin.tar.gz",
         "packaging/tarball.sh",
+        // Signed, keyless, with an SBOM and provenance (docs/install.md, "Verify what you
+        // install"); the signing itself is exercised offline by the node tier.
+        "id-token: write",
+        "provenance: mode=max",
+        "sbom: true",
+        "cosign sign --yes \"${IMAGE}@${DIGEST}\"",
+        "charts/teleport-mattermost@${DIGEST}",
+        "cargo cyclonedx --format json",
+        "cargo auditable build --release --locked --bin teleport-mattermost",
+        "dist/teleport-mattermost-v*.cdx.json",
     ] {
         assert!(w.contains(promise), "the workflow lacks {promise:?}");
     }
