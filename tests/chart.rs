@@ -535,44 +535,6 @@ fn dockerfile_builds_with_the_release_command() {
 
 // ---- against a real kube-apiserver --------------------------------------------------------
 
-/// Minimal stand-ins for the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, so
-/// the full values (serviceMonitor.enabled, prometheusRule.enabled) can be applied.
-const SERVICE_MONITOR_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: servicemonitors.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
-  scope: Namespaced
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          x-kubernetes-preserve-unknown-fields: true
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: prometheusrules.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  names: {kind: PrometheusRule, plural: prometheusrules, singular: prometheusrule, listKind: PrometheusRuleList}
-  scope: Namespaced
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          x-kubernetes-preserve-unknown-fields: true
-"#;
-
 async fn control_plane() -> ControlPlane {
     peer("helm");
     ControlPlane::start()
@@ -598,7 +560,11 @@ async fn rendered_chart_and_examples_pass_server_side_dry_run() {
         &plane,
         &["tm-system", "team-a", "team-b", "teleport", "monitoring"],
     );
-    apply(&plane, &["apply", "-f", "-"], SERVICE_MONITOR_CRD);
+    apply(
+        &plane,
+        &["apply", "-f", "-"],
+        teleport_mattermost_testkit::control_plane::PROMETHEUS_OPERATOR_CRDS,
+    );
     ok(plane.kubectl().args([
         "wait",
         "--for=condition=Established",
