@@ -36,7 +36,7 @@ RUN cargo build --release --locked --bin teleport-mattermost \
     && install -D -m 0755 target/release/teleport-mattermost /out/teleport-mattermost
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="teleport-mattermost" \
       org.opencontainers.image.description="Kubernetes operator posting Teleport access requests to Mattermost with Approve/Deny buttons" \

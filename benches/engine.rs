@@ -156,6 +156,7 @@ async fn callback(samples: usize) {
     .await;
     assert!(posted, "requests posted before pressing");
     let mut out = Vec::with_capacity(samples);
+    let conflicts_before = stack.teleport.compare_failures();
     for (i, id) in ids.iter().enumerate() {
         let post_id = stack.data(id).messages[0].post_id.clone();
         let start = Instant::now();
@@ -176,6 +177,13 @@ async fn callback(samples: usize) {
         "every press resolved its request"
     );
     report("callback round trip", out);
+    // A press's plugin-data writes race the engine's (the resolution edit it triggers): each
+    // lost race is a CAS retry inside some press.
+    println!(
+        "  plugin-data write conflicts during the presses: {} ({:.2} per press)",
+        stack.teleport.compare_failures() - conflicts_before,
+        (stack.teleport.compare_failures() - conflicts_before) as f64 / ids.len() as f64
+    );
 }
 
 async fn resync(n: usize) {

@@ -81,6 +81,10 @@ pub struct InstanceStatus {
     pub teleport_version: String,
     /// Pending requests currently known.
     pub pending_requests: usize,
+    /// Pending requests not yet posted everywhere they go.
+    pub unposted_requests: usize,
+    /// Since when the oldest of them has waited for its posts.
+    pub oldest_unposted: Option<DateTime<Utc>>,
     /// When the last watch event arrived.
     pub last_event_time: Option<DateTime<Utc>>,
     /// The last button press that failed for a reason an admin must fix, with the detail the

@@ -4,6 +4,7 @@
 //! press flows back: [`callback`] → [`teleport`]. Both work through an [`instance`] and ask
 //! [`review`] who may decide; neither asks the other.
 
+pub mod access_monitoring;
 pub mod bridge;
 pub mod callback;
 pub mod config;

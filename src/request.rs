@@ -81,6 +81,104 @@ impl RequestState {
     }
 }
 
+/// What kind of access a request asks for (`AccessRequestSpecV3.RequestKind`, field 24, Teleport
+/// v18+). `tsh` and `tctl` leave it `Undefined`; the Web UI sets `ShortTerm` ("temporary") or
+/// `LongTerm` ("permanent": a place on an access list, by promotion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RequestKind {
+    /// Not set: every request before v18, and those made with `tsh` or `tctl`.
+    #[default]
+    Undefined,
+    /// Temporary access.
+    ShortTerm,
+    /// Long-term access through an access list.
+    LongTerm,
+}
+
+impl RequestKind {
+    /// Converts Teleport's `types.AccessRequestKind` value; unknown values are `Undefined`.
+    pub fn from_wire(value: i32) -> Self {
+        match types::AccessRequestKind::try_from(value) {
+            Ok(types::AccessRequestKind::ShortTerm) => Self::ShortTerm,
+            Ok(types::AccessRequestKind::LongTerm) => Self::LongTerm,
+            _ => Self::Undefined,
+        }
+    }
+
+    /// Teleport's name for it (`UNDEFINED`, `SHORT_TERM`, `LONG_TERM`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Undefined => "UNDEFINED",
+            Self::ShortTerm => "SHORT_TERM",
+            Self::LongTerm => "LONG_TERM",
+        }
+    }
+}
+
+/// What a requested resource is narrowed to (`ResourceConstraints`, Teleport v18+).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceConstraints {
+    /// An AWS Console app, limited to these role ARNs (`aws_console`, 10).
+    AwsConsole {
+        /// The role ARNs asked for.
+        role_arns: Vec<String>,
+    },
+    /// An SSH node, limited to these logins (`ssh`, 11).
+    Ssh {
+        /// The logins asked for.
+        logins: Vec<String>,
+    },
+    /// Constraints of a kind this plugin does not know (a newer Teleport): they exist, but
+    /// their details cannot be shown.
+    Unknown,
+}
+
+/// One requested resource with its constraints.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestedResource {
+    /// The cluster it is in.
+    pub cluster: String,
+    /// Its kind (`node`, `app`, `db`, `kube_cluster`, …).
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// A sub-resource (e.g. `namespace/pod`), empty when none.
+    pub sub_resource: String,
+    /// What it is narrowed to, when anything.
+    pub constraints: Option<ResourceConstraints>,
+}
+
+impl RequestedResource {
+    /// `cluster/kind/name[/sub]`, the form of [`AccessRequest::resources`].
+    pub fn path(&self) -> String {
+        let mut path = format!("{}/{}/{}", self.cluster, self.kind, self.name);
+        if !self.sub_resource.is_empty() {
+            path.push('/');
+            path.push_str(&self.sub_resource);
+        }
+        path
+    }
+
+    fn from_id(id: &types::ResourceId, constraints: Option<ResourceConstraints>) -> Self {
+        Self {
+            cluster: id.cluster_name.clone(),
+            kind: id.kind.clone(),
+            name: id.name.clone(),
+            sub_resource: id.sub_resource_name.clone(),
+            constraints,
+        }
+    }
+}
+
+/// The access list a PROMOTED request went to (`accessList`, field 20).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PromotedAccessList {
+    /// The access list's name (an id).
+    pub name: String,
+    /// Its title, as people know it.
+    pub title: String,
+}
+
 /// One reviewer's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Review {
@@ -117,8 +215,25 @@ pub struct AccessRequest {
     pub reviews: Vec<Review>,
     /// Teleport users suggested as reviewers (usually emails).
     pub suggested_reviewers: Vec<String>,
-    /// Resources asked for (a resource request), as `cluster/kind/name[/sub]`.
+    /// Resources asked for (a resource request), as `cluster/kind/name[/sub]`: the paths of
+    /// [`requested_resources`](Self::requested_resources).
     pub resources: Vec<String>,
+    /// Resources asked for, with their constraints: `RequestedResourceAccessIDs` (26) when the
+    /// request has it (it is authoritative), else `RequestedResourceIDs` (14).
+    pub requested_resources: Vec<RequestedResource>,
+    /// Temporary or long-term (`RequestKind`, 24; v18+).
+    pub kind: RequestKind,
+    /// Auth attached a grouping of the resources by access list (`LongTermGrouping`, 25), which
+    /// it does for long-term requests. Its contents are not decoded.
+    pub long_term_grouping: bool,
+    /// When the requested access may start, if the requester chose a later time
+    /// (`AssumeStartTime`, 21).
+    pub assume_start_time: Option<DateTime<Utc>>,
+    /// When the pending request itself goes away unless resolved: `ResourceExpiry` (22), else
+    /// `Metadata.Expires`.
+    pub resource_expiry: Option<DateTime<Utc>>,
+    /// The access list a PROMOTED request went to (`accessList`, 20).
+    pub promoted_access_list: Option<PromotedAccessList>,
     /// How long the access may last at most, as an end time (`MaxDuration`).
     pub max_duration: Option<DateTime<Utc>>,
     /// When the sessions the access allows end (`SessionTTL`).
@@ -127,9 +242,8 @@ pub struct AccessRequest {
 
 impl AccessRequest {
     /// True for a long-term request (Teleport v18+, `RequestKind` LONG_TERM).
-    // Until the wire model carries `RequestKind` (field 24), no request is long-term.
     pub fn is_long_term(&self) -> bool {
-        false
+        self.kind == RequestKind::LongTerm
     }
 }
 
@@ -158,6 +272,7 @@ impl From<&types::AccessRequestV3> for AccessRequest {
             .map(|m| m.name.clone())
             .unwrap_or_default();
         let spec = wire.spec.clone().unwrap_or_default();
+        let requested_resources = requested_resources(&spec);
         AccessRequest {
             id,
             user: spec.user,
@@ -178,22 +293,58 @@ impl From<&types::AccessRequestV3> for AccessRequest {
                 })
                 .collect(),
             suggested_reviewers: spec.suggested_reviewers,
-            resources: spec
-                .requested_resource_i_ds
+            resources: requested_resources
                 .iter()
-                .map(|r| {
-                    let mut id = format!("{}/{}/{}", r.cluster_name, r.kind, r.name);
-                    if !r.sub_resource_name.is_empty() {
-                        id.push('/');
-                        id.push_str(&r.sub_resource_name);
-                    }
-                    id
-                })
+                .map(RequestedResource::path)
                 .collect(),
+            requested_resources,
+            kind: RequestKind::from_wire(spec.request_kind),
+            long_term_grouping: spec.long_term_grouping.is_some(),
+            assume_start_time: timestamp(spec.assume_start_time.as_ref()),
+            resource_expiry: timestamp(spec.resource_expiry.as_ref())
+                .or_else(|| timestamp(wire.metadata.as_ref().and_then(|m| m.expires.as_ref()))),
+            promoted_access_list: spec
+                .access_list
+                .as_ref()
+                .filter(|l| !l.name.is_empty() || !l.title.is_empty())
+                .map(|l| PromotedAccessList {
+                    name: l.name.clone(),
+                    title: l.title.clone(),
+                }),
             max_duration: timestamp(spec.max_duration.as_ref()),
             session_ttl: timestamp(spec.session_ttl.as_ref()),
         }
     }
+}
+
+/// The requested resources: field 26 when present (Teleport's types.proto: "When present,
+/// RequestedResourceAccessIDs should be treated as authoritative"), else field 14, which
+/// servers before v18 send alone.
+fn requested_resources(spec: &types::AccessRequestSpecV3) -> Vec<RequestedResource> {
+    if spec.requested_resource_access_i_ds.is_empty() {
+        return spec
+            .requested_resource_i_ds
+            .iter()
+            .map(|id| RequestedResource::from_id(id, None))
+            .collect();
+    }
+    spec.requested_resource_access_i_ds
+        .iter()
+        .map(|access| {
+            let constraints = access.constraints.as_ref().map(|c| match &c.details {
+                Some(types::resource_constraints::Details::AwsConsole(aws)) => {
+                    ResourceConstraints::AwsConsole {
+                        role_arns: aws.role_arns.clone(),
+                    }
+                }
+                Some(types::resource_constraints::Details::Ssh(ssh)) => ResourceConstraints::Ssh {
+                    logins: ssh.logins.clone(),
+                },
+                None => ResourceConstraints::Unknown,
+            });
+            RequestedResource::from_id(&access.id.clone().unwrap_or_default(), constraints)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -228,6 +379,165 @@ mod tests {
         }
         assert!(!RequestState::Pending.is_resolved());
         assert!(RequestState::Expired.is_resolved());
+    }
+
+    fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    fn resource(kind: &str, name: &str) -> types::ResourceId {
+        types::ResourceId {
+            cluster_name: "prod".into(),
+            kind: kind.into(),
+            name: name.into(),
+            sub_resource_name: String::new(),
+        }
+    }
+
+    fn with_spec(spec: types::AccessRequestSpecV3) -> AccessRequest {
+        AccessRequest::from(&types::AccessRequestV3 {
+            metadata: Some(types::Metadata {
+                name: "req-1".into(),
+                expires: ts(1_800_003_600),
+                ..Default::default()
+            }),
+            spec: Some(spec),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn field_26_is_authoritative_over_field_14_and_carries_constraints() {
+        let r = with_spec(types::AccessRequestSpecV3 {
+            // A v18 server also fills 14; the two lists may differ in order or content.
+            requested_resource_i_ds: vec![resource("node", "stale")],
+            requested_resource_access_i_ds: vec![
+                types::ResourceAccessId {
+                    id: Some(resource("app", "aws-console")),
+                    constraints: Some(types::ResourceConstraints {
+                        version: "v1".into(),
+                        details: Some(types::resource_constraints::Details::AwsConsole(
+                            types::AwsConsoleResourceConstraints {
+                                role_arns: vec!["arn:aws:iam::123:role/Admin".into()],
+                            },
+                        )),
+                    }),
+                },
+                types::ResourceAccessId {
+                    id: Some(types::ResourceId {
+                        sub_resource_name: "default/web-0".into(),
+                        ..resource("kube_cluster", "k1")
+                    }),
+                    constraints: None,
+                },
+            ],
+            ..Default::default()
+        });
+        assert_eq!(
+            r.resources,
+            vec!["prod/app/aws-console", "prod/kube_cluster/k1/default/web-0"]
+        );
+        assert_eq!(
+            r.requested_resources[0].constraints,
+            Some(ResourceConstraints::AwsConsole {
+                role_arns: vec!["arn:aws:iam::123:role/Admin".into()]
+            })
+        );
+        assert_eq!(r.requested_resources[1].constraints, None);
+        assert_eq!(r.requested_resources[1].sub_resource, "default/web-0");
+    }
+
+    #[test]
+    fn without_field_26_the_resources_come_from_field_14() {
+        let r = with_spec(types::AccessRequestSpecV3 {
+            requested_resource_i_ds: vec![resource("node", "web-1")],
+            ..Default::default()
+        });
+        assert_eq!(r.resources, vec!["prod/node/web-1"]);
+        assert_eq!(r.requested_resources[0].constraints, None);
+    }
+
+    #[test]
+    fn constraints_of_an_unknown_kind_are_kept_as_unknown() {
+        // A newer Teleport's constraint kind decodes as a ResourceConstraints whose oneof
+        // prost did not recognise.
+        let r = with_spec(types::AccessRequestSpecV3 {
+            requested_resource_access_i_ds: vec![types::ResourceAccessId {
+                id: Some(resource("db", "pg")),
+                constraints: Some(types::ResourceConstraints {
+                    version: "v1".into(),
+                    details: None,
+                }),
+            }],
+            ..Default::default()
+        });
+        assert_eq!(
+            r.requested_resources[0].constraints,
+            Some(ResourceConstraints::Unknown)
+        );
+        let ssh = with_spec(types::AccessRequestSpecV3 {
+            requested_resource_access_i_ds: vec![types::ResourceAccessId {
+                id: Some(resource("node", "web-1")),
+                constraints: Some(types::ResourceConstraints {
+                    version: "v1".into(),
+                    details: Some(types::resource_constraints::Details::Ssh(
+                        types::SshResourceConstraints {
+                            logins: vec!["root".into()],
+                        },
+                    )),
+                }),
+            }],
+            ..Default::default()
+        });
+        assert_eq!(
+            ssh.requested_resources[0].constraints,
+            Some(ResourceConstraints::Ssh {
+                logins: vec!["root".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn kind_start_time_pending_expiry_grouping_and_access_list_decode() {
+        let r = with_spec(types::AccessRequestSpecV3 {
+            request_kind: types::AccessRequestKind::LongTerm as i32,
+            long_term_grouping: Some(types::LongTermResourceGrouping {}),
+            assume_start_time: ts(1_800_000_600),
+            resource_expiry: ts(1_800_007_200),
+            state: types::RequestState::Promoted as i32,
+            access_list: Some(types::PromotedAccessList {
+                name: "0b5e…".into(),
+                title: "Prod DBAs".into(),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(r.kind, RequestKind::LongTerm);
+        assert_eq!(r.kind.as_str(), "LONG_TERM");
+        assert!(r.long_term_grouping);
+        assert_eq!(r.assume_start_time.unwrap().timestamp(), 1_800_000_600);
+        assert_eq!(r.resource_expiry.unwrap().timestamp(), 1_800_007_200);
+        assert_eq!(r.state, RequestState::Promoted);
+        assert_eq!(r.promoted_access_list.unwrap().title, "Prod DBAs");
+    }
+
+    #[test]
+    fn an_old_servers_request_has_defaults_and_the_metadata_expiry() {
+        // v13-v17: no kind, no 22, no 25, no access list.
+        let r = with_spec(types::AccessRequestSpecV3::default());
+        assert_eq!(r.kind, RequestKind::Undefined);
+        assert!(!r.long_term_grouping);
+        assert_eq!(r.assume_start_time, None);
+        assert_eq!(
+            r.resource_expiry.unwrap().timestamp(),
+            1_800_003_600,
+            "falls back to Metadata.Expires"
+        );
+        assert_eq!(r.promoted_access_list, None);
+        assert_eq!(RequestKind::from_wire(7), RequestKind::Undefined);
+        assert_eq!(
+            RequestKind::from_wire(types::AccessRequestKind::ShortTerm as i32),
+            RequestKind::ShortTerm
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use teleport_mattermost::request::RequestState;
 use teleport_mattermost::settings::{
     ReasonPrompt, ReminderSettings, RequesterLookup, RequesterSettings,
 };
-use teleport_mattermost_testkit::mattermost::{Post, PressOutcome};
+use teleport_mattermost_testkit::mattermost::{MattermostDouble, Post, PressOutcome};
 use teleport_mattermost_testkit::stack::{Stack, StackOptions, TEAM};
 use teleport_mattermost_testkit::teleport::{NewRequest, Rpc};
 use tonic::Code;
@@ -174,29 +174,62 @@ async fn a_suggested_reviewer_outside_the_channel_gets_no_buttons_and_a_link_to_
         "a member of the channel may decide from her DM"
     );
 
-    // Pressing the channel post's button does not work for them either.
+    // Pressing in the channel anyway: 11.4 lets a team member read a public channel, so the
+    // press reaches the plugin, which refuses it...
     let press = stack
         .mattermost
         .press(&channel_post.id, "Approve", "outsider")
         .await
         .unwrap();
-    assert!(ephemeral(&press).contains("not allowed"), "{press:?}");
+    assert_eq!(press.status, 200, "{press:?}");
+    let told = press.ephemeral_text.unwrap_or_default();
+    assert!(told.contains("not allowed"), "{told}");
+    // ...and 6.7.2 keeps them out of a channel they are not in.
+    stack.mattermost.set_version("6.7.2");
+    let press = stack
+        .mattermost
+        .press(&channel_post.id, "Approve", "outsider")
+        .await
+        .unwrap();
+    assert_eq!(press.status, 403, "{press:?}");
     assert!(stack.teleport.state_changes().is_empty());
+}
+
+/// A channel the admin posts to that holds someone outside the plugin's channel.
+fn with_ops_channel(members: &'static [&'static str]) -> impl FnOnce(&MattermostDouble) {
+    move |mm| {
+        let ops = mm.add_channel(TEAM, "ops");
+        mm.add_member(&ops, &mm.bot_user_id());
+        for member in members {
+            mm.add_user(member, &format!("{member}@other.example"));
+            mm.add_member(&ops, member);
+        }
+    }
+}
+
+fn ops_options() -> StackOptions {
+    StackOptions {
+        recipients: vec![format!("{TEAM}/ops")],
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
 async fn the_requesters_second_account_cannot_approve() {
-    let stack = Stack::started(StackOptions::default()).await;
-    stack.mattermost.add_user("bobby", "bobby@other.example");
+    // bobby is bob's second account, in the ops channel the admin also posts requests to.
+    let stack = Stack::start_with(ops_options(), with_ops_channel(&["bobby"])).await;
     let id = stack
         .teleport
         .create_request(with_suggested("bob@example.com", &["bobby@other.example"]));
-    let channel_post = stack.posted(&id).await;
+    stack.posted(&id).await;
     assert!(Stack::eventually(WAIT, || dm_posts(&stack, "bobby", &id).len() == 1).await);
     assert!(!has_buttons(&dm_posts(&stack, "bobby", &id)[0]));
+    let ops = stack.mattermost.add_channel(TEAM, "ops");
+    assert!(Stack::eventually(WAIT, || stack.data(&id).message_in(&ops).is_some()).await);
+    let ops_post = stack.data(&id).message_in(&ops).unwrap().post_id.clone();
     let press = stack
         .mattermost
-        .press(&channel_post.id, "Approve", "bobby")
+        .press(&ops_post, "Approve", "bobby")
         .await
         .unwrap();
     assert!(ephemeral(&press).contains("not allowed"), "{press:?}");
@@ -449,32 +482,39 @@ async fn reminders_mention_only_people_who_may_decide() {
 
 #[tokio::test]
 async fn with_no_approvers_only_members_of_the_channel_decide() {
-    let stack = Stack::started(StackOptions::default()).await;
-    stack
-        .mattermost
-        .add_user("outsider", "outsider@example.com");
+    // The ops channel holds an outsider and carol; the plugin posts there too.
+    let stack = Stack::start_with(ops_options(), |mm| {
+        with_ops_channel(&["outsider"])(mm);
+        let ops = mm.add_channel(TEAM, "ops");
+        mm.add_member(&ops, "carol");
+        mm.add_member(&ops, "alice");
+    })
+    .await;
     let id = stack
         .teleport
         .create_request(NewRequest::by("bob@example.com"));
-    let post = stack.posted(&id).await;
+    stack.posted(&id).await;
+    let ops = stack.mattermost.add_channel(TEAM, "ops");
+    assert!(Stack::eventually(WAIT, || stack.data(&id).message_in(&ops).is_some()).await);
+    let post = stack.data(&id).message_in(&ops).unwrap().post_id.clone();
     let refused = stack
         .mattermost
-        .press(&post.id, "Approve", "outsider")
+        .press(&post, "Approve", "outsider")
         .await
         .unwrap();
     assert!(ephemeral(&refused).contains("not allowed"), "{refused:?}");
-    // Leaving the channel takes the right away (within the membership cache's 10 seconds).
+    // Leaving the plugin's channel takes the right away.
     stack.mattermost.remove_member(&stack.channel_id, "carol");
     let carol = stack
         .mattermost
-        .press(&post.id, "Approve", "carol")
+        .press(&post, "Approve", "carol")
         .await
         .unwrap();
     assert!(ephemeral(&carol).contains("not allowed"), "{carol:?}");
     assert!(stack.teleport.state_changes().is_empty());
     let alice = stack
         .mattermost
-        .press(&post.id, "Approve", "alice")
+        .press(&post, "Approve", "alice")
         .await
         .unwrap();
     assert!(ephemeral(&alice).contains("You approved"), "{alice:?}");
@@ -721,4 +761,74 @@ async fn a_promoted_request_is_final_everywhere() {
         .count();
     assert_eq!(reminders, 0);
     assert!(stack.teleport.state_changes().is_empty());
+}
+
+/// A long-term request (Teleport v18+): no Approve button anywhere, the post says why and where
+/// to decide, an Approve press from an older post is refused with that reason and changes
+/// nothing; Deny stays (a denial does not block a promotion, which needs a pending request).
+#[tokio::test]
+async fn a_long_term_request_has_no_approve_and_refuses_one_from_an_older_post() {
+    use teleport_mattermost::request::RequestKind;
+    let stack = Stack::started(StackOptions::default()).await;
+    let id = stack.teleport.create_request(NewRequest {
+        kind: RequestKind::LongTerm,
+        suggested_reviewers: vec!["alice".into()],
+        ..NewRequest::by("bob@example.com")
+    });
+    let post = stack.posted(&id).await;
+    let ids: Vec<&str> = post.props["attachments"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["deny"], "{:?}", post.props);
+    assert!(
+        post.message.contains("**Kind**: long-term"),
+        "{}",
+        post.message
+    );
+    assert!(Stack::eventually(WAIT, || dm_posts(&stack, "alice", &id).len() == 1).await);
+    let dm = &dm_posts(&stack, "alice", &id)[0];
+    let dm_ids: Vec<&str> = dm.props["attachments"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(dm_ids, ["deny"]);
+
+    // An Approve button made before the request was known to be long-term (an older post,
+    // another plugin version): the signed context is valid, the press is refused.
+    let context = teleport_mattermost::review::signature::ActionContext::signed(
+        &teleport_mattermost::settings::Secret::new("test-signing-secret-0123456789abcdef"),
+        &teleport_mattermost::settings::InstanceId::new("test", "team-a"),
+        teleport_mattermost::review::signature::Action::Approve,
+        &id,
+        &post.channel_id,
+        chrono::Utc::now().timestamp() + 600,
+    );
+    let mut props = post.props.clone();
+    let mut approve = props["attachments"][0]["actions"][0].clone();
+    approve["id"] = "approve".into();
+    approve["name"] = "Approve".into();
+    approve["integration"]["context"] = context.to_json();
+    props["attachments"][0]["actions"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, approve);
+    stack.mattermost.set_props(&post.id, props);
+    let press = stack
+        .mattermost
+        .press(&post.id, "Approve", "carol")
+        .await
+        .unwrap();
+    assert!(ephemeral(&press).contains("long-term request"), "{press:?}");
+    assert!(stack.teleport.state_changes().is_empty());
+    let deny = stack
+        .mattermost
+        .press(&post.id, "Deny", "carol")
+        .await
+        .unwrap();
+    assert!(ephemeral(&deny).contains("You denied"), "{deny:?}");
 }

@@ -137,6 +137,12 @@ fn values_schema_rejects_wrong_types_and_unknown_keys() {
         (&["--set", "replica=2"], "replica"),
         (&["--set", "ingress.hostname=x.example.com"], "hostname"),
         (&["--set", "image.digest=latest"], "digest"),
+        (&["--set", "prometheusRule.notReadyFor=soon"], "notReadyFor"),
+        (
+            &["--set", "prometheusRule.runbookBaseURL=docs/runbook.md"],
+            "runbookBaseURL",
+        ),
+        (&["--set", "grafanaDashboard.label="], "label"),
     ];
     for (args, mentions) in cases {
         let out = output(helm("template").args(["tm", CHART]).args(*args));
@@ -320,41 +326,57 @@ fn deployment_is_restricted_and_probed() {
     );
 }
 
+/// Every pod elects a leader, one replica included, so every update rolls: a new pod is Ready
+/// before an old one stops and the callback Service never goes unanswered (the node tier
+/// measures it). The PodDisruptionBudget needs a second replica to mean anything.
 #[test]
-fn leader_election_lease_and_pdb_follow_replicas() {
-    let single = template(&[]);
-    let deployment = one(&single, "Deployment");
-    assert_eq!(env_value(deployment, "LEADER_ELECTION"), "false");
-    assert!(find(&single, "PodDisruptionBudget").is_empty());
-    assert!(
-        find(&single, "Role").is_empty(),
-        "no Lease rights without leader election"
-    );
-
-    let forced = template(&["--set", "leaderElection.force=true"]);
-    assert_eq!(
-        env_value(one(&forced, "Deployment"), "LEADER_ELECTION"),
-        "true"
-    );
-    assert!(find(&forced, "PodDisruptionBudget").is_empty());
-
+fn leader_election_always_and_updates_roll() {
+    for (args, pdb) in [(&[][..], false), (&["--set", "replicas=3"][..], true)] {
+        let docs = template(args);
+        let deployment = one(&docs, "Deployment");
+        assert_eq!(env_value(deployment, "LEADER_ELECTION"), "true", "{args:?}");
+        assert_eq!(
+            env_value(deployment, "LEASE_NAME"),
+            "tm-teleport-mattermost"
+        );
+        let strategy = &deployment["spec"]["strategy"];
+        assert_eq!(strategy["type"].as_str(), Some("RollingUpdate"), "{args:?}");
+        assert_eq!(
+            strategy["rollingUpdate"]["maxUnavailable"].as_u64(),
+            Some(0)
+        );
+        assert_eq!(strategy["rollingUpdate"]["maxSurge"].as_u64(), Some(1));
+        let role = one(&docs, "Role");
+        assert_eq!(role["metadata"]["namespace"].as_str(), Some("tm-system"));
+        let rules = serde_json::to_string(&role["rules"]).unwrap();
+        assert!(
+            rules.contains("leases") && rules.contains("tm-teleport-mattermost"),
+            "{rules}"
+        );
+        assert_eq!(find(&docs, "PodDisruptionBudget").len(), usize::from(pdb));
+    }
     let ha = template(&["--set", "replicas=3"]);
-    let deployment = one(&ha, "Deployment");
-    assert_eq!(env_value(deployment, "LEADER_ELECTION"), "true");
-    assert_eq!(
-        env_value(deployment, "LEASE_NAME"),
-        "tm-teleport-mattermost"
-    );
     assert_eq!(
         one(&ha, "PodDisruptionBudget")["spec"]["maxUnavailable"].as_u64(),
         Some(1)
     );
-    let role = one(&ha, "Role");
-    assert_eq!(role["metadata"]["namespace"].as_str(), Some("tm-system"));
-    let rules = serde_json::to_string(&role["rules"]).unwrap();
-    assert!(
-        rules.contains("leases") && rules.contains("tm-teleport-mattermost"),
-        "{rules}"
+    // The option that turned election on for one replica is gone, and says so.
+    let old = output(helm("template").args(["tm", CHART, "--set", "leaderElection.force=true"]));
+    assert!(!old.status.success());
+    assert!(String::from_utf8_lossy(&old.stderr).contains("force"));
+}
+
+/// The test hook's pod stays until the next `helm test`, so `helm test --logs` can read it.
+#[test]
+fn the_test_pod_is_kept_for_helm_test_logs() {
+    let docs = template(&[]);
+    let pod = find(&docs, "Pod")
+        .into_iter()
+        .find(|p| p["metadata"]["annotations"]["helm.sh/hook"].as_str() == Some("test"))
+        .expect("the helm test pod");
+    assert_eq!(
+        pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"].as_str(),
+        Some("before-hook-creation")
     );
 }
 
@@ -363,12 +385,25 @@ fn scoped_install_grants_nothing_cluster_wide() {
     let docs = template(&["--set", "watchNamespaces={team-a,team-b}"]);
     assert!(find(&docs, "ClusterRole").is_empty());
     assert!(find(&docs, "ClusterRoleBinding").is_empty());
-    let namespaces: BTreeSet<&str> = find(&docs, "Role")
+    // The watch rules in each listed namespace; the Lease's Role in the release namespace.
+    let roles: BTreeSet<(&str, &str)> = find(&docs, "Role")
         .iter()
-        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .map(|r| {
+            (
+                r["metadata"]["namespace"].as_str().unwrap(),
+                r["metadata"]["name"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(namespaces, BTreeSet::from(["team-a", "team-b"]));
-    assert_eq!(find(&docs, "RoleBinding").len(), 2);
+    assert_eq!(
+        roles,
+        BTreeSet::from([
+            ("team-a", "tm-teleport-mattermost"),
+            ("team-b", "tm-teleport-mattermost"),
+            ("tm-system", "tm-teleport-mattermost-leader-election"),
+        ])
+    );
+    assert_eq!(find(&docs, "RoleBinding").len(), 3);
 
     let all = template(&[]);
     let rules = serde_json::to_value(&one(&all, "ClusterRole")["rules"]).unwrap();
@@ -468,6 +503,7 @@ fn cargo_builds(text: &str) -> Vec<String> {
         .map(|part| part.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter_map(|part| {
             part.find("cargo build")
+                .or_else(|| part.find("cargo auditable build"))
                 .map(|at| part[at..].trim_start_matches("RUN ").to_owned())
         })
         .collect()
@@ -484,10 +520,13 @@ fn dockerfile_builds_with_the_release_command() {
         [RELEASE_BUILD, RELEASE_BUILD],
         "the Dockerfile's dependency layer and final build must both run `{RELEASE_BUILD}`"
     );
+    // The tarball's binary is the same build through cargo auditable, which only adds the
+    // dependency list as a section of the binary.
+    let auditable = RELEASE_BUILD.replacen("cargo build", "cargo auditable build", 1);
     let in_release = cargo_builds(&read(".github/workflows/release.yml"));
     assert!(
-        in_release.iter().any(|c| c == RELEASE_BUILD),
-        "the release workflow must build the tarball with `{RELEASE_BUILD}` (it runs {in_release:?})"
+        in_release.contains(&auditable),
+        "the release workflow must build the tarball with `{auditable}` (it runs {in_release:?})"
     );
     assert!(dockerfile.contains("USER 65532:65532"));
     assert!(dockerfile.contains(r#"ENTRYPOINT ["/teleport-mattermost"]"#));
@@ -495,27 +534,6 @@ fn dockerfile_builds_with_the_release_command() {
 }
 
 // ---- against a real kube-apiserver --------------------------------------------------------
-
-/// A minimal stand-in for the Prometheus Operator's ServiceMonitor CRD, so the full values
-/// (serviceMonitor.enabled) can be applied.
-const SERVICE_MONITOR_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: servicemonitors.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
-  scope: Namespaced
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          x-kubernetes-preserve-unknown-fields: true
-"#;
 
 async fn control_plane() -> ControlPlane {
     peer("helm");
@@ -538,12 +556,20 @@ fn create_namespaces(plane: &ControlPlane, names: &[&str]) {
 #[tokio::test]
 async fn rendered_chart_and_examples_pass_server_side_dry_run() {
     let plane = control_plane().await;
-    create_namespaces(&plane, &["tm-system", "team-a", "team-b", "teleport"]);
-    apply(&plane, &["apply", "-f", "-"], SERVICE_MONITOR_CRD);
+    create_namespaces(
+        &plane,
+        &["tm-system", "team-a", "team-b", "teleport", "monitoring"],
+    );
+    apply(
+        &plane,
+        &["apply", "-f", "-"],
+        teleport_mattermost_testkit::control_plane::PROMETHEUS_OPERATOR_CRDS,
+    );
     ok(plane.kubectl().args([
         "wait",
         "--for=condition=Established",
         "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
     ]));
 
     for args in [&[][..], &["--values", FULL_VALUES][..]] {
@@ -726,12 +752,20 @@ async fn helm_install_upgrade_uninstall_against_a_real_apiserver() {
     assert!(sa_can(&plane, &sa, "list", "configmaps", Some("team-a")));
     assert!(!sa_can(&plane, &sa, "update", "configmaps", Some("team-a")));
     assert!(!sa_can(&plane, &sa, "list", "pods", Some("team-a")));
-    assert!(!sa_can(
+    // Leader election with one replica too: its Lease, in the release namespace only.
+    assert!(sa_can(
         &plane,
         &sa,
         "create",
         "leases.coordination.k8s.io",
         Some(ns)
+    ));
+    assert!(!sa_can(
+        &plane,
+        &sa,
+        "create",
+        "leases.coordination.k8s.io",
+        Some("team-a")
     ));
 
     // The same, authenticated for real with the ServiceAccount's own token.
@@ -1059,4 +1093,107 @@ fn the_ingress_routes_every_callback_route_and_nothing_else() {
         .map(|p| p.to_string())
         .collect();
     assert_eq!(paths, served);
+}
+
+#[test]
+fn alerts_and_the_dashboard_are_off_by_default_and_follow_their_values() {
+    let default = template(&[]);
+    assert!(find(&default, "PrometheusRule").is_empty());
+    assert!(
+        find(&default, "ConfigMap").is_empty(),
+        "no dashboard by default"
+    );
+
+    let full = template(&["--values", FULL_VALUES]);
+    // The alerts group per-object series by the object's own namespace label.
+    assert_eq!(
+        one(&full, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"],
+        Yaml::Bool(true)
+    );
+    let rule = one(&full, "PrometheusRule");
+    assert_eq!(rule["metadata"]["namespace"].as_str(), Some("monitoring"));
+    assert_eq!(
+        rule["metadata"]["labels"]["release"].as_str(),
+        Some("prometheus")
+    );
+    let rules = rule["spec"]["groups"][0]["rules"].as_sequence().unwrap();
+    let named = |name: &str| {
+        rules
+            .iter()
+            .find(|r| r["alert"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no alert {name}"))
+    };
+    assert_eq!(
+        rules.last().unwrap()["alert"].as_str(),
+        Some("TeleportMattermostNoPostsToday"),
+        "extraRules are appended"
+    );
+    for r in &rules[..rules.len() - 1] {
+        assert_eq!(r["labels"]["team"].as_str(), Some("platform"), "{r:?}");
+        let runbook = r["annotations"]["runbook_url"].as_str().unwrap();
+        assert!(
+            runbook.starts_with("https://docs.example.com/teleport-mattermost/runbook.md#"),
+            "{runbook}"
+        );
+    }
+    let not_ready = named("TeleportMattermostObjectNotReady");
+    assert_eq!(not_ready["for"].as_str(), Some("15m"));
+    assert!(
+        not_ready["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Ready for 15m")
+    );
+    let refused = named("TeleportMattermostCallbacksRefused");
+    assert!(
+        refused["expr"]
+            .as_str()
+            .unwrap()
+            .trim_end()
+            .ends_with("> 50"),
+        "{refused:?}"
+    );
+
+    let dashboard = one(&full, "ConfigMap");
+    assert_eq!(
+        dashboard["metadata"]["namespace"].as_str(),
+        Some("monitoring")
+    );
+    assert_eq!(
+        dashboard["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"].as_str(),
+        Some("Teleport")
+    );
+    let json: Json = serde_json::from_str(
+        dashboard["data"]["teleport-mattermost.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let file: Json =
+        serde_json::from_str(&read("charts/teleport-mattermost/files/dashboard.json")).unwrap();
+    assert_eq!(
+        json, file,
+        "the ConfigMap carries files/dashboard.json as is"
+    );
+
+    let relabelled = template(&[
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
+        "grafanaDashboard.label=dashboards",
+        "--set",
+        "grafanaDashboard.labelValue=teleport",
+    ]);
+    let labels = &one(&relabelled, "ConfigMap")["metadata"]["labels"];
+    assert_eq!(labels["dashboards"].as_str(), Some("teleport"));
+    assert!(labels["grafana_dashboard"].is_null());
+    assert_eq!(
+        one(&relabelled, "ConfigMap")["metadata"]["namespace"].as_str(),
+        Some("tm-system"),
+        "the release namespace by default"
+    );
 }

@@ -1,10 +1,14 @@
 //! The install commands of README.md, docs/install.md and the chart's NOTES, run as written
 //! against the real kube-apiserver (tier 3): every object they create must be accepted.
 //!
-//! `kubectl` and `helm` are the real peers, bound to the test control plane. Three commands
+//! `kubectl` and `helm` are the real peers, bound to the test control plane. Some commands
 //! cannot run here and are stood in for: `docker build`/`push` (no engine: the image name is
-//! checked instead), and `tctl auth sign`, which writes `auth.crt`, `auth.key` and `auth.cas`
-//! from the test CA (tier 5 runs the real one). The text is otherwise unchanged.
+//! checked instead); `tctl auth sign`, which writes `auth.crt`, `auth.key` and `auth.cas`
+//! from the test CA (tier 5 runs the real one); `cosign verify` of a keyless signature (it
+//! needs GitHub's OIDC and Sigstore: the node tier runs the real cosign with a key); and
+//! `ghcr.io`, which is a real registry on loopback (Debian's docker-registry) holding the
+//! chart packaged from this checkout, reached by the real helm through a stand-in that only
+//! rewrites the host. The text is otherwise unchanged.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -49,6 +53,99 @@ fn sh_blocks(markdown: &str, heading: &str) -> Vec<String> {
     }
     assert!(!blocks.is_empty(), "no sh block under {heading:?}");
     blocks
+}
+
+/// A registry on loopback (Debian's docker-registry, the CNCF distribution registry) standing
+/// in for ghcr.io, with this checkout's chart pushed to it as the published one is.
+struct Ghcr {
+    addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Ghcr {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Ghcr {
+    /// Starts the registry and pushes the chart as `charts/teleport-mattermost`.
+    async fn with_chart(plane: &ControlPlane) -> Ghcr {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "docker-registry (Debian package docker-registry; tests/run-all.sh installs it)",
+            );
+        let ghcr = Ghcr {
+            addr,
+            child,
+            _dir: dir,
+        };
+        let url = format!("http://{}/v2/", ghcr.addr);
+        let mut up = false;
+        for _ in 0..100 {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(up, "the registry at {url} never answered");
+        let helm = plane.user_path().unwrap().join("helm");
+        let packaged = ghcr._dir.path().join("packaged");
+        run(
+            Command::new(&helm).args([
+                "package",
+                repo().join("charts/teleport-mattermost").to_str().unwrap(),
+                "-d",
+                packaged.to_str().unwrap(),
+            ]),
+            None,
+        )
+        .unwrap();
+        let tgz = std::fs::read_dir(&packaged)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        run(
+            Command::new(&helm).args([
+                "push",
+                tgz.to_str().unwrap(),
+                &format!("oci://{}/teleport-mattermost/charts", ghcr.addr),
+                "--plain-http",
+            ]),
+            None,
+        )
+        .unwrap();
+        ghcr
+    }
 }
 
 /// A scratch directory that looks like a checkout (charts/ and manifests/ linked in), with
@@ -119,6 +216,36 @@ impl Workdir {
         .unwrap_or_else(|e| panic!("the documented commands failed:\n{script}\n{e:#}"))
     }
 
+    /// Sends `oci://ghcr.io/...` to the loopback registry: a `helm` ahead of the real one that
+    /// rewrites the host (and says plain HTTP) and runs the real helm with everything else
+    /// as given. A `cosign` stand-in records what it was asked to verify.
+    fn with_ghcr(mut self, plane: &ControlPlane, ghcr: &Ghcr) -> Self {
+        let shims = self.dir.path().join(".ghcr");
+        std::fs::create_dir_all(&shims).unwrap();
+        let helm = plane.user_path().unwrap().join("helm");
+        write_exec(
+            &shims.join("helm"),
+            &format!(
+                "args=()\nplain=()\nfor a in \"$@\"; do\n  case $a in\n    oci://ghcr.io/*) args+=(\"oci://{addr}/${{a#oci://ghcr.io/}}\"); plain=(--plain-http) ;;\n    *) args+=(\"$a\") ;;\n  esac\ndone\nexec {helm} \"${{args[@]}}\" \"${{plain[@]}}\"\n",
+                addr = ghcr.addr,
+                helm = helm.display()
+            ),
+        );
+        write_exec(
+            &shims.join("cosign"),
+            &format!(
+                "echo \"$*\" >> {}/cosign.log\n",
+                self.dir.path().join(".stand-ins").display()
+            ),
+        );
+        self.path = format!("{}:{}", shims.display(), self.path);
+        self
+    }
+
+    fn cosign_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(".stand-ins/cosign.log")).unwrap_or_default()
+    }
+
     fn docker_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join(".stand-ins/docker.log")).unwrap_or_default()
     }
@@ -133,19 +260,63 @@ fn get_json(plane: &ControlPlane, args: &[&str]) -> Value {
 #[tokio::test]
 async fn the_readme_install_runs_as_written() {
     let plane = ControlPlane::start().await.unwrap();
-    let work = Workdir::new(&plane);
+    let ghcr = Ghcr::with_chart(&plane).await;
+    let work = Workdir::new(&plane).with_ghcr(&plane, &ghcr);
+    // "With the Prometheus Operator in the cluster" (the Monitoring commands): its CRDs.
+    run(
+        plane.kubectl().args(["apply", "-f", "-"]),
+        Some(teleport_mattermost_testkit::control_plane::PROMETHEUS_OPERATOR_CRDS),
+    )
+    .unwrap();
+    run(
+        plane.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
+        ]),
+        None,
+    )
+    .unwrap();
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let blocks = sh_blocks(&readme, "## Install on Kubernetes");
     let out = work.run(&blocks.join("\n"));
 
-    // The image the README builds is the image the chart runs.
-    let docker = work.docker_log();
-    let built = docker
-        .lines()
-        .find_map(|l| l.strip_prefix("build -t "))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("the README builds an image");
-    assert!(docker.contains(&format!("push {built}")), "{docker}");
+    // The chart came from the registry, at the README's version, and runs the published image
+    // of that version.
+    let chart: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo().join("charts/teleport-mattermost/Chart.yaml")).unwrap(),
+    )
+    .unwrap();
+    let version = chart["version"].as_str().unwrap();
+    assert!(
+        blocks.join("\n").contains(&format!("--version {version}")),
+        "the README installs the chart's own version {version}"
+    );
+    let release = run(
+        plane
+            .helm()
+            .args(["-n", "teleport-mattermost", "list", "-o", "json"]),
+        None,
+    )
+    .unwrap();
+    assert!(
+        release.contains(&format!("teleport-mattermost-{version}")),
+        "{release}"
+    );
+    let built = format!("ghcr.io/teleport-mattermost/teleport-mattermost:{version}");
+    assert!(work.docker_log().is_empty(), "nothing to build");
+    // The README's verification names the same image and chart (keyless: run on GitHub only).
+    let cosign = work.cosign_log();
+    assert!(
+        cosign.contains(&format!("verify {built}"))
+            && cosign.contains(&format!(
+                "verify ghcr.io/teleport-mattermost/charts/teleport-mattermost:{version}"
+            ))
+            && cosign
+                .contains("--certificate-oidc-issuer https://token.actions.githubusercontent.com"),
+        "{cosign}"
+    );
     let deployment = get_json(
         &plane,
         &[
@@ -198,6 +369,46 @@ async fn the_readme_install_runs_as_written() {
     assert_eq!(
         cr["spec"]["callback"]["publicURL"],
         "https://mm-callback.example.com"
+    );
+
+    // Monitoring: the scrape, the alerts and the dashboard exist, with the selector labels.
+    let rule = get_json(
+        &plane,
+        &[
+            "-n",
+            "teleport-mattermost",
+            "get",
+            "prometheusrule",
+            "teleport-mattermost",
+        ],
+    );
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let monitor = get_json(
+        &plane,
+        &[
+            "-n",
+            "teleport-mattermost",
+            "get",
+            "servicemonitor",
+            "teleport-mattermost",
+        ],
+    );
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    let dashboards = get_json(
+        &plane,
+        &[
+            "-n",
+            "teleport-mattermost",
+            "get",
+            "configmap",
+            "-l",
+            "grafana_dashboard=1",
+        ],
+    );
+    assert_eq!(
+        dashboards["items"].as_array().map(Vec::len),
+        Some(1),
+        "{dashboards}"
     );
 }
 
@@ -293,7 +504,7 @@ async fn the_chart_works_as_a_subchart_with_global_values() {
     std::fs::write(
         parent.path().join("Chart.yaml"),
         format!(
-            "apiVersion: v2\nname: platform-tools\nversion: 1.0.0\ndependencies:\n  - name: teleport-mattermost\n    version: 0.1.0\n    repository: file://{}\n",
+            "apiVersion: v2\nname: platform-tools\nversion: 1.0.0\ndependencies:\n  - name: teleport-mattermost\n    version: 0.2.0\n    repository: file://{}\n",
             repo().join("charts/teleport-mattermost").display()
         ),
     )

@@ -723,3 +723,38 @@ async fn reviews_update_the_progress_line_of_every_post() {
         stack.root_posts_for(&id)
     );
 }
+
+/// The engine knows which pending requests still lack a post, and since when: what the
+/// `PendingRequestsNotPosted` alert reads. A request whose post keeps failing stays counted;
+/// once posted it is not.
+#[tokio::test]
+async fn a_request_whose_post_keeps_failing_is_counted_until_it_is_posted() {
+    let stack = Stack::started(StackOptions::default()).await;
+    // 403 on every create: the post cannot be made for now (the bot lost the channel, say).
+    stack
+        .mattermost
+        .inject_status_on("/api/v4/posts", 1000, 403);
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    let refused = || {
+        stack
+            .mattermost
+            .calls()
+            .iter()
+            .filter(|c| c.method == "POST" && c.path == "/api/v4/posts" && c.status == 403)
+            .count()
+    };
+    assert!(Stack::eventually(WAIT, || refused() >= 2).await, "retried");
+    let status = stack.instance.status().borrow().clone();
+    assert_eq!(status.unposted_requests, 1, "{status:?}");
+    assert!(status.oldest_unposted.is_some());
+    assert!(stack.data(&id).messages.is_empty());
+    stack.mattermost.clear_injected();
+    let status = stack
+        .status_until(Duration::from_secs(60), |s| s.unposted_requests == 0)
+        .await;
+    assert_eq!(status.unposted_requests, 0, "{status:?}");
+    assert_eq!(status.oldest_unposted, None);
+    assert_eq!(stack.data(&id).messages.len(), 1);
+}

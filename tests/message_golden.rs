@@ -269,3 +269,60 @@ fn a_reason_that_fits_is_never_cut() {
     assert!(!text.contains("(truncated)"), "{text}");
     assert!(text.contains("(INC-1234)"), "{text}");
 }
+
+/// Teleport v18: a long-term request says why it has no Approve button, resources show their
+/// constraints (field 26), a chosen start time and the pending TTL (fields 21 and 22).
+#[test]
+fn pending_long_term_with_constraints_start_and_pending_ttl() {
+    use teleport_mattermost::request::{RequestKind, RequestedResource, ResourceConstraints};
+    let req = AccessRequest {
+        kind: RequestKind::LongTerm,
+        requested_resources: vec![
+            RequestedResource {
+                cluster: "tm.test".into(),
+                kind: "app".into(),
+                name: "aws-console".into(),
+                sub_resource: String::new(),
+                constraints: Some(ResourceConstraints::AwsConsole {
+                    role_arns: vec!["arn:aws:iam::123456789012:role/ReadOnly".into()],
+                }),
+            },
+            RequestedResource {
+                cluster: "tm.test".into(),
+                kind: "node".into(),
+                name: "web-1".into(),
+                sub_resource: String::new(),
+                constraints: Some(ResourceConstraints::Ssh {
+                    logins: vec!["root".into()],
+                }),
+            },
+        ],
+        created: Some(at("2026-12-01T10:00:00Z")),
+        expires: Some(at("2026-12-01T11:00:00Z")),
+        resource_expiry: Some(at("2026-12-08T10:00:00Z")),
+        assume_start_time: Some(at("2026-12-02T09:00:00Z")),
+        ..request()
+    };
+    golden(
+        "pending_long_term",
+        &post_text(&req, RequestState::Pending, None, &web()),
+    );
+}
+
+/// PROMOTED names the access list the request went to.
+#[test]
+fn promoted_to_an_access_list() {
+    use teleport_mattermost::request::PromotedAccessList;
+    let req = AccessRequest {
+        state: RequestState::Promoted,
+        promoted_access_list: Some(PromotedAccessList {
+            name: "3f1c".into(),
+            title: "Database admins".into(),
+        }),
+        ..request()
+    };
+    golden(
+        "promoted_to_list",
+        &post_text(&req, RequestState::Promoted, None, &web()),
+    );
+}

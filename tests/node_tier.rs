@@ -1,20 +1,25 @@
 //! The node tier: the operator's IMAGE (tests/image/build.sh, the Dockerfile's final stage
 //! without Docker) in PODS on a REAL NODE (tests/node/up.sh: kubelet, containerd + runc,
-//! kube-proxy, a CNI bridge, the scheduler and the controllers), installed with the chart by
-//! `helm install --wait`, the way a cluster runs it.
+//! kube-proxy, a CNI bridge, the scheduler and the controllers), installed from a REGISTRY
+//! with the chart by `helm install --wait`, the way a cluster runs it.
 //!
-//! Run it with `tests/node/run-tier.sh`: it builds this binary and the image, brings a node up,
-//! imports the image and runs this binary inside the node's network namespace, where the
-//! Teleport and Mattermost doubles run too (the pods reach them through the node's IP, see
-//! `testkit::node::forward`). Without the node's environment (`TM_NODE_*`) and the image
-//! (`TM_IMAGE_TAR`) every test prints one line saying why it was skipped and returns.
+//! Run it with `tests/node/run-tier.sh`: it builds this binary and the image, brings a node up
+//! (with its registry, Debian's docker-registry, on the node's loopback) and runs this binary
+//! inside the node's network namespace, where the Teleport and Mattermost doubles run too (the
+//! pods reach them through the node's IP, see `testkit::node::forward`). Without the node's
+//! environment (`TM_NODE_*`) and the image (`TM_IMAGE_TAR`) every test prints one line saying
+//! why it was skipped and returns.
 //!
-//! One node and one release for the whole story, in order, each step timed: install into a
-//! namespace enforcing the "restricted" Pod Security Standard, the EndpointSlice, Secrets and a
-//! MattermostAccessPlugin applied with kubectl, a request posted and approved by a press sent
-//! through the ClusterIP Service, identity rotation, a rollout restart and a `helm upgrade`
-//! with requests created throughout, two replicas (one Lease holder, failover when the leader
-//! is deleted, a drain the PodDisruptionBudget stops half-way), `helm test`, `helm uninstall`.
+//! One node and one release for the whole story, in order, each step timed: the image pushed to
+//! the registry with skopeo and the chart with `helm push`, both signed with cosign (a tag
+//! pointed at another image fails verification); `helm install oci://...` into a namespace
+//! enforcing the "restricted" Pod Security Standard, containerd pulling the image; the
+//! EndpointSlice, Secrets and a MattermostAccessPlugin applied with kubectl, a request posted
+//! and approved by a press sent through the ClusterIP Service, identity rotation, a rollout
+//! restart, a `helm upgrade` and a scale-up to two replicas with requests created throughout
+//! and the callback Service answering every probe (rolling updates, a Lease even with one
+//! replica), failover when the leader is deleted, a drain the PodDisruptionBudget stops
+//! half-way, `helm test --logs`, `helm uninstall`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -24,6 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use teleport_mattermost::operator::crd::MattermostAccessPlugin;
 use teleport_mattermost::request::RequestState;
+use teleport_mattermost_testkit::control_plane::peer_binary;
 use teleport_mattermost_testkit::dockerfile::Dockerfile;
 use teleport_mattermost_testkit::mattermost::MattermostDouble;
 use teleport_mattermost_testkit::node::{
@@ -31,6 +37,7 @@ use teleport_mattermost_testkit::node::{
 };
 use teleport_mattermost_testkit::pki::{ClientCert, TestPki};
 use teleport_mattermost_testkit::pod::chart_dir;
+use teleport_mattermost_testkit::registry::{Cosign, Registry, verified_digests};
 use teleport_mattermost_testkit::stack::{CHANNEL, TEAM, provision};
 use teleport_mattermost_testkit::teleport::{NewRequest, TeleportDouble};
 
@@ -47,6 +54,10 @@ const LEASE_DURATION: Duration = Duration::from_secs(10);
 /// Waits that should be short on a healthy node.
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
+/// The image's repository in the node's registry (as on GHCR, under the registry's root).
+const IMAGE_REPOSITORY: &str = "teleport-mattermost";
+/// Where the chart is pushed in the node's registry (as `oci://ghcr.io/<owner>/charts`).
+const CHART_REPOSITORY: &str = "charts";
 /// The operator pods.
 const SELECTOR: &str =
     "app.kubernetes.io/name=teleport-mattermost,app.kubernetes.io/instance=teleport-mattermost";
@@ -152,8 +163,14 @@ async fn the_chart_runs_the_image_on_a_real_node() {
         println!("skipped: TM_IMAGE_TAR is not set; run tests/node/run-tier.sh");
         return;
     };
+    let Some(registry) = Registry::from_env() else {
+        println!(
+            "skipped: TM_NODE_REGISTRY is not set (a node from an older up.sh); run tests/node/run-tier.sh"
+        );
+        return;
+    };
     let started = Instant::now();
-    let tier = Tier::start(node, image)
+    let tier = Tier::start(node, image, registry)
         .await
         .expect("starting the doubles");
     let outcome = tier.run().await;
@@ -168,6 +185,12 @@ async fn the_chart_runs_the_image_on_a_real_node() {
 struct Tier {
     node: Node,
     image: ImageArchive,
+    /// The node's registry, which the image and the chart are pushed to and pulled from.
+    registry: Registry,
+    /// The tag the image is pushed under (the archive's own).
+    tag: String,
+    /// The chart's version (Chart.yaml), its tag in the registry.
+    chart_version: String,
     pki: TestPki,
     teleport: TeleportDouble,
     mattermost: MattermostDouble,
@@ -230,8 +253,17 @@ fn name_of(obj: &Value) -> String {
     obj["metadata"]["name"].as_str().unwrap_or_default().into()
 }
 
+/// The chart's `version:` from its Chart.yaml.
+fn chart_version() -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(chart_dir().join("Chart.yaml"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("version:"))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .ok_or_else(|| anyhow::anyhow!("Chart.yaml has no version"))
+}
+
 impl Tier {
-    async fn start(node: Node, image: ImageArchive) -> anyhow::Result<Tier> {
+    async fn start(node: Node, image: ImageArchive, registry: Registry) -> anyhow::Result<Tier> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let pki = TestPki::new();
         let teleport = TeleportDouble::start(&pki).await;
@@ -250,9 +282,13 @@ impl Tier {
         )
         .await?;
         let client = node.client().await?;
+        let (_, tag) = image.repository_and_tag();
         Ok(Tier {
             node,
             image,
+            registry,
+            tag,
+            chart_version: chart_version()?,
             pki,
             teleport,
             mattermost,
@@ -280,6 +316,7 @@ impl Tier {
     }
 
     async fn run(&self) -> anyhow::Result<()> {
+        self.publish().await?;
         self.install().await?;
         let cluster_ip = self.endpoint_slice().await?;
         *self.cluster_ip.lock().unwrap() = Some(cluster_ip.clone());
@@ -295,23 +332,40 @@ impl Tier {
         Ok(())
     }
 
-    /// The chart's `--set`s for this node: our image, never pulled.
+    /// The image in the node's registry, as the chart's `image.repository`.
+    fn image_repository(&self) -> String {
+        format!("{}/{IMAGE_REPOSITORY}", self.registry.addr)
+    }
+
+    /// The chart's `--set`s for this node: our image in the node's registry, with the chart's
+    /// default pullPolicy (IfNotPresent), so containerd pulls it.
     fn image_sets(&self) -> Vec<String> {
-        let (repository, tag) = self.image.repository_and_tag();
         vec![
             "--set".into(),
-            format!("image.repository={repository}"),
+            format!("image.repository={}", self.image_repository()),
             "--set".into(),
-            format!("image.tag={tag}"),
-            "--set".into(),
-            "image.pullPolicy=Never".into(),
+            format!("image.tag={}", self.tag),
         ]
     }
 
-    /// `helm upgrade --reuse-values --wait` with `--set`s.
+    /// The chart as a user names it: `oci://<registry>/charts/teleport-mattermost`, with its
+    /// version and plain HTTP (the node's registry has no TLS).
+    fn chart_args(&self) -> Vec<String> {
+        vec![
+            format!(
+                "oci://{}/{CHART_REPOSITORY}/teleport-mattermost",
+                self.registry.addr
+            ),
+            "--version".into(),
+            self.chart_version.clone(),
+            "--plain-http".into(),
+        ]
+    }
+
+    /// `helm upgrade --reuse-values --wait` of the chart in the registry, with `--set`s.
     fn upgrade_args(&self, sets: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["upgrade".into(), RELEASE.into()];
-        args.push(chart_dir().to_string_lossy().into_owned());
+        args.extend(self.chart_args());
         for a in [
             "--namespace",
             NS,
@@ -487,6 +541,143 @@ impl Tier {
 
     // ---------------------------------------------------------------------------------------
 
+    /// What the release does, against the node's registry: the image pushed (skopeo) and the
+    /// chart pushed (`helm push`), each signed with cosign; `cosign verify` passes for both,
+    /// and fails once the image's tag points at another image, or with another key.
+    async fn publish(&self) -> anyhow::Result<()> {
+        println!(
+            "publish to the node's registry {}: image and chart pushed, signed, verified",
+            self.registry.addr
+        );
+        let held = self.node.images().await?;
+        anyhow::ensure!(
+            !held.iter().any(|i| i.contains(IMAGE_REPOSITORY)),
+            "containerd already holds the operator image, so nothing would be pulled: {held:?}"
+        );
+        let image_ref = self.registry.reference(IMAGE_REPOSITORY, &self.tag);
+
+        let t = Instant::now();
+        let digest = self
+            .registry
+            .push_archive(&self.image.path, IMAGE_REPOSITORY, &self.tag)
+            .await?;
+        self.record("skopeo copy: the image pushed to the registry", t.elapsed());
+        anyhow::ensure!(
+            digest == self.image.manifest_digest,
+            "the registry stored {digest}, the archive's manifest is {}",
+            self.image.manifest_digest
+        );
+        println!("  pushed {image_ref} ({digest})");
+
+        let t = Instant::now();
+        let cosign = Cosign::with_new_key(peer_binary("cosign")?).await?;
+        cosign
+            .sign(&self.registry.by_digest(IMAGE_REPOSITORY, &digest))
+            .await?;
+        let verified = cosign.verify(&image_ref).await;
+        self.record("cosign sign (by digest) + verify (by tag)", t.elapsed());
+        anyhow::ensure!(
+            verified.success && verified_digests(&verified.stdout) == [digest.clone()],
+            "cosign verify {image_ref}: {}{}",
+            verified.stdout,
+            verified.stderr
+        );
+        println!("  cosign verify {image_ref}: the signature covers {digest}");
+
+        // Another key (someone else's signature) does not verify it.
+        let stranger = Cosign::with_new_key(peer_binary("cosign")?).await?;
+        let foreign = stranger.verify(&image_ref).await;
+        anyhow::ensure!(
+            !foreign.success,
+            "verified with a key that never signed it: {}",
+            foreign.stdout
+        );
+
+        // Tampering: another image pushed under the same tag.
+        let other = PathBuf::from(std::env::var_os("TM_OTHER_IMAGE_TAR").ok_or_else(|| {
+            anyhow::anyhow!("TM_OTHER_IMAGE_TAR is not set (run-tier.sh sets it)")
+        })?);
+        let other_digest = self
+            .registry
+            .push_archive(&other, IMAGE_REPOSITORY, &self.tag)
+            .await?;
+        anyhow::ensure!(
+            other_digest != digest,
+            "the other image has the same digest"
+        );
+        anyhow::ensure!(
+            self.registry.resolve(IMAGE_REPOSITORY, &self.tag).await? == other_digest,
+            "the tag does not point at the other image"
+        );
+        let tampered = cosign.verify(&image_ref).await;
+        anyhow::ensure!(
+            !tampered.success && tampered.stderr.contains("no signatures found"),
+            "cosign verify of a tag pointed at another image: {}{}",
+            tampered.stdout,
+            tampered.stderr
+        );
+        println!(
+            "  the tag pointed at another image ({other_digest}): cosign verify fails ({})",
+            tampered.stderr.lines().last().unwrap_or_default().trim()
+        );
+        // Put the real image back (same digest, so its signature applies again).
+        let restored = self
+            .registry
+            .push_archive(&self.image.path, IMAGE_REPOSITORY, &self.tag)
+            .await?;
+        anyhow::ensure!(
+            restored == digest,
+            "restored {restored}, pushed {digest} first"
+        );
+        let again = cosign.verify(&image_ref).await;
+        anyhow::ensure!(again.success, "after restoring the tag: {}", again.stderr);
+
+        // The chart: packaged and pushed as an OCI artifact, as the release workflow does.
+        let dist = tempfile::tempdir()?;
+        let dist_path = dist.path().to_string_lossy().into_owned();
+        let chart = chart_dir().to_string_lossy().into_owned();
+        self.node
+            .helm(&["package", &chart, "--destination", &dist_path])
+            .await?;
+        let tgz = dist
+            .path()
+            .join(format!("teleport-mattermost-{}.tgz", self.chart_version));
+        let t = Instant::now();
+        let pushed = self
+            .node
+            .helm_output(&[
+                "push",
+                &tgz.to_string_lossy(),
+                &format!("oci://{}/{CHART_REPOSITORY}", self.registry.addr),
+                "--plain-http",
+            ])
+            .await;
+        self.record("helm push: the chart pushed to the registry", t.elapsed());
+        let said = format!("{}{}", pushed.stdout, pushed.stderr);
+        anyhow::ensure!(pushed.success, "helm push: {said}");
+        let chart_digest = said
+            .lines()
+            .find_map(|l| l.strip_prefix("Digest: "))
+            .map(|d| d.trim().to_string())
+            .ok_or_else(|| anyhow::anyhow!("helm push printed no digest: {said}"))?;
+        let chart_repo = format!("{CHART_REPOSITORY}/teleport-mattermost");
+        let chart_ref = self.registry.reference(&chart_repo, &self.chart_version);
+        cosign
+            .sign(&self.registry.by_digest(&chart_repo, &chart_digest))
+            .await?;
+        let verified = cosign.verify(&chart_ref).await;
+        anyhow::ensure!(
+            verified.success && verified_digests(&verified.stdout) == [chart_digest.clone()],
+            "cosign verify {chart_ref}: {}{}",
+            verified.stdout,
+            verified.stderr
+        );
+        println!(
+            "  pushed and signed the chart {chart_ref} ({chart_digest}); cosign verify passes"
+        );
+        Ok(())
+    }
+
     async fn install(&self) -> anyhow::Result<()> {
         println!("helm install into a namespace enforcing the restricted Pod Security Standard");
         let k = &self.node;
@@ -506,7 +697,7 @@ impl Tier {
         k.kubectl(&["create", "namespace", USER_NS], None).await?;
 
         let mut args: Vec<String> = ["install", RELEASE].iter().map(|s| s.to_string()).collect();
-        args.push(chart_dir().to_string_lossy().into_owned());
+        args.extend(self.chart_args());
         args.extend(
             ["--namespace", NS, "--wait", "--timeout", "2m"]
                 .iter()
@@ -515,7 +706,10 @@ impl Tier {
         args.extend(self.image_sets());
         let t = Instant::now();
         let out = self.helm(&args).await?;
-        self.record("helm install --wait (1 replica)", t.elapsed());
+        self.record(
+            "helm install oci://... --wait (1 replica, image pulled)",
+            t.elapsed(),
+        );
         anyhow::ensure!(out.contains("STATUS: deployed"), "helm install: {out}");
 
         let pods = self.ready_pods().await?;
@@ -527,11 +721,65 @@ impl Tier {
             status["ready"] == true && status["restartCount"] == 0,
             "{status}"
         );
-        let (repository, tag) = self.image.repository_and_tag();
+        let container = &pod["spec"]["containers"][0];
         anyhow::ensure!(
-            pod["spec"]["containers"][0]["image"] == format!("{repository}:{tag}"),
-            "the pod runs {}",
-            pod["spec"]["containers"][0]["image"]
+            container["image"] == format!("{}:{}", self.image_repository(), self.tag)
+                && container["imagePullPolicy"] == "IfNotPresent",
+            "the pod runs {} with imagePullPolicy {}",
+            container["image"],
+            container["imagePullPolicy"]
+        );
+        // containerd pulled it: the image the container runs is the pushed manifest, fetched
+        // from the registry by containerd itself.
+        let pulled = self
+            .registry
+            .by_digest(IMAGE_REPOSITORY, &self.image.manifest_digest);
+        anyhow::ensure!(
+            status["imageID"] == pulled.as_str(),
+            "the container's imageID is {}, not {pulled}",
+            status["imageID"]
+        );
+        let registry_log =
+            std::fs::read_to_string(self.node.state.join("logs/registry.log")).unwrap_or_default();
+        let by_containerd: Vec<&str> = registry_log
+            .lines()
+            .filter(|l| {
+                (l.contains("useragent=containerd/") || l.contains("useragent=\"containerd/"))
+                    && l.contains(&format!("/v2/{IMAGE_REPOSITORY}/"))
+            })
+            .collect();
+        anyhow::ensure!(
+            by_containerd.iter().any(|l| l.contains("/manifests/"))
+                && by_containerd
+                    .iter()
+                    .any(|l| l.contains("/blobs/") && l.contains("method=GET")),
+            "the registry's log shows no manifest and blob requests by containerd:\n{}",
+            self.node.log_tail("registry", 20)
+        );
+        let events = self
+            .node
+            .kubectl(
+                &[
+                    "get",
+                    "events",
+                    "-n",
+                    NS,
+                    "--field-selector",
+                    &format!("involvedObject.name={},reason=Pulled", name_of(pod)),
+                    "-o",
+                    "jsonpath={.items[*].message}",
+                ],
+                None,
+            )
+            .await?;
+        anyhow::ensure!(
+            events.contains("Successfully pulled image"),
+            "the kubelet's Pulled event: {events:?}"
+        );
+        println!(
+            "  containerd pulled {pulled} ({} GETs from containerd in the registry's log); {}",
+            by_containerd.len(),
+            events.trim()
         );
         // Ready: from the pod's creation, as the API recorded it (seconds).
         let created = pod["metadata"]["creationTimestamp"].as_str().unwrap_or("?");
@@ -589,11 +837,16 @@ impl Tier {
             sc["readOnlyRootFilesystem"] == true && sc["runAsUser"] == 65532,
             "{sc}"
         );
-        // One replica: no leader election, so no Lease.
-        let lease = k
-            .kubectl_output(&["get", "lease", "-n", NS, RELEASE], None)
-            .await;
-        anyhow::ensure!(!lease.success, "a Lease with one replica: {}", lease.stdout);
+        // One replica elects too: the Lease is the pod's.
+        let holder = wait_for("the pod holds the Lease", WAIT, POLL, || async {
+            self.lease_holder().await
+        })
+        .await?;
+        anyhow::ensure!(
+            holder == name_of(pod),
+            "Lease held by {holder}, not {}",
+            name_of(pod)
+        );
         Ok(())
     }
 
@@ -921,20 +1174,31 @@ spec:
             "kubectl rollout restart -> rollout status done",
             t.elapsed(),
         );
-        during.report("rollout restart (Recreate)");
+        during.report("rollout restart (RollingUpdate, 1 replica)");
+        anyhow::ensure!(
+            during.failed == 0,
+            "the callback Service went unanswered during a rollout restart"
+        );
         let new = self.wait_ready_pods(1).await?;
         anyhow::ensure!(name_of(&new[0]) != old, "the pod was not replaced");
         self.all_posted_once("after the restart").await?;
 
-        // One replica, no leader election: the old pod stops before the new one starts.
+        // One replica elects too, so the new pod starts beside the old one.
         let strategy = self.strategy().await?;
-        anyhow::ensure!(strategy == "Recreate", "strategy {strategy} at 1 replica");
+        anyhow::ensure!(
+            strategy == "RollingUpdate",
+            "strategy {strategy} at 1 replica"
+        );
         let args = self.upgrade_args(&["log.level=debug"]);
         let t = Instant::now();
         let during = self.during("helm upgrade", self.helm(&args)).await?;
         self.record("helm upgrade --wait (log.level=debug)", t.elapsed());
         anyhow::ensure!(during.out.contains("STATUS: deployed"), "{}", during.out);
-        during.report("helm upgrade (Recreate)");
+        during.report("helm upgrade (RollingUpdate, 1 replica)");
+        anyhow::ensure!(
+            during.failed == 0,
+            "the callback Service went unanswered during a helm upgrade"
+        );
         let pods = self.wait_ready_pods(1).await?;
         let env = &pods[0]["spec"]["containers"][0]["env"];
         anyhow::ensure!(
@@ -1019,12 +1283,15 @@ spec:
             .during("upgrade to 2 replicas", self.helm(&args))
             .await?;
         self.record("helm upgrade --wait (replicas=2)", t.elapsed());
-        during.report("helm upgrade to 2 replicas (Recreate)");
-        // The running pod did not elect: it is stopped before the electing ones start.
+        during.report("helm upgrade to 2 replicas (RollingUpdate)");
+        anyhow::ensure!(
+            during.failed == 0,
+            "the callback Service went unanswered while scaling from 1 to 2 replicas"
+        );
         let strategy = self.strategy().await?;
         anyhow::ensure!(
-            strategy == "Recreate",
-            "strategy {strategy} while turning leader election on"
+            strategy == "RollingUpdate",
+            "strategy {strategy} while scaling up"
         );
         let t = Instant::now();
         let leader = self.one_leader(2).await?;
@@ -1036,7 +1303,7 @@ spec:
         self.all_posted_once("after the upgrade to 2 replicas")
             .await?;
 
-        // Both old and new pods elect now: a rolling update, a pod serving throughout.
+        // And at 2 replicas.
         let args = self.upgrade_args(&["log.level=info"]);
         let t = Instant::now();
         let during = self.during("rolling upgrade", self.helm(&args)).await?;
@@ -1214,17 +1481,29 @@ spec:
         println!("helm test: the chart's hook pod runs the image's probe against the Service");
         let test_pod = format!("{RELEASE}-test-readyz");
         let t = Instant::now();
-        // Not `--logs`: the hook pod is deleted as soon as it succeeds (hook-succeeded), so
-        // helm finds no pod to read and fails although the test passed.
+        // `--logs`: the hook pod is kept until helm has read them (before-hook-creation).
         let out = self
             .node
-            .helm(&["test", RELEASE, "-n", NS, "--timeout", "2m"])
+            .helm(&["test", RELEASE, "-n", NS, "--timeout", "2m", "--logs"])
             .await?;
-        self.record("helm test (operator Ready)", t.elapsed());
+        self.record("helm test --logs (operator Ready)", t.elapsed());
+        let svc = self.node.get_json(&["service", "-n", NS, RELEASE]).await?;
+        let url = format!(
+            "http://{}:9090/readyz",
+            svc["spec"]["clusterIP"].as_str().unwrap_or_default()
+        );
         anyhow::ensure!(
             out.lines()
-                .any(|l| l.starts_with("Phase:") && l.contains("Succeeded")),
-            "{out}"
+                .any(|l| l.starts_with("Phase:") && l.contains("Succeeded"))
+                && out.contains(&format!("POD LOGS: {test_pod}"))
+                && out.contains(&format!("{url}: 200 OK")),
+            "helm test --logs:\n{out}"
+        );
+        println!(
+            "  the test pod's log, as helm test --logs prints it: {}",
+            out.lines()
+                .find(|l| l.starts_with(&url))
+                .unwrap_or_default()
         );
 
         // The test must be able to fail: with no operator pod behind the Service it does, and
@@ -1253,25 +1532,26 @@ spec:
         let t = Instant::now();
         let failed = self
             .node
-            .helm_output(&["test", RELEASE, "-n", NS, "--timeout", "2m"])
+            .helm_output(&["test", RELEASE, "-n", NS, "--timeout", "2m", "--logs"])
             .await;
-        self.record("helm test (no operator pod: fails)", t.elapsed());
+        self.record("helm test --logs (no operator pod: fails)", t.elapsed());
         anyhow::ensure!(
             !failed.success,
             "helm test passed without an operator:\n{}",
             failed.stdout
         );
-        let logs = self
-            .node
-            .kubectl(&["-n", NS, "logs", &test_pod], None)
-            .await?;
-        let svc = self.node.get_json(&["service", "-n", NS, RELEASE]).await?;
-        let url = format!(
-            "http://{}:9090/readyz",
-            svc["spec"]["clusterIP"].as_str().unwrap_or_default()
+        // helm prints the failed pod's logs too: the URL kubelet expanded, and why it failed.
+        let said = format!("{}{}", failed.stdout, failed.stderr);
+        anyhow::ensure!(
+            said.contains(&format!("POD LOGS: {test_pod}")) && said.contains(&url),
+            "helm test --logs of a failing test:\n{said}"
         );
-        anyhow::ensure!(logs.contains(&url), "the test pod's log: {logs}");
-        println!("  the failed test pod says: {}", logs.trim());
+        println!(
+            "  the failed test pod says: {}",
+            said.lines()
+                .find(|l| l.starts_with(&url))
+                .unwrap_or_default()
+        );
         // Back to two replicas, so the uninstall has pods to stop.
         self.node
             .kubectl(
@@ -1370,8 +1650,8 @@ spec:
         println!(
             "  kept: {kept:?}, the CR {USER_NS}/{CR} and its 3 Secrets; left in {NS}: {left:?}"
         );
-        // What helm does not own: the Lease the operator created, the failed `helm test` pod
-        // (hook resources outlive the release; a passing one deletes itself), and the CA
+        // What helm does not own: the Lease the operator created, the `helm test` pod (hook
+        // resources outlive the release; it is kept for `helm test --logs`), and the CA
         // ConfigMap kube-controller-manager puts in every namespace.
         let known: BTreeSet<String> = [
             format!("lease.coordination.k8s.io/{RELEASE}"),

@@ -997,17 +997,42 @@ impl Real {
     }
 }
 
-/// With no approvers set, the channel is the boundary: a press through Mattermost by a team
-/// member outside the channel is refused, and adding them in Mattermost lets them decide,
-/// without a restart.
+/// With no approvers set, the channel is the boundary. Mattermost 6.7.2 itself keeps a team
+/// member outside the channel from pressing there (403; 11.4 lets them press, and the plugin
+/// refuses); in another channel the admin posts to, a
+/// member of that channel who is not in the plugin's channel is refused by the plugin, until
+/// Mattermost adds them to it: no restart.
 #[tokio::test]
 async fn outside_the_channel_a_press_is_refused_until_mattermost_adds_them() {
     let env = real_env!();
-    let real = Real::started(env, Options::default()).await;
+    let other = unique("other");
+    let real = Real::started(
+        env,
+        Options {
+            recipients: vec![format!("{TEAM}/{other}")],
+            ..Default::default()
+        },
+    )
+    .await;
+    let other_id = real.new_channel(&other, "O").await;
+    real.add_to_channel(&other_id, &real.bot_id()).await;
     let dave = unique("dave");
     let dave_id = real.team_user(&dave).await;
+    real.add_to_channel(&other_id, &dave_id).await;
     let id = real.teleport.create_request(request("bob@example.com"));
     let post_id = real.wait_posted(&id).await;
+    assert!(
+        real.eventually(WAIT, |r| r.data(&id).message_in(&other_id).is_some())
+            .await,
+        "{:?}",
+        real.data(&id)
+    );
+    let other_post = real
+        .data(&id)
+        .message_in(&other_id)
+        .unwrap()
+        .post_id
+        .clone();
 
     let version = server_version(&real.env);
     let (session, mut events) = real.session(&dave).await;
@@ -1015,6 +1040,8 @@ async fn outside_the_channel_a_press_is_refused_until_mattermost_adds_them() {
         .press(&post_id, message::ACTION_APPROVE, &session)
         .await;
     if version.major >= 11 {
+        // 11.4 lets a team member read a public channel, so the press reaches the plugin,
+        // which refuses it.
         assert_eq!(
             status, 200,
             "Mattermost 11 lets a team member press in a public channel: {body}"
@@ -1022,17 +1049,25 @@ async fn outside_the_channel_a_press_is_refused_until_mattermost_adds_them() {
         let told = events.ephemeral_on(&post_id).await.unwrap_or_default();
         assert!(told.contains("not allowed"), "{told}");
     } else {
-        // 6.7.2 itself refuses a press outside the channel, before the plugin hears of it.
-        assert_eq!(status, 403, "{body}");
+        assert_eq!(
+            status, 403,
+            "Mattermost 6.7.2 keeps non-members out of the channel: {body}"
+        );
     }
+    let (status, body) = real
+        .press(&other_post, message::ACTION_APPROVE, &session)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let told = events.ephemeral_on(&other_post).await.unwrap_or_default();
+    assert!(told.contains("not allowed"), "{told}");
     assert!(real.teleport.state_changes().is_empty());
 
     real.add_to_channel(&real.channel_id, &dave_id).await;
     let (status, body) = real
-        .press(&post_id, message::ACTION_APPROVE, &session)
+        .press(&other_post, message::ACTION_APPROVE, &session)
         .await;
     assert_eq!(status, 200, "{body}");
-    let told = events.ephemeral_on(&post_id).await.unwrap_or_default();
+    let told = events.ephemeral_on(&other_post).await.unwrap_or_default();
     assert!(told.contains("You approved"), "{told}");
     let changes = real.teleport.state_changes();
     assert_eq!(changes.len(), 1);

@@ -696,9 +696,9 @@ async fn with_only_the_proxys_address_it_connects_by_tls_routing_posts_and_appro
     ));
     plugin.wait_log("watcher started").await;
     assert!(
-        plugin
-            .log()
-            .contains("through the Proxy (TLS routing to cluster tm.test)"),
+        plugin.log().contains(&format!(
+            "through the Proxy at {web} by TLS routing (cluster tm.test)"
+        )),
         "{}",
         plugin.log()
     );
@@ -714,8 +714,10 @@ async fn with_only_the_proxys_address_it_connects_by_tls_routing_posts_and_appro
     drop(plugin);
 }
 
+/// A v13 Proxy behind a balancer that strips ALPN: it refuses the WebSocket upgrade
+/// (`404 unsupported upgrade types`), and the plugin falls back to the legacy one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn behind_a_balancer_that_strips_alpn_it_goes_through_the_connection_upgrade() {
+async fn behind_a_balancer_that_strips_alpn_a_v13_proxy_is_reached_by_the_legacy_upgrade() {
     use teleport_mattermost_testkit::l7_relay::L7Relay;
     let env = tier5!();
     let chat = Chat::new(env.clone()).await;
@@ -732,10 +734,14 @@ async fn behind_a_balancer_that_strips_alpn_it_goes_through_the_connection_upgra
         &relay.cert_pem,
     ));
     plugin.wait_log("watcher started").await;
+    let log = plugin.log();
     assert!(
-        plugin.log().contains("connection upgrade"),
-        "the upgrade path is in use:\n{}",
-        plugin.log()
+        log.contains("inside a legacy (Upgrade: alpn) connection upgrade"),
+        "the legacy upgrade is in use:\n{log}"
+    );
+    assert!(
+        log.contains("the Proxy refused the WebSocket connection upgrade"),
+        "after v13 refused WebSocket:\n{log}"
     );
     let id = teleport
         .create_request(REQUESTER, "through the balancer")
@@ -746,6 +752,74 @@ async fn behind_a_balancer_that_strips_alpn_it_goes_through_the_connection_upgra
         .await;
     assert!(answer.contains("You denied"), "{answer}");
     wait_state(&teleport, &id, "DENIED").await;
+    drop(plugin);
+}
+
+/// A v19 Proxy (played by the relay: WebSocket only, the legacy upgrade refused as v19 does,
+/// Pings every second here instead of 30 s) in front of the real v13 Proxy, whose TLS-routing
+/// port gets the upgraded bytes: the WebSocket path end to end with a real Auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_v19_proxy_front_it_goes_through_the_websocket_upgrade() {
+    use std::sync::atomic::Ordering;
+    use teleport_mattermost_testkit::l7_relay::{
+        FindAnswer, FrontConfig, ProxyFront, ProxyVersion,
+    };
+    let env = tier5!();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, files) = proxied(Mode::ProxyMultiplex).await;
+    let web: std::net::SocketAddr = teleport.web_addr.clone().unwrap().parse().unwrap();
+    let mut config = FrontConfig::new(
+        ProxyVersion::V19,
+        web,
+        FindAnswer::Forward {
+            address: web,
+            cert_pem: teleport.web_cert_pem.clone().unwrap(),
+        },
+    );
+    config.ping_interval = Duration::from_secs(1);
+    config.cluster = Some(real_teleport::CLUSTER.to_string());
+    let front = ProxyFront::start(config).await.unwrap();
+    let plugin = Standalone::start(&proxy_config(
+        &env,
+        &teleport,
+        &files,
+        &front.address(),
+        &front.cert_pem,
+    ));
+    plugin.wait_log("watcher started").await;
+    let log = plugin.log();
+    assert!(
+        log.contains(&format!(
+            "through the Proxy at {} by TLS routing inside a WebSocket connection upgrade",
+            front.address()
+        )),
+        "the WebSocket upgrade is in use:\n{log}"
+    );
+    assert_eq!(front.stats.legacy_upgrades.load(Ordering::Relaxed), 0);
+    assert_eq!(front.stats.refused.load(Ordering::Relaxed), 0);
+    assert!(
+        front.stats.finds.load(Ordering::Relaxed) >= 1,
+        "find forwarded"
+    );
+    let id = teleport
+        .create_request(REQUESTER, "through a v19 Proxy")
+        .unwrap();
+    let post = chat.posted(&id).await;
+    let answer = chat
+        .press(post["id"].as_str().unwrap(), message::ACTION_DENY, "carol")
+        .await;
+    assert!(answer.contains("You denied"), "{answer}");
+    wait_state(&teleport, &id, "DENIED").await;
+    // The Proxy's Pings were answered all along.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (pings, pongs) = (
+        front.stats.pings.load(Ordering::Relaxed),
+        front.stats.pongs.load(Ordering::Relaxed),
+    );
+    assert!(
+        pings >= 3 && pongs + 1 >= pings,
+        "{pongs} pongs for {pings} pings"
+    );
     drop(plugin);
 }
 
@@ -1070,4 +1144,122 @@ async fn running_next_to_teleports_go_plugin_posts_each_request_once_and_warns()
     );
     drop(go);
     drop(plugin);
+}
+
+/// The plugin's identity from `tctl auth sign --format=tls`, for client-level tests.
+fn identity_of(files: &[PathBuf; 3]) -> teleport_mattermost::teleport::identity::Identity {
+    use teleport_mattermost::teleport::identity::{Identity, PemSource};
+    let read = |p: &PathBuf| std::fs::read(p).unwrap();
+    let (crt, key, cas) = (read(&files[0]), read(&files[1]), read(&files[2]));
+    Identity::from_pems(
+        PemSource::new("auth.crt", &crt),
+        PemSource::new("auth.key", &key),
+        PemSource::new("auth.cas", &cas),
+    )
+    .unwrap()
+}
+
+/// `tctl lock --user` on the plugin's user: v13.3.8 refuses every call with a bare "access
+/// denied" (whose hint names locks), Ping on a new connection included, which the plugin names
+/// a lock (`IdentityLocked`): Ping needs no permission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_plugin_identity_is_named_a_lock() {
+    use teleport_mattermost::teleport::client::TeleportClient;
+    if !real_teleport::available() {
+        skip("skipped: the Teleport peers are not built; run tests/teleport/build.sh");
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (teleport, files) = cluster().await;
+    let identity = identity_of(&files);
+    let client = TeleportClient::connect(&teleport.auth_addr, &identity)
+        .await
+        .unwrap();
+    client.list_access_requests().await.unwrap();
+    teleport
+        .tctl(&[
+            "lock",
+            &format!("--user={PLUGIN_USER}"),
+            "--message=offboarded",
+            "--ttl=1h",
+        ])
+        .unwrap();
+    // Auth's lock watcher takes a moment to see the new lock.
+    let deadline = Instant::now() + WAIT;
+    let per_call = loop {
+        match client.list_access_requests().await {
+            Err(e) => break e,
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(_) => panic!("the lock never applied to the open connection"),
+        }
+    };
+    skip(&format!("v13, a call on the open connection: {per_call}"));
+    assert!(per_call.to_string().contains("access denied"), "{per_call}");
+    assert!(
+        per_call.to_string().contains("tctl get locks"),
+        "{per_call}"
+    );
+    let fresh = TeleportClient::connect(&teleport.auth_addr, &identity)
+        .await
+        .unwrap_err();
+    skip(&format!("v13, a new connection: {fresh:?}"));
+    assert!(fresh.is_identity_locked(), "{fresh}");
+    assert!(fresh.to_string().contains("tctl get locks"), "{fresh}");
+}
+
+/// `disconnect_expired_cert` on a real v13.3.8 Auth keeps a gRPC watch open past the client
+/// certificate's expiry (1 minute, the shortest `tctl auth sign` issues): Auth started closing
+/// such connections with PR #41826 (May 2024; v16, and v13 to v15 patch releases), which the
+/// Teleport double plays. The plugin re-dials on every renewal anyway (tier 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_disconnect_expired_cert_a_real_v13_3_8_auth_keeps_the_watch_past_the_expiry() {
+    use teleport_mattermost::teleport::client::{TeleportClient, WatchEvent};
+    if !real_teleport::available() {
+        skip("skipped: the Teleport peers are not built; run tests/teleport/build.sh");
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let teleport = RealTeleport::start(Mode::AuthOnly).await.unwrap();
+    teleport.bootstrap(&[REQUESTER]).unwrap();
+    // The cluster's auth preference comes from teleport.yaml; tctl overrides it only when told
+    // to (--force --confirm).
+    let preference = teleport.dir().join("cap.yaml");
+    std::fs::write(
+        &preference,
+        "kind: cluster_auth_preference\nversion: v2\nmetadata:\n  name: cluster-auth-preference\nspec:\n  type: local\n  second_factor: \"off\"\n  disconnect_expired_cert: true\n",
+    )
+    .unwrap();
+    teleport
+        .tctl(&[
+            "create",
+            "--force",
+            "--confirm",
+            "-f",
+            &preference.display().to_string(),
+        ])
+        .unwrap();
+    let files = teleport.sign_tls(PLUGIN_USER, "short", "1m").unwrap();
+    let identity = identity_of(&files);
+    let expires = identity.not_after;
+    let client = TeleportClient::connect(&teleport.auth_addr, &identity)
+        .await
+        .unwrap();
+    let mut watch = client
+        .watch_access_requests(Duration::from_secs(15))
+        .await
+        .unwrap();
+    let past = (expires - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(5);
+    tokio::time::sleep(past).await;
+    let id = teleport
+        .create_request(REQUESTER, "after the expiry")
+        .unwrap();
+    let event = tokio::time::timeout(WAIT, watch.next())
+        .await
+        .expect("an event within a minute");
+    match event {
+        Ok(Some(WatchEvent::Put(put))) => assert_eq!(put.id, id),
+        other => panic!("v13.3.8 was expected to keep the watch: {other:?}"),
+    }
 }

@@ -17,20 +17,104 @@ fn workflow() -> String {
     std::fs::read_to_string(repo().join(".github/workflows/release.yml")).unwrap()
 }
 
+/// Every workflow file, each named to actionlint (with shellcheck on its `run:` scripts when
+/// shellcheck is installed, as tests/run-all.sh installs it).
 #[test]
-fn the_release_workflow_passes_actionlint() {
+fn every_workflow_passes_actionlint() {
     let actionlint = peer_binary("actionlint").unwrap_or_else(|e| panic!("{e:#}"));
+    let mut workflows: Vec<String> = std::fs::read_dir(repo().join(".github/workflows"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yml") || n.ends_with(".yaml"))
+        .map(|n| format!(".github/workflows/{n}"))
+        .collect();
+    workflows.sort();
+    assert_eq!(
+        workflows,
+        [".github/workflows/ci.yml", ".github/workflows/release.yml"],
+        "a new workflow? add it here"
+    );
     let out = Command::new(actionlint)
         .current_dir(repo())
-        .arg("-no-color")
+        .args(["-no-color", "-verbose"])
+        .args(&workflows)
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "actionlint:\n{}{}",
+        "actionlint:\n{}{stderr}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        stderr.contains(&format!("Found 0 errors in {} files", workflows.len())),
+        "{stderr}"
+    );
+}
+
+/// What .github/workflows/ci.yml promises contributors: every push and pull request runs fmt,
+/// clippy, all four cargo-deny checks and tiers 1 to 5, with the peers cached by their pins.
+#[test]
+fn pushes_and_pull_requests_run_the_checks_and_the_tiers() {
+    let text = std::fs::read_to_string(repo().join(".github/workflows/ci.yml")).unwrap();
+    let ci: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(ci["on"]["push"]["branches"][0], "**", "every branch");
+    assert!(
+        ci["on"].as_mapping().unwrap().contains_key("pull_request"),
+        "and pull requests"
+    );
+    let runs = |job: &str| -> Vec<String> {
+        ci["jobs"][job]["steps"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("no job {job}"))
+            .iter()
+            .filter_map(|s| s["run"].as_str().or(s["with"]["command"].as_str()))
+            .map(str::to_owned)
+            .collect()
+    };
+    let all: Vec<String> = ["lint", "deny", "tests"]
+        .iter()
+        .flat_map(|j| runs(j))
+        .collect();
+    for wanted in [
+        "cargo fmt --all -- --check",
+        "cargo clippy --workspace --all-targets --locked -- -D warnings",
+        "check advisories licenses bans sources",
+        "cargo test --workspace --locked",
+        "tests/mattermost/run-tier4.sh",
+        "tests/teleport/run-tier5.sh",
+        "tests/control-plane/build.sh",
+    ] {
+        assert!(
+            all.iter().any(|r| r.contains(wanted)),
+            "ci.yml runs no {wanted:?}: {all:?}"
+        );
+    }
+    // The peer cache is keyed on the scripts that pin the peers' versions.
+    let cache = ci["jobs"]["tests"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/cache@"))
+        })
+        .expect("the tests job caches the peers");
+    let key = cache["with"]["key"].as_str().unwrap();
+    assert!(key.contains("hashFiles('tests/**/build.sh'"), "{key}");
+    for script in [
+        "tests/control-plane/build.sh",
+        "tests/mattermost/build.sh",
+        "tests/teleport/build.sh",
+    ] {
+        assert!(
+            std::fs::read_to_string(repo().join(script))
+                .unwrap()
+                .contains("VERSION=\"${"),
+            "{script} pins its versions"
+        );
+    }
 }
 
 #[test]
@@ -47,6 +131,16 @@ fn a_tag_publishes_both_architectures_the_chart_and_the_release_assets() {
         "manifests/install.yaml",
         "teleport-access-mattermost-*-linux-amd64-bin.tar.gz",
         "packaging/tarball.sh",
+        // Signed, keyless, with an SBOM and provenance (docs/install.md, "Verify what you
+        // install"); the signing itself is exercised offline by the node tier.
+        "id-token: write",
+        "provenance: mode=max",
+        "sbom: true",
+        "cosign sign --yes \"${IMAGE}@${DIGEST}\"",
+        "charts/teleport-mattermost@${DIGEST}",
+        "cargo cyclonedx --format json",
+        "cargo auditable build --release --locked --bin teleport-mattermost",
+        "dist/teleport-mattermost-v*.cdx.json",
     ] {
         assert!(w.contains(promise), "the workflow lacks {promise:?}");
     }

@@ -53,6 +53,7 @@ fn request_for(user: &str) -> NewRequest {
         reason: "incident 42".into(),
         suggested_reviewers: vec!["rev@example.com".into()],
         expires_in: Some(Duration::from_secs(600)),
+        ..Default::default()
     }
 }
 

@@ -71,6 +71,9 @@ pub struct Bridge {
     permits: Arc<Semaphore>,
     /// The latest snapshot of every pending request, for the reminder schedule.
     pending: Arc<Mutex<HashMap<String, Box<AccessRequest>>>>,
+    /// Pending requests not yet posted everywhere, and since when: what an on-call engineer
+    /// is paged about when it grows old (the `PendingRequestsNotPosted` alert).
+    unposted: Unposted,
     tasks: TaskTracker,
 }
 
@@ -83,6 +86,7 @@ impl Bridge {
             queues: Arc::default(),
             permits: Arc::new(Semaphore::new(concurrency)),
             pending: Arc::default(),
+            unposted: Unposted::default(),
             tasks: TaskTracker::new(),
         }
     }
@@ -150,8 +154,9 @@ impl Bridge {
         let teleport = match instance.teleport().await {
             Ok(t) => t,
             Err(e) => {
-                instance
-                    .update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
+                instance.update_status(|s| {
+                    s.teleport = Health::failed(e.condition_reason(), e.to_string())
+                });
                 return Err(e.into());
             }
         };
@@ -160,8 +165,9 @@ impl Bridge {
         }) {
             Ok(info) => info,
             Err(e) => {
-                instance
-                    .update_status(|s| s.teleport = Health::failed("Unreachable", e.to_string()));
+                instance.update_status(|s| {
+                    s.teleport = Health::failed(e.condition_reason(), e.to_string())
+                });
                 return Err(e.into());
             }
         };
@@ -308,6 +314,7 @@ impl Bridge {
                 queues: self.queues.clone(),
                 permits: self.permits.clone(),
                 shutdown: shutdown.clone(),
+                unposted: self.unposted.clone(),
             };
             self.tasks.spawn(worker.run());
         }
@@ -345,13 +352,44 @@ impl Bridge {
         match job {
             Job::Put(request) if request.state == RequestState::Pending => {
                 pending.insert(id.to_string(), request.clone());
+                self.unposted.waiting(&self.instance, id);
             }
             _ => {
                 pending.remove(id);
+                self.unposted.done(&self.instance, id);
             }
         }
         let count = pending.len();
         self.instance.update_status(|s| s.pending_requests = count);
+    }
+}
+
+/// Pending requests whose posts are not all made yet, each with when it was first seen.
+#[derive(Clone, Default)]
+struct Unposted(Arc<Mutex<HashMap<String, chrono::DateTime<Utc>>>>);
+
+impl Unposted {
+    /// A pending request arrived; it waits for its posts unless a job already made them.
+    fn waiting(&self, instance: &Instance, id: &str) {
+        let mut map = self.0.lock().expect("unposted lock");
+        map.entry(id.to_string()).or_insert_with(Utc::now);
+        Self::report(instance, &map);
+    }
+
+    /// Its posts are made (or it is no longer pending).
+    fn done(&self, instance: &Instance, id: &str) {
+        let mut map = self.0.lock().expect("unposted lock");
+        if map.remove(id).is_some() {
+            Self::report(instance, &map);
+        }
+    }
+
+    fn report(instance: &Instance, map: &HashMap<String, chrono::DateTime<Utc>>) {
+        let (count, oldest) = (map.len(), map.values().min().copied());
+        instance.update_status(|s| {
+            s.unposted_requests = count;
+            s.oldest_unposted = oldest;
+        });
     }
 }
 
@@ -362,6 +400,7 @@ struct Worker {
     queues: Arc<Mutex<Queues>>,
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
+    unposted: Unposted,
 }
 
 impl Worker {
@@ -384,6 +423,10 @@ impl Worker {
             match result {
                 Ok(()) => {
                     Counters::inc(&self.instance.counters.jobs_done);
+                    // A pending request's job succeeds only once every post it owes is made.
+                    if matches!(&job, Job::Put(r) if r.state == RequestState::Pending) {
+                        self.unposted.done(&self.instance, &self.id);
+                    }
                     delays = backoff(Duration::from_secs(300));
                 }
                 Err(e) => {

@@ -32,6 +32,9 @@ pub struct ClientStats {
     pub rate_limited: u64,
     /// The server's rate limit as learned from its answers, in calls per second.
     pub learned_rate: Option<f64>,
+    /// The server's bucket now (`X-RateLimit-Limit` and `-Remaining` of the last answer, or
+    /// full once its reset has passed); `None` until a limited server answered.
+    pub bucket: Option<(u32, u32)>,
 }
 
 /// The facts of a server's client config the plugin uses.
@@ -144,7 +147,18 @@ impl MattermostClient {
             retries: self.inner.counters.retries.load(Ordering::Relaxed),
             rate_limited: self.inner.counters.rate_limited.load(Ordering::Relaxed),
             learned_rate: self.inner.limiter.as_ref().and_then(|l| l.learned_rate()),
+            bucket: self
+                .inner
+                .limiter
+                .as_ref()
+                .and_then(|l| l.bucket())
+                .map(|b| (b.limit, b.remaining)),
         }
+    }
+
+    /// How long created posts took, pacing waits and retries included (shared by clones).
+    pub fn posting_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.inner.counters.posting.clone()
     }
 
     /// Forgets every cached lookup (e.g. after a team or channel was renamed).
@@ -340,6 +354,7 @@ impl MattermostClient {
         let body = serde_json::to_vec(post).expect("a post serializes");
         let url = self.url(&["posts"]);
         let endpoint = endpoint(&Method::POST, &url);
+        let started = std::time::Instant::now();
         let created: Post = self
             .call(Call {
                 method: Method::POST,
@@ -362,6 +377,10 @@ impl MattermostClient {
                 outcome_unknown: true,
             });
         }
+        self.inner
+            .counters
+            .posting
+            .observe(started.elapsed().as_secs_f64());
         Ok(created)
     }
 

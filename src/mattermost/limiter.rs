@@ -67,6 +67,11 @@ impl Limiter {
         self.pacer().rate()
     }
 
+    /// The server's bucket now, as its last answer described it (for metrics).
+    pub(crate) fn bucket(&self) -> Option<Bucket> {
+        self.pacer().bucket_now(Instant::now())
+    }
+
     fn pacer(&self) -> std::sync::MutexGuard<'_, Pacer> {
         self.pacer.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -148,6 +148,19 @@ impl Pacer {
         }
     }
 
+    /// The server's bucket as of `now`, for metrics: the last answer's limit and remaining,
+    /// or a full bucket once its `X-RateLimit-Reset` (or [`STALE`]) has passed since.
+    pub fn bucket_now(&self, now: Instant) -> Option<Bucket> {
+        let (seen, mut bucket) = self.last?;
+        let refilled_after = bucket
+            .reset
+            .map_or(STALE, |r| Duration::from_secs(u64::from(r)).min(STALE));
+        if now.saturating_duration_since(seen) >= refilled_after {
+            bucket.remaining = bucket.limit;
+        }
+        Some(bucket)
+    }
+
     /// A call given a slot ended without an answer that says anything (a lost connection).
     pub fn lost(&mut self) {
         self.inflight = self.inflight.saturating_sub(1);
@@ -446,6 +459,37 @@ mod tests {
                 remaining: 42,
                 reset: None
             })
+        );
+    }
+
+    #[test]
+    fn the_bucket_for_metrics_is_the_last_answer_until_the_server_says_it_refilled() {
+        let mut p = Pacer::default();
+        let t0 = Instant::now();
+        assert_eq!(p.bucket_now(t0), None, "nothing heard yet");
+        let drained = Bucket {
+            limit: 101,
+            remaining: 3,
+            reset: Some(10),
+        };
+        p.sending();
+        p.observe(t0, drained, false);
+        assert_eq!(p.bucket_now(t0 + Duration::from_secs(9)), Some(drained));
+        let full = Bucket {
+            remaining: 101,
+            ..drained
+        };
+        assert_eq!(p.bucket_now(t0 + Duration::from_secs(10)), Some(full));
+        let no_reset = Bucket {
+            reset: None,
+            ..drained
+        };
+        p.observe(t0, no_reset, false);
+        assert_eq!(p.bucket_now(t0 + Duration::from_secs(59)), Some(no_reset));
+        assert_eq!(
+            p.bucket_now(t0 + STALE).map(|b| b.remaining),
+            Some(101),
+            "without a reset, an answer older than STALE says the bucket refilled"
         );
     }
 }

@@ -27,10 +27,28 @@ pub(super) const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Default)]
+/// Upper bounds of the posting-latency buckets, in seconds: a loopback answer takes
+/// milliseconds, a paced burst on a rate-limited server waits its turn for many seconds.
+pub(super) const POST_SECONDS_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug)]
 pub(super) struct Counters {
     pub(super) retries: AtomicU64,
     pub(super) rate_limited: AtomicU64,
+    /// Seconds each created post took, pacing waits and retries included.
+    pub(super) posting: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            retries: AtomicU64::default(),
+            rate_limited: AtomicU64::default(),
+            posting: prometheus_client::metrics::histogram::Histogram::new(POST_SECONDS_BUCKETS),
+        }
+    }
 }
 
 /// One request to make, possibly several times.

@@ -208,8 +208,8 @@ fn render_post(
     }
     lines.push(format!("**User**: {}", name(&req.user)));
     lines.push(format!("**Roles**: {}", roles_list(&req.roles)));
-    if !req.resources.is_empty() {
-        lines.push(format!("**Resources**: {}", roles_list(&req.resources)));
+    if let Some(resources) = resources_line(req) {
+        lines.push(resources);
     }
     let id = request_id(&req.id);
     lines.push(format!("**Request ID**: {id}"));
@@ -228,10 +228,16 @@ fn render_post(
             .unwrap_or_default();
         lines.push(format!("**Access**: {span}until {}", go_time(until)));
     }
+    if let Some(start) = req.assume_start_time {
+        lines.push(format!("**Access starts**: {}", go_time(start)));
+    }
     if status == RequestState::Pending
-        && let Some(expires) = req.expires
+        && let Some(expires) = req.resource_expiry.or(req.expires)
     {
         lines.push(format!("**Request expires**: {}", go_time(expires)));
+    }
+    if req.is_long_term() {
+        lines.push(LONG_TERM_LINE.to_owned());
     }
     if !extras.suggested.is_empty() {
         lines.push(suggested_line(extras.suggested, extras.suggested_messaged));
@@ -240,6 +246,16 @@ fn render_post(
         lines.push(review_progress(&req.reviews));
     }
     lines.push(status_line(status, resolved_by));
+    if status == RequestState::Promoted
+        && let Some(list) = &req.promoted_access_list
+    {
+        let title = if list.title.trim().is_empty() {
+            &list.name
+        } else {
+            &list.title
+        };
+        lines.push(format!("**Access list**: {}", name(title)));
+    }
     if !req.resolve_reason.is_empty() {
         lines.push(markdown::labelled_block(
             "Resolution reason",
@@ -271,6 +287,57 @@ fn render_post(
         ));
     }
     lines.join("\n")
+}
+
+/// The line a long-term request carries: why it has no Approve button, and where to decide.
+pub const LONG_TERM_LINE: &str = "**Kind**: long-term. Approving it here would keep it from being promoted to an access list: review it in Teleport's web UI.";
+
+/// `**Resources**: `c/app/console` (role ARNs: `arn:…`), `c/node/web-1``, from the
+/// resources with their constraints when Teleport sent them, else their paths.
+fn resources_line(req: &AccessRequest) -> Option<String> {
+    use crate::request::ResourceConstraints;
+    let shown: Vec<String> = if req.requested_resources.is_empty() {
+        req.resources.iter().map(|r| name(r)).collect()
+    } else {
+        req.requested_resources
+            .iter()
+            .map(|r| {
+                let path = name(&r.path());
+                match &r.constraints {
+                    None => path,
+                    Some(ResourceConstraints::AwsConsole { role_arns }) => {
+                        format!("{path} (role ARNs: {})", roles_list(role_arns))
+                    }
+                    Some(ResourceConstraints::Ssh { logins }) => {
+                        format!("{path} (logins: {})", roles_list(logins))
+                    }
+                    Some(ResourceConstraints::Unknown) => {
+                        format!("{path} (with constraints this plugin cannot show; see Teleport)")
+                    }
+                }
+            })
+            .collect()
+    };
+    (!shown.is_empty()).then(|| format!("**Resources**: {}", joined(&shown)))
+}
+
+/// Already-rendered items joined with `, `, cut after [`MAX_ROLES_CHARS`] characters with
+/// `(and N more)`.
+fn joined(items: &[String]) -> String {
+    let mut out = String::new();
+    let mut chars = 0;
+    for (shown, item) in items.iter().enumerate() {
+        let sep = if shown == 0 { "" } else { ", " };
+        let add = sep.len() + item.chars().count();
+        if chars + add > MAX_ROLES_CHARS {
+            out.push_str(&format!("{sep}(and {} more)", items.len() - shown));
+            return out;
+        }
+        out.push_str(sep);
+        out.push_str(item);
+        chars += add;
+    }
+    out
 }
 
 /// A Teleport name as a code span on one line.
@@ -374,21 +441,8 @@ fn status_emoji(status: RequestState) -> Option<&'static str> {
 /// `` `r1`, `r2`, … `` (each a code span), cut after [`MAX_ROLES_CHARS`] characters with
 /// `(and N more)`.
 pub(crate) fn roles_list(roles: &[String]) -> String {
-    let mut out = String::new();
-    let mut chars = 0;
-    for (shown, role) in roles.iter().enumerate() {
-        let sep = if shown == 0 { "" } else { ", " };
-        let role = name(role);
-        let add = sep.len() + role.chars().count();
-        if chars + add > MAX_ROLES_CHARS {
-            out.push_str(&format!("{sep}(and {} more)", roles.len() - shown));
-            return out;
-        }
-        out.push_str(sep);
-        out.push_str(&role);
-        chars += add;
-    }
-    out
+    let spans: Vec<String> = roles.iter().map(|r| name(r)).collect();
+    joined(&spans)
 }
 
 /// The thread reply announcing one review:

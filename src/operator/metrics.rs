@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use kube::ResourceExt as _;
 use kube::runtime::reflector::Store;
 
-use super::crd::MattermostAccessPlugin;
+use super::crd::{MattermostAccessPlugin, condition_type};
 use super::readiness::{NotReady, Readiness};
 use super::supervisor::Supervisor;
 use crate::callback::Registry;
@@ -67,6 +67,8 @@ impl std::fmt::Debug for Registry {
 }
 
 type Labels = Vec<(&'static str, String)>;
+/// One family's samples: labels and value.
+type Rows = Vec<(Labels, f64)>;
 
 fn family(
     encoder: &mut DescriptorEncoder,
@@ -86,9 +88,31 @@ fn family(
     Ok(())
 }
 
+/// Ready (1) or not (0), and suspended (1) or not, per cached object: what `kubectl get mmap`
+/// shows, for an alert that does not depend on the leader's own view.
+fn object_rows(objects: &[std::sync::Arc<MattermostAccessPlugin>]) -> (Rows, Rows) {
+    let mut ready = Vec::new();
+    let mut suspended = Vec::new();
+    for cr in objects {
+        let labels: Labels = vec![
+            ("namespace", cr.namespace().unwrap_or_default()),
+            ("name", cr.name_any()),
+        ];
+        let is_ready = cr
+            .status
+            .as_ref()
+            .and_then(|s| s.condition(condition_type::READY))
+            .is_some_and(|c| c.status == "True");
+        ready.push((labels.clone(), f64::from(u8::from(is_ready))));
+        suspended.push((labels, f64::from(u8::from(cr.spec.suspend))));
+    }
+    (ready, suspended)
+}
+
 impl prometheus_client::collector::Collector for Probes {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let instances = self.supervisor.instances();
+        let leader = self.supervisor.is_leader();
         let labels = |i: &crate::instance::Instance| -> Labels {
             let id = &i.settings().instance;
             vec![
@@ -175,6 +199,13 @@ impl prometheus_client::collector::Collector for Probes {
         )?;
         family(
             &mut encoder,
+            "teleport_mattermost_job_retries",
+            "Request jobs that failed (a Teleport or Mattermost call) and will be retried.",
+            MetricType::Counter,
+            &counter(&|i| load(&i.counters.job_retries)),
+        )?;
+        family(
+            &mut encoder,
             "teleport_mattermost_watch_connects",
             "Teleport watch (re)connections.",
             MetricType::Counter,
@@ -205,6 +236,48 @@ impl prometheus_client::collector::Collector for Probes {
             MetricType::Gauge,
             &learned,
         )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_mattermost_rate_ceiling",
+            "The configured ceiling on Mattermost calls (spec.mattermost.rateLimit.perSecond; 0 = no client-side limit).",
+            MetricType::Gauge,
+            &counter(&|i| u64::from(i.settings().mattermost.rate_limit.per_second)),
+        )?;
+        let buckets: Vec<_> = instances
+            .iter()
+            .filter_map(|i| Some((labels(i), i.mattermost().stats().bucket?)))
+            .collect();
+        let (limits, remaining): (Vec<_>, Vec<_>) = buckets
+            .into_iter()
+            .map(|(l, (limit, left))| ((l.clone(), f64::from(limit)), (l, f64::from(left))))
+            .unzip();
+        family(
+            &mut encoder,
+            "teleport_mattermost_mattermost_rate_limit",
+            "X-RateLimit-Limit of the Mattermost server: calls its full bucket allows at once.",
+            MetricType::Gauge,
+            &limits,
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_mattermost_rate_remaining",
+            "X-RateLimit-Remaining of the Mattermost server's last answer (the limit once its reset has passed).",
+            MetricType::Gauge,
+            &remaining,
+        )?;
+        {
+            let mut metric = encoder.encode_descriptor(
+                "teleport_mattermost_post_duration_seconds",
+                "Seconds a Mattermost post took to create, client-side pacing and retries included.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for i in &instances {
+                i.mattermost()
+                    .posting_seconds()
+                    .encode(metric.encode_family(&labels(i))?)?;
+            }
+        }
         let now = Utc::now();
         let expiry: Vec<(Labels, f64)> = instances
             .iter()
@@ -221,6 +294,84 @@ impl prometheus_client::collector::Collector for Probes {
             "Seconds until the Teleport identity certificate expires (negative once expired).",
             MetricType::Gauge,
             &expiry,
+        )?;
+        let lifetime: Vec<(Labels, f64)> = instances
+            .iter()
+            .filter_map(|i| {
+                let status = i.status().borrow().clone();
+                let lifetime = status.identity_expires_at? - status.identity_not_before?;
+                Some((labels(i), lifetime.num_seconds() as f64))
+            })
+            .collect();
+        family(
+            &mut encoder,
+            "teleport_mattermost_identity_lifetime_seconds",
+            "Validity period of the Teleport identity certificate (notAfter - notBefore), in seconds.",
+            MetricType::Gauge,
+            &lifetime,
+        )?;
+        // What the bridge reports is current only where it runs: on the leader. A follower's
+        // last view (from before it lost the lease) would be stale.
+        let bridge_rows = |pick: &dyn Fn(&crate::instance::InstanceStatus) -> Option<f64>| {
+            instances
+                .iter()
+                .filter(|_| leader)
+                .filter_map(|i| Some((labels(i), pick(&i.status().borrow())?)))
+                .collect::<Vec<_>>()
+        };
+        family(
+            &mut encoder,
+            "teleport_mattermost_teleport_connected",
+            "1 while the leader's Teleport watch is up for the object, 0 while it cannot connect (leader only).",
+            MetricType::Gauge,
+            &bridge_rows(&|s| s.teleport.ok.map(|ok| f64::from(u8::from(ok)))),
+        )?;
+        let now = chrono::Utc::now();
+        family(
+            &mut encoder,
+            "teleport_mattermost_oldest_unposted_seconds",
+            "How long the oldest pending request not yet posted everywhere it goes has waited, 0 when none (leader only).",
+            MetricType::Gauge,
+            &bridge_rows(&|s| {
+                Some(
+                    s.oldest_unposted
+                        .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
+                )
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_requests_unposted",
+            "Pending requests not yet posted everywhere they go (leader only).",
+            MetricType::Gauge,
+            &bridge_rows(&|s| Some(s.unposted_requests as f64)),
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_requests_pending",
+            "Pending access requests the leader knows of for the object (leader only).",
+            MetricType::Gauge,
+            &bridge_rows(&|s| Some(s.pending_requests as f64)),
+        )?;
+        let objects: Vec<_> = self
+            .stores
+            .get()
+            .map(|stores| stores.iter().flat_map(|s| s.state()).collect())
+            .unwrap_or_default();
+        let (ready, suspended) = object_rows(&objects);
+        family(
+            &mut encoder,
+            "teleport_mattermost_ready",
+            "1 while the object's Ready condition is True, 0 otherwise (every replica reports every object).",
+            MetricType::Gauge,
+            &ready,
+        )?;
+        family(
+            &mut encoder,
+            "teleport_mattermost_suspended",
+            "1 while the object has spec.suspend set.",
+            MetricType::Gauge,
+            &suspended,
         )?;
         let outcomes = &self.registry.outcomes;
         let rows: Vec<(Labels, f64)> = [
@@ -245,14 +396,7 @@ impl prometheus_client::collector::Collector for Probes {
             "teleport_mattermost_leader",
             "1 while this replica holds the lease and runs the watchers.",
             MetricType::Gauge,
-            &[(
-                vec![],
-                if self.supervisor.is_leader() {
-                    1.0
-                } else {
-                    0.0
-                },
-            )],
+            &[(vec![], if leader { 1.0 } else { 0.0 })],
         )?;
         Ok(())
     }
@@ -292,4 +436,59 @@ pub fn router(probes: Arc<Probes>) -> Router {
             }),
         )
         .with_state(probes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(name: &str, suspend: bool, ready: Option<&str>) -> Arc<MattermostAccessPlugin> {
+        let status = ready.map_or(String::new(), |r| {
+            format!(
+                "status:\n  conditions:\n  - {{type: Ready, status: \"{r}\", reason: X, message: x, lastTransitionTime: \"2026-12-01T00:00:00Z\"}}\n"
+            )
+        });
+        let yaml = format!(
+            r#"apiVersion: accessplugins.dev/v1alpha1
+kind: MattermostAccessPlugin
+metadata: {{name: {name}, namespace: team-a}}
+spec:
+  suspend: {suspend}
+  teleport: {{address: "teleport.example.com:3025", identitySecretRef: {{name: identity}}}}
+  mattermost: {{url: "https://mm.example.com", team: eng, channel: access, tokenSecretRef: {{name: token}}}}
+{status}"#
+        );
+        Arc::new(serde_yaml_ng::from_str(&yaml).expect("object"))
+    }
+
+    #[test]
+    fn ready_is_one_only_for_a_true_ready_condition_and_suspension_is_reported_apart() {
+        let objects = [
+            object("ready", false, Some("True")),
+            object("failing", false, Some("False")),
+            object("new", false, None),
+            object("paused", true, Some("False")),
+        ];
+        let (ready, suspended) = object_rows(&objects);
+        let value = |rows: &[(Labels, f64)], name: &str| {
+            rows.iter()
+                .find(|(l, _)| l.contains(&("name", name.to_string())))
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(value(&ready, "ready"), Some(1.0));
+        assert_eq!(value(&ready, "failing"), Some(0.0));
+        assert_eq!(
+            value(&ready, "new"),
+            Some(0.0),
+            "not reconciled yet is not Ready"
+        );
+        assert_eq!(value(&ready, "paused"), Some(0.0));
+        assert_eq!(value(&suspended, "paused"), Some(1.0));
+        assert_eq!(value(&suspended, "ready"), Some(0.0));
+        assert!(
+            ready
+                .iter()
+                .all(|(l, _)| l.contains(&("namespace", "team-a".to_string())))
+        );
+    }
 }

@@ -127,7 +127,7 @@ const _: () = assert!(KEEPALIVE_INTERVAL.as_secs() > SERVER_MIN_PING_INTERVAL.as
 pub struct TeleportClient {
     inner: AuthServiceClient<Channel>,
     address: String,
-    route: Route,
+    router: Router,
 }
 
 /// How [`TeleportClient::connect_with`] reaches Auth.
@@ -182,7 +182,7 @@ impl TeleportClient {
         };
         let router =
             Router::resolve(address, identity, options.mode, options.web_ca.as_ref()).await?;
-        let route = router.route().clone();
+        let route = router.route();
         // Plain http:// to tonic: the connector below does the TLS (with the route's ALPN),
         // and the channel speaks HTTP/2 over it.
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
@@ -218,8 +218,10 @@ impl TeleportClient {
         let client = Self {
             inner: AuthServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
             address: address.to_owned(),
-            route: route.clone(),
+            router,
         };
+        // The first dial has happened: for an upgrade, the route now says which one worked.
+        let route = client.route();
         match client.ping().await {
             Ok(_) => Ok(client),
             // Transport-level failures at the first call are handshake problems: report them
@@ -228,6 +230,12 @@ impl TeleportClient {
                 if matches!(status.code(), Code::Unavailable | Code::Unknown) =>
             {
                 let detail = describe_status(&status);
+                if super::handshake::closed_silently(&status) {
+                    return Err(TeleportError::Refused {
+                        address: address.to_owned(),
+                        detail,
+                    });
+                }
                 Err(TeleportError::Connect {
                     address: address.to_owned(),
                     hint: connect_hint(&detail, &route),
@@ -238,9 +246,15 @@ impl TeleportClient {
         }
     }
 
-    /// How this client reaches Auth.
-    pub fn route(&self) -> &Route {
-        &self.route
+    /// How this client reaches Auth (for a connection upgrade, the one that worked last).
+    pub fn route(&self) -> Route {
+        self.router.route()
+    }
+
+    /// What the Proxy's `/webapi/find` said (its version, `min_client_version`, `edition`),
+    /// when the address is a Proxy.
+    pub fn proxy_find(&self) -> Option<&super::route::ProxyFind> {
+        self.router.proxy_find()
     }
 
     /// The address this client dials.
@@ -491,6 +505,8 @@ impl TeleportClient {
             reason: reason.to_owned(),
             annotations: None,
             roles: Vec::new(),
+            // Left unset: the access starts when the requester asked (or at once).
+            assume_start_time: None,
         };
         self.inner
             .clone()

@@ -40,7 +40,11 @@ pub enum TeleportError {
     #[error(
         "Teleport {call} failed: {}{}",
         describe_status(status),
-        rpc_hint(status)
+        if *call == "Ping" && status.code() == Code::PermissionDenied {
+            PING_DENIED_HINT
+        } else {
+            rpc_hint(status)
+        }
     )]
     Rpc {
         /// The RPC name.
@@ -80,6 +84,17 @@ pub enum TeleportError {
     NoInit {
         /// What arrived instead.
         got: String,
+    },
+    /// Auth took the TLS handshake, then closed the connection before a word: how Teleport
+    /// refuses a locked identity (`lib/auth/transport_credentials.go`, v13+).
+    #[error(
+        "Teleport at {address} accepted the TLS handshake, then closed the connection without answering: that is how Teleport refuses a locked identity. Check for a lock on the plugin's user or role (`tctl get locks`; lift it with `tctl rm lock/<name>`); the role's max_connections, private key policy or device trust refuse the same way ({detail})"
+    )]
+    Refused {
+        /// The configured address.
+        address: String,
+        /// What the transport saw.
+        detail: String,
     },
     /// The auth server is older than [`MIN_SERVER_VERSION`].
     #[error(
@@ -121,6 +136,44 @@ impl TeleportError {
         }
     }
 
+    /// True when Teleport refuses the plugin's identity itself, as it does a locked one:
+    ///
+    /// - at the handshake (Auth servers whose gRPC transport credentials run the authorizer,
+    ///   `lib/auth/transport_credentials.go`): the connection closes before a word
+    ///   ([`Self::Refused`]; a re-dial of an open channel shows the same as a failed call);
+    /// - per call (a real v13.3.8 did this): `Ping`, which needs no permission, is denied
+    ///   with a bare "access denied". The authorizer's "lock targeting … is in force" goes
+    ///   through `ConvertAuthorizerError` (`lib/authz/permissions.go`), which keeps only those
+    ///   words; a missing role permission never fails `Ping`.
+    ///
+    /// Other calls denied with "access denied" cannot be told from a missing permission; their
+    /// hint names both.
+    pub fn is_identity_locked(&self) -> bool {
+        match self {
+            Self::Refused { .. } => true,
+            Self::Rpc {
+                call: "Ping",
+                status,
+            } if status.code() == Code::PermissionDenied
+                && status.message().trim() == "access denied" =>
+            {
+                true
+            }
+            Self::Rpc { status, .. } => super::handshake::closed_silently(status),
+            _ => false,
+        }
+    }
+
+    /// The `TeleportConnected` condition's reason for this failure: `IdentityLocked` when the
+    /// identity is locked, else `Unreachable`.
+    pub fn condition_reason(&self) -> &'static str {
+        if self.is_identity_locked() {
+            "IdentityLocked"
+        } else {
+            "Unreachable"
+        }
+    }
+
     /// True when Teleport answered `NotFound` (e.g. setting the state of a deleted request).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Rpc { status, .. } if status.code() == Code::NotFound)
@@ -148,7 +201,11 @@ impl TeleportError {
     /// contention.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::InitTimeout { .. } | Self::CompareFailed { .. } => true,
+            // A lock can be lifted; the caller's backoff spaces the retries.
+            Self::Connect { .. }
+            | Self::Refused { .. }
+            | Self::InitTimeout { .. }
+            | Self::CompareFailed { .. } => true,
             Self::Rpc { status, .. } => {
                 matches!(
                     status.code(),
@@ -195,8 +252,11 @@ pub(super) fn describe_status(status: &tonic::Status) -> String {
 fn rpc_hint(status: &tonic::Status) -> &'static str {
     let text = describe_status(status).to_ascii_lowercase();
     match status.code() {
+        Code::PermissionDenied if status.message().contains("client version is unsupported") => {
+            "; Auth refused a client version sent in gRPC metadata, which this plugin never sends: a proxy in between must be adding it"
+        }
         Code::PermissionDenied => {
-            "; the plugin's Teleport role lacks a permission (it needs list/read/update on access_request and update on access_plugin_data)"
+            "; the plugin's Teleport role lacks a permission (it needs list/read/update on access_request and update on access_plugin_data), or its identity is locked (`tctl get locks`)"
         }
         Code::Unauthenticated => {
             "; Teleport did not accept the certificate: re-issue it with `tctl auth sign --format=tls`"
@@ -208,6 +268,8 @@ fn rpc_hint(status: &tonic::Status) -> &'static str {
         _ => "",
     }
 }
+
+const PING_DENIED_HINT: &str = "; Teleport refused the plugin's identity itself (Ping needs no permission): it is locked (find the lock with `tctl get locks`, lift it with `tctl rm lock/<name>`), or its user no longer exists";
 
 const TLS_HINT: &str = "; the TLS handshake failed: check that auth.cas holds this cluster's host CA and that the certificate was issued by this cluster (`tctl auth sign --format=tls`)";
 
@@ -236,7 +298,7 @@ fn parse_version(version: &str) -> Result<semver::Version, TeleportError> {
 
 pub(super) fn connect_hint(detail: &str, route: &Route) -> &'static str {
     let lower = detail.to_ascii_lowercase();
-    if *route == Route::Direct && lower.contains("causedasendentity") {
+    if route.is_direct() && lower.contains("causedasendentity") {
         // A Proxy's web certificate instead of Auth's: the address is a Proxy that the
         // discovery did not recognise.
         "; the address answered with a web certificate, not the Auth Service's: if it is a Teleport Proxy, set the connection to \"proxy\" (and give its CA if private)"
@@ -307,9 +369,48 @@ mod tests {
         };
         assert!(nf.is_not_found() && !nf.is_already_resolved());
         let perm = TeleportError::Rpc {
-            call: "Ping",
+            call: "GetAccessRequestsV2",
             status: tonic::Status::permission_denied("access denied"),
         };
         assert!(perm.to_string().contains("role"), "{perm}");
+        assert!(!perm.is_identity_locked());
+        assert_eq!(perm.condition_reason(), "Unreachable");
+    }
+
+    #[test]
+    fn a_refusal_at_the_handshake_is_a_lock_and_a_bare_access_denied_hints_at_one() {
+        // What a call on a connection opened before the lock gets (ConvertAuthorizerError).
+        let per_call = TeleportError::Rpc {
+            call: "GetAccessRequestsV2",
+            status: tonic::Status::permission_denied("access denied"),
+        };
+        assert!(!per_call.is_identity_locked());
+        assert_eq!(per_call.condition_reason(), "Unreachable");
+        // Ping needs no permission: denied, the identity itself is refused (a v13.3.8 lock).
+        let ping = TeleportError::Rpc {
+            call: "Ping",
+            status: tonic::Status::permission_denied("access denied"),
+        };
+        assert!(ping.is_identity_locked());
+        assert_eq!(ping.condition_reason(), "IdentityLocked");
+        assert!(ping.to_string().contains("tctl get locks"), "{ping}");
+        assert!(!ping.to_string().contains("lacks a permission"), "{ping}");
+        assert!(
+            per_call.to_string().contains("tctl get locks"),
+            "{per_call}"
+        );
+        let at_handshake = TeleportError::Refused {
+            address: "auth:3025".into(),
+            detail: "Unavailable: transport error".into(),
+        };
+        assert!(at_handshake.is_identity_locked() && at_handshake.is_transient());
+        assert_eq!(at_handshake.condition_reason(), "IdentityLocked");
+        assert!(at_handshake.to_string().contains("tctl get locks"));
+        let unreachable = TeleportError::Connect {
+            address: "auth:3025".into(),
+            detail: "connection refused".into(),
+            hint: "",
+        };
+        assert_eq!(unreachable.condition_reason(), "Unreachable");
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod client;
 pub mod error;
+pub mod handshake;
 pub mod identity;
 pub mod route;
+pub mod upgrade;
 pub mod wire;

@@ -4,10 +4,10 @@
 //! - **TLS routing** (a Proxy address, `:443`/`:3080`, Teleport Cloud): the same mutual TLS,
 //!   but ALPN `["teleport-auth@<hex cluster>.teleport.cluster.local", "h2"]`. The Proxy's ALPN
 //!   router forwards the stream, still encrypted, to an Auth server of that cluster, so gRPC
-//!   runs end to end with Auth (CONTRACTS §4).
+//!   runs end to end with Auth (CONTRACTS §4; `api/client` `ConfigureALPN`).
 //! - **Connection upgrade** (a Proxy behind an L7 load balancer that terminates TLS and drops
-//!   ALPN): a normal HTTPS request `GET /webapi/connectionupgrade` with `Upgrade: alpn`, and
-//!   after `101 Switching Protocols` the TLS-routing handshake inside that connection.
+//!   ALPN): the TLS-routing handshake inside the Proxy's WebSocket upgrade (v15.1+), or inside
+//!   its legacy upgrade when the Proxy refuses WebSocket (v13 to v15.0); see [`super::upgrade`].
 //!
 //! [`Router::resolve`] works out which from the address (or takes the configured mode): it asks
 //! `GET /webapi/find`, which only a Proxy answers with its cluster name and whether TLS routing
@@ -23,6 +23,7 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
@@ -30,7 +31,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::client::SERVER_NAME;
+use super::handshake::FirstWord;
 use super::identity::Identity;
+use super::upgrade::{self, UpgradeError, UpgradeKind};
 use crate::settings::CaBundle;
 
 /// How to reach Teleport, as configured (`teleport.connection`).
@@ -61,29 +64,61 @@ impl ConnectionMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Mutual TLS to the Auth Service.
-    Direct,
+    Direct {
+        /// The Auth Service's address.
+        address: String,
+    },
     /// Through the Proxy, by ALPN (TLS routing).
     TlsRouting {
+        /// The Proxy's address.
+        proxy: String,
         /// The cluster asked for.
         cluster: String,
     },
-    /// Through the Proxy's connection upgrade (an L7 balancer in front of it drops ALPN).
+    /// TLS routing inside the Proxy's connection upgrade (an L7 balancer in front of it
+    /// drops ALPN).
     Upgrade {
+        /// The Proxy's (the balancer's) address.
+        proxy: String,
         /// The cluster asked for.
         cluster: String,
+        /// Which upgrade the Proxy took.
+        kind: UpgradeKind,
     },
+}
+
+impl Route {
+    /// True for the direct connection to Auth.
+    pub fn is_direct(&self) -> bool {
+        matches!(self, Self::Direct { .. })
+    }
 }
 
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Route::Direct => f.write_str("directly to the Auth Service"),
-            Route::TlsRouting { cluster } => {
-                write!(f, "through the Proxy (TLS routing to cluster {cluster})")
+            Route::Direct { address } => write!(f, "directly to the Auth Service at {address}"),
+            Route::TlsRouting { proxy, cluster } => {
+                write!(
+                    f,
+                    "through the Proxy at {proxy} by TLS routing (cluster {cluster})"
+                )
             }
-            Route::Upgrade { cluster } => write!(
+            Route::Upgrade {
+                proxy,
+                cluster,
+                kind: UpgradeKind::WebSocket,
+            } => write!(
                 f,
-                "through the Proxy's connection upgrade (a load balancer strips ALPN; cluster {cluster})"
+                "through the Proxy at {proxy} by TLS routing inside a WebSocket connection upgrade (a load balancer in front strips ALPN; cluster {cluster})"
+            ),
+            Route::Upgrade {
+                proxy,
+                cluster,
+                kind: UpgradeKind::Legacy,
+            } => write!(
+                f,
+                "through the Proxy at {proxy} by TLS routing inside a legacy (Upgrade: alpn) connection upgrade, as the Proxy refused the WebSocket one; Teleport 19 drops the legacy upgrade, so upgrade the Proxy to 15.1 or later (a load balancer in front strips ALPN; cluster {cluster})"
             ),
         }
     }
@@ -107,6 +142,14 @@ pub struct ProxyFind {
     /// Teleport's version.
     #[serde(default)]
     pub server_version: String,
+    /// The oldest client version the cluster accepts (v13+). The plugin sends no `version`
+    /// gRPC metadata, so Auth's check (`lib/auth/middleware.go`) does not apply to it; logged
+    /// for the admin only.
+    #[serde(default)]
+    pub min_client_version: String,
+    /// `oss`, `ent` or `community` (newer Proxies); logged only.
+    #[serde(default)]
+    pub edition: String,
     /// Proxy settings.
     #[serde(default)]
     pub proxy: ProxySettings,
@@ -121,7 +164,7 @@ pub struct ProxySettings {
 }
 
 /// Why no route was found.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RouteError {
     /// A Proxy in separate-ports mode: reachable only through its SSH reverse tunnel.
     #[error(
@@ -158,15 +201,15 @@ pub enum RouteError {
         "the identity's certificate names no Teleport cluster, which TLS routing through the Proxy needs; sign it with tctl auth sign or tbot"
     )]
     NoClusterName,
-    /// The connection upgrade was refused.
+    /// The connection upgrade failed.
     #[error(
-        "a load balancer in front of the Proxy at {address} strips ALPN, and the Proxy's connection upgrade failed ({detail}); let the balancer pass TLS through (TCP mode), or point the plugin at the Auth Service"
+        "a load balancer in front of the Proxy at {address} strips ALPN, and the Proxy's connection upgrade failed: {source}; let the balancer pass TLS through (TCP mode), or point the plugin at the Auth Service"
     )]
     UpgradeFailed {
         /// The configured address.
         address: String,
         /// What went wrong.
-        detail: String,
+        source: Arc<UpgradeError>,
     },
 }
 
@@ -180,15 +223,28 @@ pub struct Router {
     address: String,
     route: Route,
     auth_tls: Arc<rustls::ClientConfig>,
-    /// For the upgrade: a client for the Proxy's public side.
-    web: Option<reqwest::Client>,
+    /// For the upgrades: the Proxy's public side.
+    web: Option<Web>,
+    /// What `/webapi/find` said, when the address is a Proxy.
+    find: Option<ProxyFind>,
+}
+
+/// The Proxy's public side, for the connection upgrades.
+#[derive(Clone)]
+struct Web {
+    /// HTTP/1.1 client (`/webapi/find`, the legacy upgrade).
+    client: reqwest::Client,
+    /// TLS for the WebSocket upgrade (ALPN `http/1.1`).
+    tls: Arc<rustls::ClientConfig>,
+    /// The Proxy took the legacy upgrade last time (it refused WebSocket): try that first.
+    legacy_first: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
             .field("address", &self.address)
-            .field("route", &self.route)
+            .field("route", &self.route())
             .finish_non_exhaustive()
     }
 }
@@ -211,22 +267,26 @@ impl Router {
             address: address.to_owned(),
             source: e,
         };
-        let direct = |route| -> Result<Router, super::client::TeleportError> {
+        let direct = || -> Result<Router, super::client::TeleportError> {
+            let route = Route::Direct {
+                address: address.to_owned(),
+            };
             Ok(Router {
                 address: address.to_owned(),
                 auth_tls: auth_tls(identity, &route).map_err(invalid)?,
                 route,
                 web: None,
+                find: None,
             })
         };
         if mode == ConnectionMode::Auth {
-            return direct(Route::Direct);
+            return direct();
         }
-        let web = web_client(identity, web_ca).map_err(invalid)?;
-        let found = find(&web, address).await;
+        let client = web_client(web_ca).map_err(invalid)?;
+        let found = find(&client, address).await;
         let find = match (found, mode) {
             (Ok(find), _) => find,
-            (Err(_), ConnectionMode::Auto) => return direct(Route::Direct),
+            (Err(_), ConnectionMode::Auto) => return direct(),
             (Err(detail), _) => {
                 return Err(route_error(RouteError::NotAProxy {
                     address: address.to_owned(),
@@ -234,6 +294,15 @@ impl Router {
                 }));
             }
         };
+        tracing::info!(
+            proxy = %address,
+            cluster = %find.cluster_name,
+            version = %find.server_version,
+            min_client_version = %find.min_client_version,
+            edition = %find.edition,
+            tls_routing = find.proxy.tls_routing_enabled,
+            "found a Teleport Proxy (the plugin sends no client version, so min_client_version does not apply to it)"
+        );
         let cluster = identity
             .cluster_name()
             .ok_or(route_error(RouteError::NoClusterName))?;
@@ -249,51 +318,118 @@ impl Router {
                 address: address.to_owned(),
             }));
         }
-        let route = if upgrade_required(address, web_ca, identity).await {
-            Route::Upgrade { cluster }
+        let tls = upgrade::web_tls(web_ca, &[b"http/1.1"])
+            .ok_or_else(|| invalid("cannot load the platform's TLS roots".into()))?;
+        let proxy = address.to_owned();
+        let route = if upgrade::probe(address, web_ca, DISCOVERY_TIMEOUT)
+            .await
+            .unwrap_or(false)
+        {
+            Route::Upgrade {
+                proxy,
+                cluster,
+                kind: UpgradeKind::WebSocket,
+            }
         } else {
-            Route::TlsRouting { cluster }
+            Route::TlsRouting { proxy, cluster }
         };
         Ok(Router {
             address: address.to_owned(),
             auth_tls: auth_tls(identity, &route).map_err(invalid)?,
             route,
-            web: Some(web),
+            web: Some(Web {
+                client,
+                tls,
+                legacy_first: Arc::default(),
+            }),
+            find: Some(find),
         })
     }
 
-    /// The path this router takes.
-    pub fn route(&self) -> &Route {
-        &self.route
+    /// The path this router takes (for an upgrade, the one that worked last).
+    pub fn route(&self) -> Route {
+        match (&self.route, &self.web) {
+            (Route::Upgrade { proxy, cluster, .. }, Some(web)) => Route::Upgrade {
+                proxy: proxy.clone(),
+                cluster: cluster.clone(),
+                kind: if web.legacy_first.load(Ordering::Relaxed) {
+                    UpgradeKind::Legacy
+                } else {
+                    UpgradeKind::WebSocket
+                },
+            },
+            (route, _) => route.clone(),
+        }
     }
 
-    /// Opens a connection to Auth (TLS done, `h2` negotiated).
+    /// What the Proxy's `/webapi/find` said, when the address is a Proxy.
+    pub fn proxy_find(&self) -> Option<&ProxyFind> {
+        self.find.as_ref()
+    }
+
+    /// Opens a connection to Auth (TLS done, `h2` negotiated); an end before Auth's first
+    /// byte is reported as [`super::handshake::SilentClose`] (a refused identity).
     pub async fn dial(&self) -> io::Result<Pin<Box<dyn Io>>> {
         let connector = tokio_rustls::TlsConnector::from(self.auth_tls.clone());
         let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
-        let tls: Pin<Box<dyn Io>> = match &self.route {
-            Route::Direct | Route::TlsRouting { .. } => {
+        let tls: Pin<Box<dyn Io>> = match (&self.route, &self.web) {
+            (Route::Upgrade { .. }, Some(web)) => {
+                let tunnel = self.upgrade(web).await.map_err(|e| {
+                    io::Error::other(RouteError::UpgradeFailed {
+                        address: self.address.clone(),
+                        source: Arc::new(e),
+                    })
+                })?;
+                Box::pin(FirstWord::new(connector.connect(name, tunnel).await?))
+            }
+            _ => {
                 let tcp = tokio::net::TcpStream::connect(&self.address).await?;
                 tcp.set_nodelay(true)?;
-                Box::pin(connector.connect(name, tcp).await?)
-            }
-            Route::Upgrade { .. } => {
-                let web = self
-                    .web
-                    .as_ref()
-                    .expect("an upgrade router has a web client");
-                let tunnel = connection_upgrade(web, &self.address)
-                    .await
-                    .map_err(|detail| {
-                        io::Error::other(RouteError::UpgradeFailed {
-                            address: self.address.clone(),
-                            detail,
-                        })
-                    })?;
-                Box::pin(connector.connect(name, tunnel).await?)
+                Box::pin(FirstWord::new(connector.connect(name, tcp).await?))
             }
         };
         Ok(tls)
+    }
+
+    /// The connection upgrade: the one that worked last (WebSocket at first), then, when the
+    /// Proxy refuses it, the other.
+    async fn upgrade(&self, web: &Web) -> Result<Pin<Box<dyn Io>>, UpgradeError> {
+        let first = if web.legacy_first.load(Ordering::Relaxed) {
+            UpgradeKind::Legacy
+        } else {
+            UpgradeKind::WebSocket
+        };
+        let open = |kind| async move {
+            match kind {
+                UpgradeKind::WebSocket => upgrade::websocket(&self.address, web.tls.clone()).await,
+                UpgradeKind::Legacy => upgrade::legacy(&web.client, &self.address).await,
+            }
+        };
+        let refusal = match open(first).await {
+            Ok(tunnel) => return Ok(tunnel),
+            Err(e) if e.is_refused() => e,
+            Err(e) => return Err(e),
+        };
+        let second = first.other();
+        match open(second).await {
+            Ok(tunnel) => {
+                tracing::info!(proxy = %self.address, upgrade = %second, refused = %refusal, "the Proxy refused the {first} connection upgrade; using the {second} one");
+                web.legacy_first
+                    .store(second == UpgradeKind::Legacy, Ordering::Relaxed);
+                Ok(tunnel)
+            }
+            Err(e) if e.is_refused() => {
+                let (websocket, legacy) = match first {
+                    UpgradeKind::WebSocket => (refusal, e),
+                    UpgradeKind::Legacy => (e, refusal),
+                };
+                Err(UpgradeError::BothRefused {
+                    websocket: Box::new(websocket),
+                    legacy: Box::new(legacy),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -314,8 +450,8 @@ fn auth_tls(identity: &Identity, route: &Route) -> Result<Arc<rustls::ClientConf
         .with_client_auth_cert(chain, key)
         .map_err(|e| e.to_string())?;
     config.alpn_protocols = match route {
-        Route::Direct => vec![b"h2".to_vec()],
-        Route::TlsRouting { cluster } | Route::Upgrade { cluster } => {
+        Route::Direct { .. } => vec![b"h2".to_vec()],
+        Route::TlsRouting { cluster, .. } | Route::Upgrade { cluster, .. } => {
             vec![auth_alpn(cluster).into_bytes(), b"h2".to_vec()]
         }
     };
@@ -323,8 +459,7 @@ fn auth_tls(identity: &Identity, route: &Route) -> Result<Arc<rustls::ClientConf
 }
 
 /// An HTTP/1.1 client for the Proxy's public side: the system's roots plus `web_ca`.
-fn web_client(identity: &Identity, web_ca: Option<&CaBundle>) -> Result<reqwest::Client, String> {
-    let _ = identity;
+fn web_client(web_ca: Option<&CaBundle>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .http1_only()
         .connect_timeout(DISCOVERY_TIMEOUT)
@@ -353,80 +488,6 @@ async fn find(web: &reqwest::Client, address: &str) -> Result<ProxyFind, String>
         return Err("answered with more than 1 MiB".into());
     }
     serde_json::from_slice(&body).map_err(|e| format!("not a Proxy's answer: {e}"))
-}
-
-/// True when the Proxy's ALPN router is out of reach: a handshake offering only the
-/// `teleport-reversetunnel` protocol (which the Proxy itself negotiates) ends with no protocol
-/// agreed, as it does behind a balancer that terminates TLS.
-async fn upgrade_required(address: &str, web_ca: Option<&CaBundle>, identity: &Identity) -> bool {
-    let _ = identity;
-    let Some(config) = probe_tls(web_ca) else {
-        return false;
-    };
-    let Some(host) = address
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_matches(['[', ']']))
-    else {
-        return false;
-    };
-    let Ok(name) = ServerName::try_from(host.to_string()) else {
-        return false;
-    };
-    let probe = async {
-        let tcp = tokio::net::TcpStream::connect(address).await.ok()?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .ok()?;
-        Some(tls.get_ref().1.alpn_protocol().is_none())
-    };
-    tokio::time::timeout(DISCOVERY_TIMEOUT, probe)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
-}
-
-/// The probe's TLS: the platform's roots plus `web_ca`, ALPN `teleport-reversetunnel`.
-fn probe_tls(web_ca: Option<&CaBundle>) -> Option<Arc<rustls::ClientConfig>> {
-    let extra: Vec<CertificateDer<'static>> = web_ca
-        .map(|ca| {
-            CertificateDer::pem_slice_iter(ca.pem())
-                .filter_map(Result::ok)
-                .collect()
-        })
-        .unwrap_or_default();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone()).ok()?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"teleport-reversetunnel".to_vec()];
-    Some(Arc::new(config))
-}
-
-/// Asks the Proxy to hand its ALPN router this connection: `GET /webapi/connectionupgrade`
-/// with `Upgrade: alpn` (understood by every Teleport since 12); returns the raw tunnel.
-async fn connection_upgrade(
-    web: &reqwest::Client,
-    address: &str,
-) -> Result<reqwest::Upgraded, String> {
-    let response = web
-        .get(format!("https://{address}/webapi/connectionupgrade"))
-        .header(reqwest::header::CONNECTION, "Upgrade")
-        .header(reqwest::header::UPGRADE, "alpn")
-        .header("X-Teleport-Upgrade", "alpn")
-        .send()
-        .await
-        .map_err(|e| crate::error_chain(Some(&e)))?;
-    if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
-        return Err(format!("answered {}", response.status()));
-    }
-    response.upgrade().await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -462,5 +523,47 @@ mod tests {
         .unwrap();
         assert_eq!(find.cluster_name, "tm.test");
         assert!(find.proxy.tls_routing_enabled);
+        assert_eq!(find.min_client_version, "12.0.0");
+        assert_eq!(find.edition, "");
+        let newer: ProxyFind = serde_json::from_str(
+            r#"{"proxy":{"tls_routing_enabled":true},"server_version":"18.2.1","min_client_version":"17.0.0-aa","cluster_name":"tenant.teleport.sh","edition":"ent","fips":false}"#,
+        )
+        .unwrap();
+        assert_eq!(newer.edition, "ent");
+        assert_eq!(newer.min_client_version, "17.0.0-aa");
+    }
+
+    #[test]
+    fn the_route_says_which_path_and_which_upgrade() {
+        let upgrade = |kind| Route::Upgrade {
+            proxy: "lb.example.com:443".into(),
+            cluster: "example.com".into(),
+            kind,
+        };
+        assert_eq!(
+            upgrade(UpgradeKind::WebSocket).to_string(),
+            "through the Proxy at lb.example.com:443 by TLS routing inside a WebSocket connection upgrade (a load balancer in front strips ALPN; cluster example.com)"
+        );
+        let legacy = upgrade(UpgradeKind::Legacy).to_string();
+        assert!(
+            legacy.contains("inside a legacy (Upgrade: alpn) connection upgrade"),
+            "{legacy}"
+        );
+        assert!(legacy.contains("Teleport 19"), "{legacy}");
+        assert_eq!(
+            Route::TlsRouting {
+                proxy: "tenant.teleport.sh:443".into(),
+                cluster: "tenant.teleport.sh".into()
+            }
+            .to_string(),
+            "through the Proxy at tenant.teleport.sh:443 by TLS routing (cluster tenant.teleport.sh)"
+        );
+        assert_eq!(
+            Route::Direct {
+                address: "auth:3025".into()
+            }
+            .to_string(),
+            "directly to the Auth Service at auth:3025"
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! saw. The double does the same; it closes the connection where gRPC-Go would send GOAWAY,
 //! which the client sees the same way (the stream ends with an error).
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,6 +28,8 @@ pub struct PeerInfo {
     pub remote: SocketAddr,
     /// The hex serial of the client certificate.
     pub serial: Option<String>,
+    /// The Teleport user the certificate names (its subject's common name).
+    pub user: Option<String>,
 }
 
 /// The keepalive enforcement of Teleport's gRPC server.
@@ -54,6 +57,8 @@ pub struct PingStats {
     pub pings: std::sync::atomic::AtomicU64,
     /// Connections ended for too many pings.
     pub too_many_pings: std::sync::atomic::AtomicU64,
+    /// Connections closed at their client certificate's expiry (`disconnect_expired_cert`).
+    pub expiry_cuts: std::sync::atomic::AtomicU64,
 }
 
 const FRAME_HEADER: usize = 9;
@@ -121,6 +126,10 @@ struct Enforcer {
 pub struct WatchedStream {
     inner: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     info: PeerInfo,
+    /// With `disconnect_expired_cert`: when the client certificate expires, the connection is
+    /// closed (`lib/auth/transport_credentials.go`, `newTimeoutConn`, v13+).
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
+    expired: bool,
     incoming: FrameScanner,
     outgoing: FrameScanner,
     enforcer: Arc<Mutex<Enforcer>>,
@@ -138,6 +147,8 @@ impl WatchedStream {
         Self {
             inner,
             info,
+            expiry: None,
+            expired: false,
             incoming: FrameScanner::new(CLIENT_PREFACE),
             outgoing: FrameScanner::new(0),
             enforcer: Arc::new(Mutex::new(Enforcer {
@@ -150,9 +161,36 @@ impl WatchedStream {
         }
     }
 
+    /// Closes the connection at `at` (the client certificate's expiry).
+    pub fn close_at(mut self, at: tokio::time::Instant) -> Self {
+        self.expiry = Some(Box::pin(tokio::time::sleep_until(at)));
+        self
+    }
+
     fn closed(&self) -> bool {
         self.enforcer.lock().expect("enforcer").closed
     }
+
+    /// True once the certificate's expiry has come (and counts the cut once).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.expired
+            && let Some(sleep) = self.expiry.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            self.expired = true;
+            self.stats
+                .expiry_cuts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.expired
+    }
+}
+
+fn certificate_expired() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "closing gRPC connection due to certificate expiry",
+    )
 }
 
 fn too_many_pings() -> io::Error {
@@ -170,6 +208,9 @@ impl AsyncRead for WatchedStream {
     ) -> Poll<io::Result<()>> {
         if self.closed() {
             return Poll::Ready(Err(too_many_pings()));
+        }
+        if self.expired(cx) {
+            return Poll::Ready(Err(certificate_expired()));
         }
         let before = buf.filled().len();
         let this = &mut *self;
@@ -212,6 +253,9 @@ impl AsyncWrite for WatchedStream {
     ) -> Poll<io::Result<usize>> {
         if self.closed() {
             return Poll::Ready(Err(too_many_pings()));
+        }
+        if self.expired(cx) {
+            return Poll::Ready(Err(certificate_expired()));
         }
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_write(cx, data);

@@ -12,6 +12,7 @@ pub mod pki;
 pub mod pod;
 pub mod real_mattermost;
 pub mod real_teleport;
+pub mod registry;
 pub mod stack;
 pub mod tarball;
 pub mod teleport;

@@ -533,6 +533,15 @@ impl MattermostDouble {
         state.post_index.get(id).map(|&i| state.posts[i].clone())
     }
 
+    /// Replaces a post's props as stored, as another integration (or an older version of this
+    /// one) editing the post would.
+    pub fn set_props(&self, id: &str, props: Map<String, Value>) {
+        let mut state = self.state();
+        if let Some(&i) = state.post_index.get(id) {
+            state.posts[i].props = props;
+        }
+    }
+
     /// Marks a post deleted, as a user deleting it in the UI would.
     pub fn delete_post(&self, id: &str) -> bool {
         let mut state = self.state();
@@ -581,6 +590,14 @@ impl MattermostDouble {
         self.state()
             .inject_status
             .extend(std::iter::repeat_n(status, count));
+    }
+
+    /// Drops every injected failure not answered yet: the server works again.
+    pub fn clear_injected(&self) {
+        let mut state = self.state();
+        state.inject_status.clear();
+        state.inject_on_path.clear();
+        state.inject_429 = None;
     }
 
     /// The next `count` calls to `path` (e.g. `/api/v4/users/username/carol`) answer
@@ -1779,8 +1796,15 @@ mod tests {
         (url, seen)
     }
 
+    /// Stores a post by the bot in `channel_id`, whose members every user becomes.
     fn store(mm: &MattermostDouble, channel_id: &str, props: Value) -> String {
         let mut state = mm.state();
+        let users: Vec<String> = state.users.iter().map(|u| u.id.clone()).collect();
+        state
+            .members
+            .entry(channel_id.to_string())
+            .or_default()
+            .extend(users);
         let mut post = Post {
             id: new_id(),
             channel_id: channel_id.into(),

@@ -38,6 +38,8 @@ pub struct Node {
     pub bin: PathBuf,
     /// The cgroup the node's processes and pods live in (`TM_NODE_CGROUP`).
     pub cgroup: String,
+    /// containerd's socket (`TM_NODE_CONTAINERD_SOCK`), for `ctr`.
+    pub containerd_sock: PathBuf,
 }
 
 /// The output of a command that may fail.
@@ -62,6 +64,7 @@ impl Node {
             kubeconfig: var("KUBECONFIG")?.into(),
             bin: var("TM_NODE_BIN")?.into(),
             cgroup: var("TM_NODE_CGROUP")?,
+            containerd_sock: var("TM_NODE_CONTAINERD_SOCK")?.into(),
         })
     }
 
@@ -103,6 +106,23 @@ impl Node {
             &format!("helm {}", args.join(" ")),
             self.helm_output(args).await,
         )
+    }
+
+    /// The image references containerd holds for the kubelet (namespace `k8s.io`): names and
+    /// `name@digest` forms alike.
+    pub async fn images(&self) -> anyhow::Result<Vec<String>> {
+        let out = run_output(
+            tokio::process::Command::new("ctr")
+                .arg("--address")
+                .arg(&self.containerd_sock)
+                .args(["-n", "k8s.io", "images", "ls", "-q"]),
+            None,
+        )
+        .await;
+        Ok(checked("ctr images ls", out)?
+            .lines()
+            .map(str::to_string)
+            .collect())
     }
 
     /// A kube client with the admin kubeconfig.
@@ -223,7 +243,8 @@ impl ProcessFacts {
     }
 }
 
-async fn run_output(cmd: &mut tokio::process::Command, stdin: Option<&str>) -> Output {
+/// Runs `cmd`, writing `stdin` to it; its output whatever the exit status.
+pub(crate) async fn run_output(cmd: &mut tokio::process::Command, stdin: Option<&str>) -> Output {
     let spawned = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -363,6 +384,8 @@ pub struct ImageArchive {
     pub path: PathBuf,
     /// The name containerd imports it under (`io.containerd.image.name`).
     pub name: String,
+    /// The manifest's digest (`sha256:...`), which a registry keeps when the image is pushed.
+    pub manifest_digest: String,
     /// The image configuration (the `config` object of the config blob).
     pub config: Value,
     /// The layers' entries: path (without a leading `/`) → (tar type char, mode).
@@ -400,8 +423,11 @@ impl ImageArchive {
             .as_str()
             .context("index.json names no image")?
             .to_string();
-        let manifest: Value =
-            serde_json::from_slice(&blob(entry["digest"].as_str().context("manifest digest")?)?)?;
+        let manifest_digest = entry["digest"]
+            .as_str()
+            .context("manifest digest")?
+            .to_string();
+        let manifest: Value = serde_json::from_slice(&blob(&manifest_digest)?)?;
         let config: Value = serde_json::from_slice(&blob(
             manifest["config"]["digest"]
                 .as_str()
@@ -439,6 +465,7 @@ impl ImageArchive {
         Ok(ImageArchive {
             path: path.to_path_buf(),
             name,
+            manifest_digest,
             config: config["config"].clone(),
             entries,
             layer: Arc::new(layer),

@@ -15,6 +15,24 @@
 //!   `AccessRequestV3.SetState`): a missing request is `NotFound`; a DENIED request cannot
 //!   change to another state (`InvalidArgument` "... (already denied)") while DENIED again is
 //!   a no-op; anything else overwrites the state and the resolve reason.
+//!
+//! It plays the version [`TeleportDouble::set_ping`] reports (17.4.2 unless told), including
+//! what v16 to v19 added:
+//! - Client version check (`lib/auth/middleware.go`, `ValidateClientVersion`, v16+): a call
+//!   whose gRPC metadata `version` is older than `<server major − 1>.0.0-aa`, or not a version
+//!   at all, is refused with `AccessDenied("client version is unsupported")` (gRPC
+//!   `PermissionDenied`); a call without `version` is allowed. Every call's metadata is kept.
+//! - Locks: every call of a locked user fails with a bare `AccessDenied("access denied")`,
+//!   `Ping` included: the authorizer's "lock targeting … is in force" goes through
+//!   `ConvertAuthorizerError` (`lib/authz/permissions.go`), as a real v13.3.8 showed. Playing
+//!   v16 or later, a locked user's new connection is also closed right after the TLS handshake
+//!   (`lib/auth/transport_credentials.go` `validateIdentity`, read at 0082cf8b; gRPC-Go cannot
+//!   send the error). v13.3.8 did not; the version in between that started is not known.
+//! - `disconnect_expired_cert` (the same file, `newTimeoutConn`; PR #41826, May 2024, in v16
+//!   and backported to v13, v14 and v15 patch releases): the connection is closed when its
+//!   client certificate expires. A real v13.3.8 kept it open.
+//! - v18 requests: [`NewRequest`] can carry a request kind (24), resources with constraints
+//!   (26, with 14 filled from it as Auth does) and a later start (21); PROMOTED is a state.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -24,7 +42,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use teleport_mattermost::plugin_data::PluginData;
-use teleport_mattermost::request::{AccessRequest, RequestState, to_timestamp};
+use teleport_mattermost::request::{
+    AccessRequest, RequestKind, RequestState, RequestedResource, ResourceConstraints, to_timestamp,
+};
 use teleport_mattermost::teleport::client::PLUGIN_NAME;
 use teleport_mattermost::teleport::wire::proto::auth_service_server::{
     AuthService, AuthServiceServer,
@@ -76,6 +96,14 @@ pub struct NewRequest {
     pub suggested_reviewers: Vec<String>,
     /// Access expiry from now; one hour when `None`.
     pub expires_in: Option<Duration>,
+    /// The request's kind (field 24, v18+); Auth adds a long-term grouping (25) to LONG_TERM.
+    pub kind: RequestKind,
+    /// Resources asked for, with constraints (field 26, v18+); Auth fills field 14 from them.
+    pub resources: Vec<RequestedResource>,
+    /// When the access may start, from now (field 21).
+    pub starts_in: Option<Duration>,
+    /// The pending request's own TTL (`ResourceExpiry`, field 22).
+    pub pending_ttl: Option<Duration>,
 }
 
 impl Default for NewRequest {
@@ -86,6 +114,10 @@ impl Default for NewRequest {
             reason: String::new(),
             suggested_reviewers: Vec::new(),
             expires_in: None,
+            kind: RequestKind::Undefined,
+            resources: Vec::new(),
+            starts_in: None,
+            pending_ttl: None,
         }
     }
 }
@@ -138,10 +170,20 @@ struct State {
     watch_count: usize,
     init_delay: Duration,
     fail_compare: usize,
+    /// `UpdatePluginData` calls refused because their Expect did not hold.
+    compare_failures: usize,
     faults: HashMap<Rpc, (usize, Code)>,
     holds: HashMap<Rpc, Arc<Hold>>,
     calls: HashMap<Rpc, usize>,
     shut_down: bool,
+    /// Close connections at their client certificate's expiry.
+    disconnect_expired_cert: bool,
+    /// Locked users → the lock's message (which Teleport keeps to its own log).
+    locks: HashMap<String, String>,
+    /// New connections closed after the TLS handshake because of a lock.
+    handshake_refusals: usize,
+    /// Each call's gRPC metadata (ASCII keys and values), in order.
+    metadata: Vec<(Rpc, Vec<(String, String)>)>,
 }
 
 impl State {
@@ -305,12 +347,23 @@ impl Inner {
         }
     }
 
-    /// Records the caller's certificate serial and applies injected faults.
+    /// Records the caller's certificate serial and metadata, applies Teleport's per-call
+    /// checks (client version, locks) and injected faults.
     fn begin<T>(&self, rpc: Rpc, request: &Request<T>) -> Result<MutexGuard<'_, State>, Status> {
-        let serial = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.serial.clone());
+        let peer = request.extensions().get::<PeerInfo>();
+        let serial = peer.and_then(|p| p.serial.clone());
+        let user = peer.and_then(|p| p.user.clone());
+        let metadata: Vec<(String, String)> = request
+            .metadata()
+            .iter()
+            .filter_map(|entry| match entry {
+                tonic::metadata::KeyAndValueRef::Ascii(key, value) => Some((
+                    key.as_str().to_owned(),
+                    value.to_str().unwrap_or_default().to_owned(),
+                )),
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect();
         let mut state = self.lock();
         if let Some(serial) = serial {
             if state.seen_serials.insert(serial.clone()) {
@@ -318,11 +371,89 @@ impl Inner {
             }
             state.last_serial = Some(serial);
         }
+        let version = metadata
+            .iter()
+            .find(|(key, _)| key == "version")
+            .map(|(_, value)| value.clone());
+        state.metadata.push((rpc, metadata));
+        check_client_version(&state.ping.server_version, version.as_deref())?;
+        if user.as_ref().is_some_and(|u| state.locks.contains_key(u)) {
+            return Err(Status::permission_denied("access denied"));
+        }
         match state.take_fault(rpc) {
             Some(status) => Err(status),
             None => Ok(state),
         }
     }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::hours(1))
+}
+
+fn resource_id(r: &RequestedResource) -> types::ResourceId {
+    types::ResourceId {
+        cluster_name: r.cluster.clone(),
+        kind: r.kind.clone(),
+        name: r.name.clone(),
+        sub_resource_name: r.sub_resource.clone(),
+    }
+}
+
+fn constraints(c: &ResourceConstraints) -> types::ResourceConstraints {
+    use types::resource_constraints::Details;
+    types::ResourceConstraints {
+        version: "v1".to_owned(),
+        details: match c {
+            ResourceConstraints::AwsConsole { role_arns } => {
+                Some(Details::AwsConsole(types::AwsConsoleResourceConstraints {
+                    role_arns: role_arns.clone(),
+                }))
+            }
+            ResourceConstraints::Ssh { logins } => {
+                Some(Details::Ssh(types::SshResourceConstraints {
+                    logins: logins.clone(),
+                }))
+            }
+            ResourceConstraints::Unknown => None,
+        },
+    }
+}
+
+/// `Middleware.ValidateClientVersion` (`lib/auth/middleware.go`) of a v16+ Auth: no `version`
+/// metadata passes; one that is not a version, or is older than `teleport.MinClientSemVer()`
+/// (`<major − 1>.0.0-aa`), is refused. Servers before v16 do not check.
+pub fn check_client_version(server_version: &str, client: Option<&str>) -> Result<(), Status> {
+    let Some(client) = client else {
+        return Ok(());
+    };
+    let major = major_version(server_version);
+    if major < 16 {
+        return Ok(());
+    }
+    let oldest = semver::Version::parse(&format!("{}.0.0-aa", major - 1)).expect("a version");
+    match semver::Version::parse(client.trim_start_matches('v')) {
+        Ok(version) if version >= oldest => Ok(()),
+        _ => Err(Status::permission_denied("client version is unsupported")),
+    }
+}
+
+fn major_version(version: &str) -> u64 {
+    semver::Version::parse(version.trim_start_matches('v')).map_or(0, |v| v.major)
+}
+
+/// The subject common name of a DER certificate (Teleport's user).
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// How long until a DER certificate expires (zero when it has).
+fn time_to_expiry(der: &[u8]) -> Option<Duration> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let left = cert.validity().not_after.timestamp() - Utc::now().timestamp();
+    Some(Duration::from_secs(left.max(0).unsigned_abs()))
 }
 
 fn serial_hex(der: &[u8]) -> Option<String> {
@@ -399,18 +530,47 @@ impl TeleportDouble {
                     else {
                         return;
                     };
-                    let serial = stream
+                    let mut stream = stream;
+                    let leaf = stream
                         .get_ref()
                         .1
                         .peer_certificates()
-                        .and_then(|certs| certs.first().and_then(|c| serial_hex(c.as_ref())));
+                        .and_then(|certs| certs.first())
+                        .map(|c| c.as_ref().to_vec())
+                        .unwrap_or_default();
+                    let serial = serial_hex(&leaf);
+                    let user = common_name(&leaf);
+                    let (locked, cut_at_expiry) = {
+                        let mut state = inner.lock();
+                        let locked = user.as_ref().is_some_and(|u| state.locks.contains_key(u))
+                            && major_version(&state.ping.server_version) >= 16;
+                        if locked {
+                            state.handshake_refusals += 1;
+                        }
+                        (locked, state.disconnect_expired_cert)
+                    };
+                    if locked {
+                        // validateIdentity failed: gRPC-Go closes the connection, which sends
+                        // TLS close_notify and nothing else.
+                        use tokio::io::AsyncWriteExt as _;
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
                     let policy = *inner.ping_policy.lock().unwrap_or_else(|e| e.into_inner());
-                    let _ = conn_tx.send(Ok(WatchedStream::new(
+                    let mut watched = WatchedStream::new(
                         stream,
-                        PeerInfo { remote, serial },
+                        PeerInfo {
+                            remote,
+                            serial,
+                            user,
+                        },
                         policy,
                         inner.ping_stats.clone(),
-                    )));
+                    );
+                    if cut_at_expiry && let Some(left) = time_to_expiry(&leaf) {
+                        watched = watched.close_at(tokio::time::Instant::now() + left);
+                    }
+                    let _ = conn_tx.send(Ok(watched));
                 });
             }
         });
@@ -471,6 +631,29 @@ impl TeleportDouble {
                 expires: Some(to_timestamp(access_expiry)),
                 request_reason: req.reason,
                 suggested_reviewers: req.suggested_reviewers,
+                requested_resource_i_ds: req.resources.iter().map(resource_id).collect(),
+                requested_resource_access_i_ds: req
+                    .resources
+                    .iter()
+                    .filter(|_| req.resources.iter().any(|r| r.constraints.is_some()))
+                    .map(|r| types::ResourceAccessId {
+                        id: Some(resource_id(r)),
+                        constraints: r.constraints.as_ref().map(constraints),
+                    })
+                    .collect(),
+                request_kind: match req.kind {
+                    RequestKind::Undefined => types::AccessRequestKind::Undefined,
+                    RequestKind::ShortTerm => types::AccessRequestKind::ShortTerm,
+                    RequestKind::LongTerm => types::AccessRequestKind::LongTerm,
+                } as i32,
+                long_term_grouping: (req.kind == RequestKind::LongTerm)
+                    .then_some(types::LongTermResourceGrouping {}),
+                assume_start_time: req
+                    .starts_in
+                    .map(|d| to_timestamp(now + chrono_duration(d))),
+                resource_expiry: req
+                    .pending_ttl
+                    .map(|d| to_timestamp(now + chrono_duration(d))),
                 ..Default::default()
             }),
         };
@@ -502,6 +685,19 @@ impl TeleportDouble {
         let spec = s.request_mut(id).spec.get_or_insert_with(Default::default);
         spec.state = state.to_wire() as i32;
         spec.resolve_reason = reason.to_owned();
+        s.emit_put(id);
+    }
+
+    /// Promotes the request to an access list (v16+ Enterprise: PROMOTED, with the list's name
+    /// and title in `accessList`, field 20) and emits PUT.
+    pub fn promote(&self, id: &str, list_name: &str, list_title: &str) {
+        let mut s = self.inner.lock();
+        let spec = s.request_mut(id).spec.get_or_insert_with(Default::default);
+        spec.state = types::RequestState::Promoted as i32;
+        spec.access_list = Some(types::PromotedAccessList {
+            name: list_name.to_owned(),
+            title: list_title.to_owned(),
+        });
         s.emit_put(id);
     }
 
@@ -665,6 +861,12 @@ impl TeleportDouble {
         self.inner.lock().init_delay = d;
     }
 
+    /// How many `UpdatePluginData` calls were refused because their Expect did not hold: two
+    /// writers raced on one request's plugin data.
+    pub fn compare_failures(&self) -> usize {
+        self.inner.lock().compare_failures
+    }
+
     /// The next `n` `UpdatePluginData` calls fail with CompareFailed even when Expect holds.
     pub fn fail_next_compare(&self, n: usize) {
         self.inner.lock().fail_compare = n;
@@ -698,6 +900,36 @@ impl TeleportDouble {
             inner: self.inner.clone(),
             rpc,
         }
+    }
+
+    /// `disconnect_expired_cert`: connections made from now on are closed when their client
+    /// certificate expires.
+    pub fn set_disconnect_expired_cert(&self, on: bool) {
+        self.inner.lock().disconnect_expired_cert = on;
+    }
+
+    /// Locks `user` (`tctl lock --user`): its calls are refused, and playing v16+ its new
+    /// connections are closed after the TLS handshake.
+    pub fn lock_user(&self, user: &str, message: &str) {
+        self.inner
+            .lock()
+            .locks
+            .insert(user.to_owned(), message.to_owned());
+    }
+
+    /// Lifts the lock on `user` (`tctl rm lock/<name>`).
+    pub fn unlock_user(&self, user: &str) {
+        self.inner.lock().locks.remove(user);
+    }
+
+    /// New connections closed after the TLS handshake because of a lock.
+    pub fn handshake_refusals(&self) -> usize {
+        self.inner.lock().handshake_refusals
+    }
+
+    /// Every call's gRPC metadata so far (ASCII entries), in order.
+    pub fn call_metadata(&self) -> Vec<(Rpc, Vec<(String, String)>)> {
+        self.inner.lock().metadata.clone()
     }
 
     /// The next `n` calls of `rpc` fail with `code`.
@@ -911,8 +1143,11 @@ impl AuthService for Service {
             .entry(params.resource.clone())
             .or_default();
         // Teleport skips the check when Expect is nil, which is what an empty map decodes to.
-        if !params.expect.is_empty() {
-            check_expectations(entries.get(&params.plugin), &params.expect)?;
+        if !params.expect.is_empty()
+            && let Err(refused) = check_expectations(entries.get(&params.plugin), &params.expect)
+        {
+            state.compare_failures += 1;
+            return Err(refused);
         }
         let entry = entries.entry(params.plugin.clone()).or_default();
         for (key, value) in &params.set {

@@ -62,7 +62,7 @@ stop() {
   say "stopping"
   local name pid
   # Clients first, then the runtime and the apiserver, etcd last.
-  for name in kube-proxy kubelet kube-scheduler kube-controller-manager containerd kube-apiserver etcd; do
+  for name in kube-proxy kubelet kube-scheduler kube-controller-manager containerd registry kube-apiserver etcd; do
     pid="${PIDS[$name]:-}"
     [ -n "$pid" ] || continue
     kill -TERM "$pid" 2>/dev/null || true
@@ -108,6 +108,9 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --v=1
 
 start containerd containerd --config "$STATE/containerd/config.toml" --log-level info
+
+# The registry pods' images are pulled from (127.0.0.1 here is the node's loopback).
+start registry docker-registry serve "$STATE/registry/config.yml"
 
 # Wait for the apiserver (its /readyz includes the RBAC bootstrap roles the others need).
 for _ in $(seq 1 600); do

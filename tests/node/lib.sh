@@ -21,10 +21,15 @@ CLUSTER_DOMAIN="cluster.local"
 # The sandbox image every pod's infrastructure container runs (our own pause program).
 PAUSE_IMAGE="localhost/tm-pause:1"
 
+# The node's image registry (Debian's docker-registry, the CNCF distribution registry): plain
+# HTTP on the node namespace's loopback, where containerd pulls from and the tests push to.
+REGISTRY="${TM_NODE_REGISTRY:-127.0.0.1:5000}"
+
 # Debian packages the node needs, and a command each provides (to test for).
 NODE_PACKAGES="containerd:containerd runc:runc containernetworking-plugins:/usr/lib/cni/bridge
   iptables:iptables conntrack:conntrack gcc:gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a
-  python3:python3 openssl:openssl curl:curl iproute2:ip ca-certificates:/etc/ssl/certs/ca-certificates.crt"
+  python3:python3 openssl:openssl curl:curl iproute2:ip ca-certificates:/etc/ssl/certs/ca-certificates.crt
+  docker-registry:docker-registry skopeo:skopeo"
 
 log() { echo "[node] $*" >&2; }
 die() { echo "[node] error: $*" >&2; exit 1; }

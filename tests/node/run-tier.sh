@@ -5,15 +5,19 @@
 #   TM_BUILD_PEERS=1 tests/node/run-tier.sh    # build the node's peers first if missing
 #   TM_NODE_KEEP=1 tests/node/run-tier.sh      # keep the node's logs (its STATE) afterwards
 #
-# 1. builds tests/node_tier.rs (outside the node: cargo may need the registry),
-# 2. builds the operator image from the Dockerfile without Docker (tests/image/build.sh),
-# 3. brings a node up (tests/node/run.sh: its own network, mount and PID namespaces), imports
-#    the image into its containerd and runs the test binary INSIDE the node's network
+# 1. installs the Debian packages the node needs when missing (containerd, runc, the CNI
+#    plugins, docker-registry, skopeo, ...: tests/node/lib.sh) and builds cosign
+#    (tests/registry/build.sh, cached),
+# 2. builds tests/node_tier.rs (outside the node: cargo may need crates.io),
+# 3. builds the operator image from the Dockerfile without Docker (tests/image/build.sh),
+# 4. brings a node up (tests/node/run.sh: its own network, mount and PID namespaces, with an
+#    image registry on its loopback) and runs the test binary INSIDE the node's network
 #    namespace, so the doubles it starts are reachable only there (pods reach them through
-#    the node's IP), then tears the node down however the tests end.
+#    the node's IP). The tests push the image and the chart to the node's registry, sign them,
+#    and install from there: containerd pulls the image. The node is torn down however the
+#    tests end.
 #
-# Without the node's peer binaries, containerd/runc, or root it prints one line saying what
-# to run and exits 0.
+# Without the node's peer binaries or root it prints one line saying what to run and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -36,12 +40,9 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "skipped: node tier: needs root (namespaces, cgroups, iptables); run sudo tests/node/run-tier.sh"
   exit 0
 fi
-for c in containerd runc ctr; do
-  if ! command -v "$c" >/dev/null; then
-    echo "skipped: node tier: $c missing; run apt-get install -y containerd runc containernetworking-plugins, then tests/node/run-tier.sh"
-    exit 0
-  fi
-done
+# Debian packages are installed, not skipped over (root can).
+ensure_packages
+tests/registry/build.sh >/dev/null
 
 t=$(now)
 bin=$(cargo test --test node_tier --no-run --message-format=json \
@@ -54,16 +55,16 @@ t=$(now)
 tar=$(tests/image/build.sh)
 t_image=$(secs "$t" "$(now)")
 log "image $tar (test binary ${t_bin}s, image ${t_image}s)"
+# Another image, pushed under the operator image's tag to show that cosign then refuses it.
+other=$(tests/node/build-images.sh pause)
 
-# Inside the node: import the image, then the tests (one at a time: they share the node).
+# Inside the node: the tests (one at a time: they share the node). The operator image is not
+# imported: the tests push it to the node's registry and containerd pulls it from there.
 t=$(now)
 rc=0
 # shellcheck disable=SC2016  # expanded by the inner bash, inside the node
-TM_IMAGE_TAR="$tar" tests/node/run.sh bash -c '
-  set -euo pipefail
-  t=$(date +%s.%N)
-  tests/node/import-image.sh "$TM_NODE_STATE" "$TM_IMAGE_TAR"
-  echo "[node] image imported in $(awk -v a="$(date +%s.%N)" -v b="$t" "BEGIN { printf \"%.1f\", a - b }")s; node Ready $(grep node_ready_s "$TM_NODE_STATE/timings" | cut -d= -f2)s after up.sh started" >&2
+TM_IMAGE_TAR="$tar" TM_OTHER_IMAGE_TAR="$other" tests/node/run.sh bash -c '
+  echo "[node] node Ready $(grep node_ready_s "$TM_NODE_STATE/timings" | cut -d= -f2)s after up.sh started; registry $TM_NODE_REGISTRY" >&2
   exec "$@"
 ' node-tier "$bin" --test-threads 1 --nocapture "$@" || rc=$?
 t_run=$(secs "$t" "$(now)")

@@ -14,7 +14,8 @@
 #
 # Needs root (namespaces, cgroups, iptables), the peers of `tests/control-plane/build.sh
 # etcd kube node`, and the Debian packages it installs when missing (containerd, runc,
-# containernetworking-plugins, iptables, conntrack, gcc for the pause program).
+# containernetworking-plugins, iptables, conntrack, gcc for the pause program, docker-registry
+# for the node's registry, skopeo to push to it).
 #
 # Isolation: the cluster's addresses (node IP, pod and service CIDRs) exist only in the node's
 # network namespace, which has no route out. Everything the components write lands under STATE:
@@ -59,7 +60,7 @@ fail() {
 trap 'rc=$?; [ "$UP_OK" = 1 ] || fail "$rc"' EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$STATE"/{pki,logs,cni/net.d,containerd,root/var/lib/{kubelet,cni,containerd},root/var/log,root/run,sysctl}
+mkdir -p "$STATE"/{pki,logs,cni/net.d,containerd,registry/data,root/var/lib/{kubelet,cni,containerd},root/var/log,root/run,sysctl}
 mkdir -m 700 "$STATE/etcd"   # etcd wants its data directory private
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +239,34 @@ disabled_plugins = [
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
     max_conf_num = 1
+  # Per-registry host settings (hosts.toml), as a cluster configures a mirror or a private CA.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$STATE/containerd/certs.d"
+EOF
+
+# The node's registry serves plain HTTP: say so to containerd, which otherwise speaks HTTPS to
+# any registry host.
+mkdir -p "$STATE/containerd/certs.d/$REGISTRY"
+cat > "$STATE/containerd/certs.d/$REGISTRY/hosts.toml" <<EOF
+server = "http://$REGISTRY"
+
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve"]
+EOF
+
+# The registry (docker-registry serve): no authentication, storage under STATE, every request
+# in its log (the tests read which client pulled what).
+cat > "$STATE/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $STATE/registry/data
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY
 EOF
 
 # No DNS server on this node: pods get an empty resolv.conf (the kubelet's resolvConf is "" and
@@ -321,6 +350,7 @@ NODE_IP=$NODE_IP
 POD_CIDR=$POD_CIDR
 SVC_CIDR=$SVC_CIDR
 PAUSE_TAR=$("$HERE/build-images.sh" pause)
+REGISTRY=$REGISTRY
 T0=$T0
 EOF
 
@@ -388,6 +418,7 @@ TM_NODE_POD_CIDR=$POD_CIDR
 TM_NODE_SVC_CIDR=$SVC_CIDR
 TM_NODE_BIN=$BIN
 TM_NODE_CONTAINERD_SOCK=$STATE/root/run/containerd/containerd.sock
+TM_NODE_REGISTRY=$REGISTRY
 KUBECONFIG=$P/admin.kubeconfig
 # Every node's apiserver is https://127.0.0.1:6443: keep kubectl's discovery cache and helm's
 # state per node, or one run would see another's (stale) API resources.
@@ -410,6 +441,11 @@ until kubectl get --raw /readyz >/dev/null 2>&1; do
   sleep 0.2
 done
 T_API=$(date +%s.%N)
+until in_node curl -sf "http://$REGISTRY/v2/" >/dev/null 2>&1; do
+  alive || die "the node stopped before its registry answered"
+  [ "$(date +%s)" -lt "$deadline" ] || die "the node's registry ($REGISTRY) did not answer in time"
+  sleep 0.2
+done
 until kubectl get node "$NODE_NAME" >/dev/null 2>&1; do
   alive || die "the node stopped before the kubelet registered ($(cat "$STATE/failed" 2>/dev/null || echo '?') exited)"
   [ "$(date +%s)" -lt "$deadline" ] || die "the kubelet did not register the node in time"

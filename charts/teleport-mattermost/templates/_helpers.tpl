@@ -41,20 +41,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end }}
 {{- end }}
 
-{{/* "true" when a Lease elects the one active replica. */}}
-{{- define "tm.leaderElection" -}}
-{{- if or .Values.leaderElection.force (ge (int .Values.replicas) 2) }}true{{- else }}false{{- end }}
-{{- end }}
-
 {{/*
-The Deployment's update strategy. A pod without leader election watches Teleport and posts on
-its own, so it must never run beside another pod: a rolling update (new pod up before the old
-one stops) would post the requests created meanwhile twice. That holds for the pods being
-replaced too: turning leader election on (replicas 1 -> 2, leaderElection.force) must not
-start electing pods beside the old, non-electing one, whose posts no Lease stops. So
-RollingUpdate (a pod keeps serving button presses throughout) only when both the new pods and
-the running Deployment's (looked up; none on install or `helm template`) elect a leader, and
-Recreate (the old pods stop first; the new ones resync what was created meanwhile) otherwise.
+The Deployment's update strategy. Every pod elects a leader with a Lease, one replica
+included, so a new pod can run beside the old one: only the Lease holder watches Teleport and
+posts, and every pod serves button presses. So RollingUpdate, one new pod Ready before an old
+one stops (maxUnavailable 0, maxSurge 1), and the callback Service always has a Ready endpoint.
+
+One exception: a Deployment installed by an older chart whose single pod did not elect (its
+LEADER_ELECTION is not "true", looked up; nothing is found on install or `helm template`). Its
+pod watches and posts without a Lease, so an electing pod beside it would post the requests
+created meanwhile twice: that one upgrade is Recreate (the old pod stops first; the new one
+resyncs what was created meanwhile), and every later one rolls.
 */}}
 {{- define "tm.strategy" -}}
 {{- $liveElects := true }}
@@ -69,7 +66,7 @@ Recreate (the old pods stop first; the new ones resync what was created meanwhil
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if and (eq (include "tm.leaderElection" .) "true") $liveElects }}RollingUpdate{{ else }}Recreate{{ end }}
+{{- if $liveElects }}RollingUpdate{{ else }}Recreate{{ end }}
 {{- end }}
 
 {{- define "tm.leaseName" -}}

@@ -6,8 +6,11 @@
 //! - a post needs `create_post` in the channel (the bot a member), or, for a public channel,
 //!   `create_post_public`, which a bot has only with the `system_post_all_public` role
 //!   (`post:channels`); a direct channel's members are its two users;
-//! - a button press needs `read_channel` on the post's channel: its members, or, for a
-//!   public channel, anyone on the team (`read_public_channel`).
+//! - a button press needs to read the post's channel: on 6.7.2 `read_channel`
+//!   (`SessionHasPermissionToChannelByPost` in `api4/post.go` `doPostAction`), its members
+//!   only, a public channel included (a team member outside it gets 403, as the real 6.7.2
+//!   answered tier 4); on 11.4 `HasPermissionToReadChannel` (`app/authorization.go`), which
+//!   also lets a team member read a public channel (tier 4 saw 200 there).
 
 use std::sync::Arc;
 
