@@ -575,6 +575,37 @@ async fn a_burst_of_300_is_posted_completely_and_once_under_the_servers_rate_lim
             }
         }
     }
+    let twice: Vec<&String> = ids
+        .iter()
+        .filter(|id| counts.get(*id) != Some(&1))
+        .collect();
+    if !twice.is_empty() {
+        // What the plugin did for each, and the posts Mattermost holds, for the record.
+        let logs = real.logs.text();
+        for id in &twice {
+            let _ = writeln!(
+                std::io::stderr(),
+                "--- request {id} posted {:?} times",
+                counts.get(*id)
+            );
+            for p in posts
+                .iter()
+                .filter(|p| p["props"]["teleport_request_id"] == id.as_str())
+            {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "post {} create_at {} pending_post_id {} root {:?}",
+                    p["id"],
+                    p["create_at"],
+                    p["pending_post_id"],
+                    p["root_id"]
+                );
+            }
+            for line in logs.lines().filter(|l| l.contains(id.as_str())) {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+        }
+    }
     for id in &ids {
         assert_eq!(counts.get(id), Some(&1), "request {id} posted exactly once");
     }
