@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use regex::Regex;
 use serde_json::{Value, json};
+use teleport_mattermost::settings::Priority;
 use teleport_mattermost::operator::crd::{
     self, CALLBACK_HTTPS_MESSAGE, CALLBACK_HTTPS_RULE, MattermostAccessPlugin,
 };
@@ -406,6 +407,38 @@ fn example_cr_satisfies_the_schema() {
     assert_eq!(example["kind"], "MattermostAccessPlugin");
     let errors = validate(&root_schema(), &example, "");
     assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// The README's example resource (the yaml block under "### The custom resource").
+fn readme_example_yaml() -> String {
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let section = readme
+        .split_once("### The custom resource\n")
+        .expect("the README has the custom resource section")
+        .1;
+    let block = section
+        .split_once("```yaml\n")
+        .expect("the section opens with a yaml block")
+        .1;
+    block.split_once("```").unwrap().0.to_owned()
+}
+
+#[test]
+fn the_readmes_example_resource_satisfies_the_schema_field_by_field() {
+    let example: Value = serde_yaml_ng::from_str(&readme_example_yaml()).unwrap();
+    assert_eq!(example["kind"], "MattermostAccessPlugin");
+    // Unknown fields are errors here (the apiserver would prune them without a word).
+    let errors = validate(&root_schema(), &example, "");
+    assert!(errors.is_empty(), "{errors:#?}");
+    let plugin: MattermostAccessPlugin = serde_yaml_ng::from_value(
+        serde_yaml_ng::from_str(&readme_example_yaml()).unwrap(),
+    )
+    .expect("the README's example is a MattermostAccessPlugin");
+    // What the README promises each commented line does, as the operator reads it.
+    assert_eq!(plugin.spec.mattermost.priority, Priority::Important);
+    assert!(!plugin.spec.mattermost.requested_ack);
+    assert_eq!(plugin.spec.approver_channels, ["security/access-approvers"]);
+    assert_eq!(plugin.spec.approvers, ["alice", "bob@example.com"]);
 }
 
 #[test]
