@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use regex::Regex;
 use serde_json::{Value, json};
-use teleport_mattermost::settings::Priority;
 use teleport_mattermost::operator::crd::{
     self, CALLBACK_HTTPS_MESSAGE, CALLBACK_HTTPS_RULE, MattermostAccessPlugin,
 };
+use teleport_mattermost::settings::Priority;
 
 fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -430,10 +430,9 @@ fn the_readmes_example_resource_satisfies_the_schema_field_by_field() {
     // Unknown fields are errors here (the apiserver would prune them without a word).
     let errors = validate(&root_schema(), &example, "");
     assert!(errors.is_empty(), "{errors:#?}");
-    let plugin: MattermostAccessPlugin = serde_yaml_ng::from_value(
-        serde_yaml_ng::from_str(&readme_example_yaml()).unwrap(),
-    )
-    .expect("the README's example is a MattermostAccessPlugin");
+    let plugin: MattermostAccessPlugin =
+        serde_yaml_ng::from_value(serde_yaml_ng::from_str(&readme_example_yaml()).unwrap())
+            .expect("the README's example is a MattermostAccessPlugin");
     // What the README promises each commented line does, as the operator reads it.
     assert_eq!(plugin.spec.mattermost.priority, Priority::Important);
     assert!(!plugin.spec.mattermost.requested_ack);
