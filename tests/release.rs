@@ -90,6 +90,20 @@ fn pushes_and_pull_requests_run_the_checks_and_the_tiers() {
             "ci.yml runs no {wanted:?}: {all:?}"
         );
     }
+    // Tier 4 on both Mattermost lines, as tests/run-all.sh runs it.
+    let lines: Vec<&str> = ci["jobs"]["tests"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|s| s["run"].as_str() == Some("tests/mattermost/run-tier4.sh"))
+        .map(|s| s["env"]["TM_MM_LINE"].as_str().unwrap_or("default"))
+        .collect();
+    assert_eq!(lines, ["current", "default"], "tier 4 on both lines");
+    assert!(
+        all.iter()
+            .any(|r| r.contains("tests/mattermost/build.sh current")),
+        "the current Mattermost is built"
+    );
     // The peer cache is keyed on the scripts that pin the peers' versions.
     let cache = ci["jobs"]["tests"]["steps"]
         .as_sequence()
