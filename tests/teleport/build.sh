@@ -20,6 +20,12 @@ set -euo pipefail
 TELEPORT_VERSION="${TELEPORT_VERSION:-13.3.8}"
 # The Go module proxy reachable here serves v13.3.8 (commit c95e235e8855) only as this
 # pseudo-version, for the root module and for api/ alike; newer pins are refused (403).
+# Tried 2026-12-06: `go list -m github.com/gravitational/teleport@latest` resolves to
+# v1.3.3-0.20240109093301-f31c91231698 (version.go: 15.0.0-dev, master of 2024-01-09), and that
+# root module is served. It cannot be built: its go.mod replaces teleport/api with ./api, which
+# a module zip never holds, and teleport/api at that commit (v0.0.0-20240109093301-f31c91231698)
+# is refused (403), as are api v14.3.0 to v19.0.0, @master and the root's @master; api@latest
+# is a 2022 pseudo-version, far older than the root.
 TELEPORT_MODULE_VERSION="${TELEPORT_MODULE_VERSION:-v0.0.0-20230905183941-c95e235e8855}"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
