@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/teleport/legacy/client/proto/authservice.proto",
         "proto/teleport/legacy/types/types.proto",
         "proto/teleport/legacy/types/wrappers/wrappers.proto",
+        "proto/teleport/header/v1/metadata.proto",
+        "proto/teleport/accessmonitoringrules/v1/access_monitoring_rules.proto",
+        "proto/teleport/users/v1/users_service.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -93,6 +93,8 @@ pub struct InstanceStatus {
     /// The configured post priority the server refused, and what posts carry instead: a
     /// CamelCase reason and the message.
     pub priority_problem: Option<(String, String)>,
+    /// Access monitoring rules: in use or why not, and the broken ones.
+    pub access_monitoring: crate::rule_routing::RulesReport,
 }
 
 /// Counters, read by metrics and benchmarks.
@@ -259,6 +261,8 @@ pub struct Instance {
     cluster: ArcSwapOption<PingInfo>,
     bot_user_id: ArcSwapOption<String>,
     status: watch::Sender<InstanceStatus>,
+    /// Access monitoring rules and the requests they routed.
+    routing: crate::rule_routing::RuleRouting,
     /// What of the configured priority the server refused: see [`PriorityFallback`].
     priority_fallback: std::sync::atomic::AtomicU8,
     /// Counters for metrics.
@@ -358,7 +362,12 @@ impl Instance {
         let token = credentials.token.clone();
         let (credentials, _) = watch::channel(Arc::new(credentials));
         let (status, _) = watch::channel(InstanceStatus::default());
+        let routing = crate::rule_routing::RuleRouting::new(
+            &settings.teleport.plugin_name,
+            settings.teleport.timezone,
+        );
         let instance = Arc::new(Self {
+            routing,
             policy: button_policy(&settings),
             clock,
             settings,
@@ -378,6 +387,11 @@ impl Instance {
     /// The instance's settings.
     pub fn settings(&self) -> &PluginSettings {
         &self.settings
+    }
+
+    /// Access monitoring rules: where they send each request.
+    pub fn routing(&self) -> &crate::rule_routing::RuleRouting {
+        &self.routing
     }
 
     /// Who may decide, and so which posts carry buttons.

@@ -17,6 +17,7 @@ pub mod operator;
 pub mod plugin_data;
 pub mod request;
 pub mod review;
+pub mod rule_routing;
 pub mod settings;
 pub mod standalone;
 pub mod telemetry;

@@ -238,6 +238,9 @@ pub struct AccessRequest {
     pub max_duration: Option<DateTime<Utc>>,
     /// When the sessions the access allows end (`SessionTTL`).
     pub session_ttl: Option<DateTime<Utc>>,
+    /// Annotations Teleport attached from the requester's roles (`SystemAnnotations`, 9): what
+    /// access monitoring rules read as `access_request.spec.system_annotations`.
+    pub system_annotations: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl AccessRequest {
@@ -273,7 +276,18 @@ impl From<&types::AccessRequestV3> for AccessRequest {
             .unwrap_or_default();
         let spec = wire.spec.clone().unwrap_or_default();
         let requested_resources = requested_resources(&spec);
+        let system_annotations = spec
+            .system_annotations
+            .as_ref()
+            .map(|a| {
+                a.values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.values.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         AccessRequest {
+            system_annotations,
             id,
             user: spec.user,
             roles: spec.roles,

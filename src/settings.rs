@@ -287,6 +287,11 @@ pub struct TeleportSettings {
     pub connection: crate::teleport::route::ConnectionMode,
     /// Extra CAs for a Proxy's web certificate (a self-hosted Proxy with a private CA).
     pub proxy_ca: Option<CaBundle>,
+    /// The plugin name access monitoring rules address (`notification.name`); `mattermost`
+    /// by default, as Teleport's own plugin.
+    pub plugin_name: String,
+    /// The timezone of `day()` and `clock_between()` in rule conditions; UTC by default.
+    pub timezone: chrono_tz::Tz,
 }
 
 impl TeleportSettings {

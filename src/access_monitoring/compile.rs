@@ -112,6 +112,76 @@ pub enum TimeExpr {
     Parsed(Box<StrExpr>, Position),
 }
 
+impl BoolExpr {
+    /// Whether evaluating this may read `map`: what tells the caller which facts that need
+    /// Teleport calls (traits, labels) a rule set needs at all.
+    pub fn reads(&self, map: MapVar) -> bool {
+        match self {
+            BoolExpr::Const(_) => false,
+            BoolExpr::Not(e) => e.reads(map),
+            BoolExpr::And(es) | BoolExpr::Or(es) => es.iter().any(|e| e.reads(map)),
+            BoolExpr::StrEq { lhs, rhs, .. } => lhs.reads(map) || rhs.reads(map),
+            BoolExpr::Contains { set, item } => set.reads(map) || item.reads(map),
+            BoolExpr::ContainsAny { set, items } | BoolExpr::ContainsAll { set, items } => {
+                set.reads(map) || items.reads(map)
+            }
+            BoolExpr::IsEmpty(set) => set.reads(map),
+            BoolExpr::Before(a, b) | BoolExpr::After(a, b) => a.reads(map) || b.reads(map),
+            BoolExpr::Between {
+                time,
+                first,
+                second,
+            } => time.reads(map) || first.reads(map) || second.reads(map),
+            BoolExpr::ClockBetween { time, start, end } => {
+                time.reads(map) || start.reads(map) || end.reads(map)
+            }
+        }
+    }
+}
+
+impl ClockArg {
+    fn reads(&self, map: MapVar) -> bool {
+        match self {
+            ClockArg::Fixed(_) => false,
+            ClockArg::Computed(s, _) => s.reads(map),
+        }
+    }
+}
+
+impl StrExpr {
+    fn reads(&self, map: MapVar) -> bool {
+        match self {
+            StrExpr::Lit(_) | StrExpr::User | StrExpr::RequestReason => false,
+            StrExpr::Day(t) => t.reads(map),
+            StrExpr::Upper(s) | StrExpr::Lower(s) => s.reads(map),
+        }
+    }
+}
+
+impl SetExpr {
+    fn reads(&self, map: MapVar) -> bool {
+        match self {
+            SetExpr::Lit(_) | SetExpr::Roles | SetExpr::SuggestedReviewers => false,
+            SetExpr::Lookup { map: m, key } => *m == map || key.reads(map),
+            SetExpr::Build(items) => items.iter().any(|s| s.reads(map)),
+            SetExpr::Union(sets) => sets.iter().any(|s| s.reads(map)),
+            SetExpr::Add(set, items) | SetExpr::Remove(set, items) => {
+                set.reads(map) || items.iter().any(|s| s.reads(map))
+            }
+            SetExpr::Upper(set) | SetExpr::Lower(set) => set.reads(map),
+        }
+    }
+}
+
+impl TimeExpr {
+    fn reads(&self, map: MapVar) -> bool {
+        match self {
+            TimeExpr::CreationTime | TimeExpr::Expiry | TimeExpr::Fixed(_) => false,
+            TimeExpr::Parsed(s, _) => s.reads(map),
+        }
+    }
+}
+
 /// A typed subexpression.
 enum Typed {
     Bool(BoolExpr),

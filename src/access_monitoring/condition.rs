@@ -42,6 +42,12 @@ impl Condition {
         &self.warnings
     }
 
+    /// Whether evaluating it may read `map` (so the caller fetches traits or labels only
+    /// when some rule can look at them).
+    pub fn reads(&self, map: super::compile::MapVar) -> bool {
+        self.expr.reads(map)
+    }
+
     /// Whether the request matches, with `day` and `clock_between` read in `timezone`.
     pub fn matches(&self, facts: &RequestFacts, timezone: Tz) -> Result<bool, EvalError> {
         self.expr.eval(&Env { facts, timezone })

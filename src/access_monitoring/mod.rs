@@ -59,6 +59,7 @@ pub mod facts;
 pub mod rules;
 pub mod syntax;
 
+pub use compile::MapVar;
 pub use condition::Condition;
 pub use error::{ConditionError, ConditionWarning, EvalError, Position};
 pub use facts::{RequestFacts, StringSets};

@@ -221,6 +221,12 @@ impl RuleSet {
         self.broken.values()
     }
 
+    /// Whether some routing rule's condition may read `map` (`user.traits`, the resource
+    /// labels): the facts worth a Teleport call for each request.
+    pub fn reads(&self, map: super::compile::MapVar) -> bool {
+        self.active.values().any(|r| r.condition.reads(map))
+    }
+
     /// Takes a rule from a list or a PUT event. Returns the error the first time a given
     /// condition text of a rule fails to parse (report it then); the rule is then skipped.
     pub fn upsert(&mut self, rule: Rule) -> Result<Change, RuleError> {

@@ -42,6 +42,12 @@ pub enum BridgeError {
     /// A Mattermost call failed.
     #[error(transparent)]
     Mattermost(#[from] MattermostError),
+    /// Access monitoring rules could not be read (not a permission problem: retried).
+    #[error(transparent)]
+    Monitoring(#[from] crate::teleport::client::MonitoringError),
+    /// What a request's routing needs could not be read (retried).
+    #[error(transparent)]
+    Route(#[from] crate::rule_routing::RouteError),
     /// Another plugin is posting the request right now.
     #[error(
         "another Mattermost plugin is posting request {request} right now; waiting for its posts"
@@ -176,10 +182,7 @@ impl Bridge {
 
         self.check_mattermost().await?;
 
-        let mut watch = match teleport
-            .watch_access_requests(settings.teleport.init_timeout)
-            .await
-        {
+        let mut watch = match teleport.watch(settings.teleport.init_timeout, true).await {
             Ok(w) => w,
             Err(e) => {
                 instance
@@ -201,6 +204,8 @@ impl Bridge {
             )
         });
 
+        // Rules before requests: the resync's requests are routed by them.
+        self.load_rules(&teleport, watch.kinds()).await?;
         self.resync(shutdown).await?;
         *healthy = true;
 
@@ -232,10 +237,73 @@ impl Bridge {
                     self.submit(&id, Job::Put(request), shutdown);
                 }
                 WatchEvent::Delete { id } => self.submit(&id, Job::Delete, shutdown),
+                WatchEvent::RulePut(rule) => self.rule_changed(*rule),
+                WatchEvent::RuleDelete { name } => {
+                    let change = instance.routing().remove(&name);
+                    tracing::info!(rule = %name, ?change, "access monitoring rule deleted");
+                    self.report_rules();
+                }
             }
         }
         tracing::info!(instance = %settings.instance, "watch stream ended; reconnecting");
         Ok(())
+    }
+
+    /// After INIT: lists the rules when the watch confirmed them, else turns them off.
+    async fn load_rules(
+        &self,
+        teleport: &crate::teleport::client::TeleportClient,
+        kinds: &crate::teleport::client::WatchedKinds,
+    ) -> Result<(), BridgeError> {
+        use crate::rule_routing::Mode;
+        use crate::teleport::client::{MonitoringError, RuleListing};
+        let routing = self.instance.routing();
+        let plugin = &self.instance.settings().teleport.plugin_name;
+        if !kinds.rules_confirmed {
+            let why = kinds.refused.clone().unwrap_or_else(|| {
+                "the watch did not confirm the access_monitoring_rule kind".to_owned()
+            });
+            tracing::info!(reason = %why, "access monitoring rules are off: this Teleport server does not serve them");
+            routing.disable(Mode::NotSupported(why));
+            self.report_rules();
+            return Ok(());
+        }
+        match teleport.list_access_monitoring_rules(plugin).await {
+            Ok(RuleListing::Rules(rules)) => {
+                let count = rules.len();
+                for error in routing.replace_all(rules) {
+                    tracing::warn!(error = %error, "access monitoring rule skipped");
+                }
+                tracing::info!(listed = count, routing = routing.rules().len(), plugin_name = %plugin, "access monitoring rules loaded");
+            }
+            Ok(RuleListing::NotSupported(why)) => {
+                tracing::info!(reason = %why, "access monitoring rules are off: this Teleport server does not list them");
+                routing.disable(Mode::NotSupported(why));
+            }
+            Err(MonitoringError::Permission(denied)) => {
+                tracing::warn!(error = %denied, "access monitoring rules are off");
+                routing.disable(Mode::PermissionDenied(denied.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.report_rules();
+        Ok(())
+    }
+
+    /// A rule PUT from the watch.
+    fn rule_changed(&self, rule: crate::access_monitoring::Rule) {
+        let name = rule.name.clone();
+        match self.instance.routing().upsert(rule) {
+            Ok(change) => tracing::info!(rule = %name, ?change, "access monitoring rule changed"),
+            Err(error) => tracing::warn!(error = %error, "access monitoring rule skipped"),
+        }
+        self.report_rules();
+    }
+
+    fn report_rules(&self) {
+        let report = self.instance.routing().report();
+        self.instance
+            .update_status(|s| s.access_monitoring = report);
     }
 
     /// Runs the Mattermost health check and resolves the main channel.

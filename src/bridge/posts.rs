@@ -99,8 +99,13 @@ fn main_channel(instance: &Instance) -> ChannelName {
     ChannelName::new(&mm.team, &mm.channel)
 }
 
-/// The fan-out plan of `request` under the instance's settings.
-pub(super) fn plan(instance: &Instance, request: &AccessRequest) -> Fanout {
+/// The fan-out plan of `request` under the instance's settings and the recipients access
+/// monitoring rules gave it.
+pub(super) fn plan(
+    instance: &Instance,
+    request: &AccessRequest,
+    rules: Option<&std::collections::BTreeSet<String>>,
+) -> Fanout {
     let settings = instance.settings();
     fanout(
         request,
@@ -108,6 +113,7 @@ pub(super) fn plan(instance: &Instance, request: &AccessRequest) -> Fanout {
         &settings.recipients,
         &settings.role_to_recipients,
         settings.max_suggested_reviewers,
+        rules,
     )
 }
 
@@ -118,7 +124,12 @@ pub(super) async fn targets(
     instance: &Instance,
     request: &AccessRequest,
 ) -> Result<Targets, BridgeError> {
-    let fanout = plan(instance, request);
+    // Routed once per request (see `rule_routing`): a rule changed later does not move posts.
+    let teleport = instance.teleport().await?;
+    let routed = instance.routing().recipients(&teleport, request).await?;
+    let report = instance.routing().report();
+    instance.update_status(|s| s.access_monitoring = report);
+    let fanout = plan(instance, request, routed.as_ref());
     let mut out = Targets {
         resolved: Vec::new(),
         retry: None,

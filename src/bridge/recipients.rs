@@ -2,11 +2,15 @@
 //! `role_to_recipients` (per role, falling back to `"*"`), and at most a few of the
 //! requester's suggested reviewers.
 //!
+//! When access monitoring rules give a request recipients, those replace `role_to_recipients`
+//! and the suggested reviewers for it (Teleport's plugin does the same); the instance's channel
+//! and `recipients` still get it. Rule recipients are admin policy, written in Teleport.
+//!
 //! Channels come only from the admin. A suggested reviewer is a person or nothing: a
 //! `team/channel` (or an empty or malformed entry) is dropped, so a requester can neither
 //! pick a channel nor fan a request out without bound.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::request::AccessRequest;
 use crate::review::ChannelName;
@@ -71,7 +75,8 @@ impl Fanout {
     }
 }
 
-/// Plans where `request` goes: `main`, the admin's recipients, and the first
+/// Plans where `request` goes: `main`, the admin's recipients, then either the recipients the
+/// access monitoring rules gave it (`rules`, when some) or its role recipients and the first
 /// `max_suggested` suggested reviewers that name people.
 pub fn fanout(
     request: &AccessRequest,
@@ -79,16 +84,24 @@ pub fn fanout(
     recipients: &[String],
     role_to_recipients: &BTreeMap<String, Vec<String>>,
     max_suggested: usize,
+    rules: Option<&BTreeSet<String>>,
 ) -> Fanout {
     let mut admin = vec![Recipient::Channel(main.clone())];
     let fallback = role_to_recipients.get("*");
-    let by_role = request.roles.iter().flat_map(|role| {
-        role_to_recipients
-            .get(role)
-            .or(fallback)
-            .into_iter()
-            .flatten()
-    });
+    let by_role: Vec<&String> = match rules {
+        Some(routed) => routed.iter().collect(),
+        None => request
+            .roles
+            .iter()
+            .flat_map(|role| {
+                role_to_recipients
+                    .get(role)
+                    .or(fallback)
+                    .into_iter()
+                    .flatten()
+            })
+            .collect(),
+    };
     for recipient in recipients
         .iter()
         .chain(by_role)
@@ -116,7 +129,12 @@ pub fn fanout(
             Err(why) => dropped.push((entry.clone(), why)),
         }
     }
-    let messaged = suggested.len().min(max_suggested);
+    // Routed by rules: the suggested reviewers are still shown, but not messaged.
+    let messaged = if rules.is_some() {
+        0
+    } else {
+        suggested.len().min(max_suggested)
+    };
     Fanout {
         admin,
         suggested,
@@ -170,7 +188,14 @@ mod tests {
             ("dba".to_string(), vec!["dba@example.com".to_string()]),
             ("*".to_string(), vec!["ops/oncall".to_string()]),
         ]);
-        let got = fanout(&request(&["dba", "admin"], &[]), &main(), &[], &map, 10);
+        let got = fanout(
+            &request(&["dba", "admin"], &[]),
+            &main(),
+            &[],
+            &map,
+            10,
+            None,
+        );
         assert_eq!(
             got.admin,
             vec![
@@ -201,6 +226,7 @@ mod tests {
             &["team/access".to_string()],
             &BTreeMap::new(),
             10,
+            None,
         );
         assert_eq!(got.admin, vec![Recipient::Channel(main())]);
         assert_eq!(
@@ -224,11 +250,50 @@ mod tests {
     fn only_the_first_few_suggestions_are_messaged() {
         let many: Vec<String> = (0..300).map(|i| format!("user{i}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        let got = fanout(&request(&[], &refs), &main(), &[], &BTreeMap::new(), 10);
+        let got = fanout(
+            &request(&[], &refs),
+            &main(),
+            &[],
+            &BTreeMap::new(),
+            10,
+            None,
+        );
         assert_eq!(got.suggested.len(), 300);
         assert_eq!(got.messaged().len(), 10);
         assert_eq!(got.messaged()[9], PersonRef::Username("user9".into()));
-        let none = fanout(&request(&[], &refs), &main(), &[], &BTreeMap::new(), 0);
+        let none = fanout(
+            &request(&[], &refs),
+            &main(),
+            &[],
+            &BTreeMap::new(),
+            0,
+            None,
+        );
         assert!(none.messaged().is_empty());
+    }
+
+    #[test]
+    fn rule_recipients_replace_role_recipients_and_suggestions_but_not_the_admins() {
+        let map = BTreeMap::from([("dba".to_string(), vec!["dba@example.com".to_string()])]);
+        let routed = BTreeSet::from(["sec/alerts".to_string(), "carol".to_string()]);
+        let got = fanout(
+            &request(&["dba"], &["alice@example.com"]),
+            &main(),
+            &["ops@example.com".to_string()],
+            &map,
+            10,
+            Some(&routed),
+        );
+        assert_eq!(
+            got.admin,
+            vec![
+                Recipient::Channel(main()),
+                person("ops@example.com"),
+                person("carol"),
+                Recipient::parse("sec/alerts").unwrap(),
+            ]
+        );
+        assert!(got.messaged().is_empty());
+        assert_eq!(got.suggested_names(), vec!["alice@example.com".to_string()]);
     }
 }

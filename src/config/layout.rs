@@ -15,6 +15,8 @@ pub(super) const TELEPORT_KEYS: &[&str] = &[
     "refresh_identity_interval",
     "connection",
     "ca_file",
+    "plugin_name",
+    "timezone",
 ];
 /// The keys of [mattermost].
 pub(super) const MATTERMOST_KEYS: &[&str] = &[

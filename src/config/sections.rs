@@ -155,6 +155,16 @@ impl Checker {
             }),
         };
         self.proxy_ca_file = self.string(&s, "ca_file").map(PathBuf::from);
+        let plugin_name = self
+            .string(&s, "plugin_name")
+            .unwrap_or_else(|| crate::access_monitoring::DEFAULT_PLUGIN_NAME.to_owned());
+        let timezone = match self.string(&s, "timezone") {
+            None => chrono_tz::Tz::UTC,
+            Some(text) => crate::access_monitoring::timezone(&text).unwrap_or_else(|e| {
+                self.problem("teleport.timezone", e.to_string());
+                chrono_tz::Tz::UTC
+            }),
+        };
         let identity_file = self.string(&s, "identity");
         let key = self.string(&s, "client_key");
         let crt = self.string(&s, "client_crt");
@@ -198,6 +208,8 @@ impl Checker {
             keepalive: crate::teleport::client::KEEPALIVE_INTERVAL,
             connection,
             proxy_ca: None,
+            plugin_name,
+            timezone,
         });
         (teleport, identity)
     }

@@ -21,6 +21,12 @@ addr = "example.com:3025"
 # signed by a public CA. Not needed for Teleport Cloud.
 # ca_file = "/var/lib/teleport/plugins/mattermost/proxy-ca.pem"
 
+# Access Monitoring Rules (Teleport v15+): the notification name rules address
+# (`spec.notification.name` of a rule), and the IANA timezone their day() and
+# clock_between() read. Defaults: "mattermost" (as Teleport's own plugin) and "UTC".
+# plugin_name = "mattermost"
+# timezone = "UTC"
+
 # Credentials of the plugin's Teleport user (required): EITHER an identity file
 #   tctl auth sign --format=file --user=access-plugin-mattermost --out=auth_id
 # identity = "/var/lib/teleport/plugins/mattermost/auth_id"

@@ -337,6 +337,23 @@ pub fn build(
         spec.teleport.ca_bundle_ref.as_ref(),
         "teleport.caBundleRef",
     );
+    let timezone =
+        match crate::access_monitoring::timezone(spec.teleport.timezone.as_deref().unwrap_or("")) {
+            Ok(tz) => tz,
+            Err(e) => {
+                reader.problems.push(Problem::Invalid {
+                    field: "teleport.timezone".into(),
+                    message: e.to_string(),
+                });
+                chrono_tz::Tz::UTC
+            }
+        };
+    let plugin_name = spec
+        .teleport
+        .plugin_name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| crate::access_monitoring::DEFAULT_PLUGIN_NAME.to_owned());
     let url = match url::Url::parse(&spec.mattermost.url) {
         Ok(u) => Some(u),
         Err(e) => {
@@ -405,6 +422,8 @@ pub fn build(
                             ConnectionSpec::Proxy => ConnectionMode::Proxy,
                         },
                         proxy_ca,
+                        plugin_name,
+                        timezone,
                     },
                     mattermost: MattermostSettings {
                         url,

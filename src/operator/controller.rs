@@ -453,9 +453,52 @@ pub fn desired_status(
             status.pending_requests = Some(s.pending_requests as i64);
             status.last_event_time = s.last_event_time.and_then(time);
             status.last_press_problem = s.press_problem;
+            status.access_monitoring_rules = rules_status(&s.access_monitoring);
         }
     }
     status
+}
+
+/// The status field for access monitoring rules; none until the first watch said.
+fn rules_status(
+    report: &crate::rule_routing::RulesReport,
+) -> Option<super::crd::AccessMonitoringRulesStatus> {
+    (!report.reason.is_empty()).then(|| super::crd::AccessMonitoringRulesStatus {
+        reason: report.reason.clone(),
+        message: report.message.clone(),
+        broken_rules: report
+            .broken
+            .iter()
+            .map(|b| super::crd::BrokenRuleStatus {
+                name: b.name.clone(),
+                revision: b.revision.clone(),
+                error: b.error.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// The broken rules in `next` that `previous` did not list at the same revision: each gets
+/// one `AccessMonitoringRuleBroken` Warning. Pure.
+pub fn newly_broken_rules<'a>(
+    previous: Option<&MattermostAccessPluginStatus>,
+    next: &'a MattermostAccessPluginStatus,
+) -> Vec<&'a super::crd::BrokenRuleStatus> {
+    let known = previous
+        .and_then(|p| p.access_monitoring_rules.as_ref())
+        .map(|r| r.broken_rules.as_slice())
+        .unwrap_or_default();
+    next.access_monitoring_rules
+        .as_ref()
+        .map(|r| r.broken_rules.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|b| {
+            !known
+                .iter()
+                .any(|k| k.name == b.name && k.revision == b.revision && k.error == b.error)
+        })
+        .collect()
 }
 
 /// Emits an Event for each condition whose status or reason changed.
@@ -466,6 +509,26 @@ async fn publish_events(
     next: &MattermostAccessPluginStatus,
 ) {
     let reference = cr.object_ref(&());
+    for broken in newly_broken_rules(previous, next) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "AccessMonitoringRuleBroken".into(),
+            note: Some(
+                format!(
+                    "access monitoring rule {:?} (revision {}) is skipped, the other rules still apply: {}",
+                    broken.name, broken.revision, broken.error
+                )
+                .chars()
+                .take(1000)
+                .collect(),
+            ),
+            action: "RouteRequests".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
+    }
     for c in &next.conditions {
         let before = previous.and_then(|p| p.condition(&c.type_));
         if before.is_some_and(|b| b.status == c.status && b.reason == c.reason)

@@ -264,6 +264,21 @@ pub struct TeleportSpec {
     /// "tctl auth sign --format=tls" (three keys) or "--format=file" (one key, identityFileKey).
     /// Update the Secret to rotate the identity; the plugin picks it up without a restart.
     pub identity_secret_ref: IdentitySecretRef,
+    /// The notification name Access Monitoring Rules (Teleport v15+) address: a rule whose
+    /// spec.notification.name is this, and whose subjects include access_request, routes
+    /// requests. Its recipients (Mattermost users and team/channel names) then replace
+    /// roleToRecipients and the suggested reviewers for the requests it matches; the plugin's
+    /// channel and recipients still get every post, and rules never decide who may press.
+    /// Default "mattermost", the name Teleport's own plugin uses, so its rules keep working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), length(max = 63))]
+    pub plugin_name: Option<String>,
+    /// The IANA timezone in which rule conditions read day() and clock_between(), e.g.
+    /// "Europe/Berlin". Default "UTC", as Teleport's own plugin. An unknown name makes the
+    /// object Ready=False with reason InvalidSpec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub timezone: Option<String>,
 }
 
 /// How the plugin reaches `teleport.address`.
@@ -506,6 +521,42 @@ pub struct MattermostAccessPluginStatus {
     /// spared. Written by the leader for presses it served; other replicas log theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_press_problem: Option<String>,
+    /// Access Monitoring Rules: whether they route requests (reason RulesActive, RuleBroken,
+    /// NotSupported, PermissionDenied or FactsUnavailable), and the rules skipped because their
+    /// condition is broken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_monitoring_rules: Option<AccessMonitoringRulesStatus>,
+}
+
+/// What the plugin makes of Teleport's Access Monitoring Rules.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessMonitoringRulesStatus {
+    /// RulesActive (rules are read and followed), RuleBroken (some are skipped: see
+    /// brokenRules), NotSupported (Teleport before v15), PermissionDenied (the plugin's role
+    /// may not list them: the message names the role rules needed) or FactsUnavailable
+    /// (user traits or resource labels a condition reads could not be read).
+    pub reason: String,
+    /// For an admin: how many rules route requests, or why none do.
+    #[serde(default)]
+    pub message: String,
+    /// Rules addressed to this plugin that are skipped because their condition does not parse
+    /// or type-check; the other rules still apply. Fix them with tctl edit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broken_rules: Vec<BrokenRuleStatus>,
+}
+
+/// A skipped rule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokenRuleStatus {
+    /// The rule's name (metadata.name).
+    pub name: String,
+    /// The rule's revision (metadata.revision) when it was found broken.
+    #[serde(default)]
+    pub revision: String,
+    /// What is wrong, with the line and column in the condition.
+    pub error: String,
 }
 
 impl MattermostAccessPluginStatus {

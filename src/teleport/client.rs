@@ -12,13 +12,15 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use super::error::{TeleportError, check_server_version};
 use super::error::{connect_hint, describe_status, rpc};
+pub use super::monitoring::{MonitoringError, MonitoringPermission, RuleListing};
 use super::route::{ConnectionMode, Route, Router};
+pub use super::watch::{AccessRequestWatch, WatchEvent, WatchedKinds};
 use crate::error_chain;
 use crate::request::{AccessRequest, RequestState};
 use crate::settings::CaBundle;
 use crate::teleport::identity::Identity;
+use crate::teleport::wire::proto;
 use crate::teleport::wire::proto::auth_service_client::AuthServiceClient;
-use crate::teleport::wire::proto::{self, Operation, event};
 use crate::teleport::wire::types;
 
 /// The plugin name under which plugin data is stored; the same as Teleport's own Mattermost
@@ -36,7 +38,7 @@ pub const MIN_SERVER_VERSION: &str = "10.0.0";
 pub const SERVER_NAME: &str = "teleport.cluster.local";
 
 /// Resource kind of access requests in watches, filters and plugin data.
-const KIND_ACCESS_REQUEST: &str = "access_request";
+pub(super) const KIND_ACCESS_REQUEST: &str = "access_request";
 
 /// TCP + TLS connect bound.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,58 +59,6 @@ pub struct PingInfo {
     pub advanced_workflows: bool,
 }
 
-/// One access request change from the watch stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WatchEvent {
-    /// The request was created or changed (boxed: a request is large, a delete small).
-    Put(Box<AccessRequest>),
-    /// The request was deleted (usually: it expired).
-    Delete {
-        /// The request id.
-        id: String,
-    },
-}
-
-/// A watch on access requests, positioned after INIT.
-pub struct AccessRequestWatch {
-    stream: tonic::Streaming<proto::Event>,
-}
-
-impl AccessRequestWatch {
-    /// The next access request change; `Ok(None)` when the server ended the stream.
-    ///
-    /// Events for other kinds, unknown oneof members and repeated INITs are skipped.
-    pub async fn next(&mut self) -> Result<Option<WatchEvent>, TeleportError> {
-        loop {
-            let Some(event) = self.stream.message().await.map_err(rpc("WatchEvents"))? else {
-                return Ok(None);
-            };
-            if let Some(ev) = decode_event(event) {
-                return Ok(Some(ev));
-            }
-        }
-    }
-}
-
-fn decode_event(event: proto::Event) -> Option<WatchEvent> {
-    match (Operation::try_from(event.r#type).ok()?, event.resource?) {
-        (Operation::Put, event::Resource::AccessRequest(req)) => {
-            Some(WatchEvent::Put(Box::new(AccessRequest::from(&req))))
-        }
-        (Operation::Delete, event::Resource::ResourceHeader(header))
-            if header.kind.is_empty() || header.kind == KIND_ACCESS_REQUEST =>
-        {
-            Some(WatchEvent::Delete {
-                id: header.metadata?.name,
-            })
-        }
-        (Operation::Delete, event::Resource::AccessRequest(req)) => Some(WatchEvent::Delete {
-            id: req.metadata?.name,
-        }),
-        _ => None,
-    }
-}
-
 /// Teleport's gRPC server refuses client pings that come sooner than this after the previous
 /// one: its `KeepaliveEnforcementPolicy.MinTime` is the API's `ServerKeepAliveTTL`, 60 s. Three
 /// such pings and it ends the connection (GOAWAY `too_many_pings`), which drops the watch.
@@ -125,7 +75,9 @@ const _: () = assert!(KEEPALIVE_INTERVAL.as_secs() > SERVER_MIN_PING_INTERVAL.as
 /// A client for the Teleport Auth gRPC API over mutual TLS.
 #[derive(Clone)]
 pub struct TeleportClient {
-    inner: AuthServiceClient<Channel>,
+    pub(super) inner: AuthServiceClient<Channel>,
+    /// The same channel, for Teleport's other services (access monitoring rules, users).
+    pub(super) channel: Channel,
     address: String,
     router: Router,
 }
@@ -216,7 +168,9 @@ impl TeleportClient {
                 }
             })?;
         let client = Self {
-            inner: AuthServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+            inner: AuthServiceClient::new(channel.clone())
+                .max_decoding_message_size(64 * 1024 * 1024),
+            channel,
             address: address.to_owned(),
             router,
         };
@@ -280,50 +234,6 @@ impl TeleportClient {
             server_version: resp.server_version,
             proxy_public_addr: resp.proxy_public_addr,
         })
-    }
-
-    /// Opens a watch on access requests and waits for its INIT event.
-    ///
-    /// Teleport sends no snapshot: list the requests after this returns to catch up on
-    /// anything missed while disconnected.
-    pub async fn watch_access_requests(
-        &self,
-        init_timeout: Duration,
-    ) -> Result<AccessRequestWatch, TeleportError> {
-        let watch = proto::Watch {
-            kinds: vec![types::WatchKind {
-                kind: KIND_ACCESS_REQUEST.to_owned(),
-                ..Default::default()
-            }],
-            allow_partial_success: false,
-        };
-        let mut client = self.inner.clone();
-        let opened = async move {
-            let mut stream = client
-                .watch_events(watch)
-                .await
-                .map_err(rpc("WatchEvents"))?
-                .into_inner();
-            let first = stream.message().await.map_err(rpc("WatchEvents"))?;
-            match first {
-                Some(ev) if ev.r#type == Operation::Init as i32 => Ok(stream),
-                Some(ev) => Err(TeleportError::NoInit {
-                    got: Operation::try_from(ev.r#type)
-                        .map(|op| op.as_str_name().to_owned())
-                        .unwrap_or_else(|_| format!("operation {}", ev.r#type)),
-                }),
-                None => Err(TeleportError::NoInit {
-                    got: "end of stream".to_owned(),
-                }),
-            }
-        };
-        match tokio::time::timeout(init_timeout, opened).await {
-            Ok(Ok(stream)) => Ok(AccessRequestWatch { stream }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(TeleportError::InitTimeout {
-                after: init_timeout,
-            }),
-        }
     }
 
     async fn get_access_requests(

@@ -4,6 +4,8 @@ pub mod client;
 pub mod error;
 pub mod handshake;
 pub mod identity;
+pub mod monitoring;
 pub mod route;
 pub mod upgrade;
+pub mod watch;
 pub mod wire;

@@ -10,6 +10,24 @@ pub mod types {
 pub mod wrappers {
     tonic::include_proto!("wrappers");
 }
+/// Teleport's `teleport.*.v1` packages (RFD 153 resources and their services).
+pub mod teleport {
+    pub mod header {
+        pub mod v1 {
+            tonic::include_proto!("teleport.header.v1");
+        }
+    }
+    pub mod accessmonitoringrules {
+        pub mod v1 {
+            tonic::include_proto!("teleport.accessmonitoringrules.v1");
+        }
+    }
+    pub mod users {
+        pub mod v1 {
+            tonic::include_proto!("teleport.users.v1");
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -171,7 +189,7 @@ mod tests {
         length_delimited(5, &spec_bytes, &mut request_bytes);
         length_delimited(6, b"status we do not know", &mut request_bytes);
 
-        // Inside a watch event, with a oneof member (54, AccessMonitoringRule) the subset
+        // Inside a watch event, with a oneof member (99, a future resource) the subset
         // lacks in another event.
         let mut event = Vec::new();
         varint_field(1, proto::Operation::Put as u64, &mut event);
@@ -203,7 +221,7 @@ mod tests {
 
         let mut amr = Vec::new();
         varint_field(1, proto::Operation::Put as u64, &mut amr);
-        length_delimited(54, b"\x12\x04rule", &mut amr);
+        length_delimited(99, b"\x12\x04rule", &mut amr);
         let other = proto::Event::decode(amr.as_slice()).unwrap();
         assert_eq!(other.resource, None, "an unknown oneof member is skipped");
 

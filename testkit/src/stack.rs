@@ -73,6 +73,8 @@ pub struct StackOptions {
     pub mattermost_ca: Option<teleport_mattermost::settings::CaBundle>,
     /// How pending requests' channel posts stand out.
     pub priority: teleport_mattermost::settings::PrioritySettings,
+    /// The plugin name access monitoring rules address.
+    pub plugin_name: String,
 }
 
 impl Default for StackOptions {
@@ -106,6 +108,7 @@ impl Default for StackOptions {
             teleport_ping_policy: crate::grpc_link::PingPolicy::default(),
             mattermost_ca: None,
             priority: Default::default(),
+            plugin_name: teleport_mattermost::access_monitoring::DEFAULT_PLUGIN_NAME.to_owned(),
         }
     }
 }
@@ -168,6 +171,8 @@ impl Plugin {
                 keepalive: options.keepalive,
                 connection: Default::default(),
                 proxy_ca: None,
+                plugin_name: options.plugin_name.clone(),
+                timezone: chrono_tz::Tz::UTC,
             },
             mattermost: MattermostSettings {
                 url: mattermost.url,

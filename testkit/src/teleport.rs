@@ -58,7 +58,10 @@ use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
 
 use crate::grpc_link::{PeerInfo, PingPolicy, PingStats, WatchedStream};
+
+mod amr;
 use crate::pki::TestPki;
+pub use amr::{NewRule, RuleSupport};
 
 const KIND_ACCESS_REQUEST: &str = "access_request";
 /// How long Teleport keeps plugin data after its request's access expiry.
@@ -81,6 +84,12 @@ pub enum Rpc {
     SetAccessRequestState,
     /// `SubmitAccessReview`.
     SubmitAccessReview,
+    /// `ListAccessMonitoringRulesWithFilter`.
+    ListAccessMonitoringRules,
+    /// `teleport.users.v1.UsersService.GetUser`.
+    GetUser,
+    /// `ListResources`.
+    ListResources,
 }
 
 /// A request to create with [`TeleportDouble::create_request`].
@@ -167,6 +176,10 @@ struct State {
     seen_serials: HashSet<String>,
     last_serial: Option<String>,
     watchers: Vec<EventTx>,
+    /// The watches that asked for (and got) access monitoring rules.
+    rule_watchers: Vec<EventTx>,
+    /// Access monitoring rules, users' traits and resources.
+    amr: amr::AmrState,
     watch_count: usize,
     init_delay: Duration,
     fail_compare: usize,
@@ -513,7 +526,18 @@ impl TeleportDouble {
         let service = AuthServiceServer::new(Service(inner.clone()))
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
-        let router = Server::builder().add_service(service);
+        let router = Server::builder()
+            .add_service(service)
+            .add_service(
+                teleport_mattermost::teleport::wire::teleport::accessmonitoringrules::v1::access_monitoring_rules_service_server::AccessMonitoringRulesServiceServer::new(
+                    amr::RulesService(inner.clone()),
+                ),
+            )
+            .add_service(
+                teleport_mattermost::teleport::wire::teleport::users::v1::users_service_server::UsersServiceServer::new(
+                    amr::UsersService(inner.clone()),
+                ),
+            );
         // Mutual TLS here rather than in tonic, so the HTTP/2 frames can be watched.
         let (conn_tx, conn_rx) = mpsc::unbounded_channel::<Result<WatchedStream, std::io::Error>>();
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -837,6 +861,7 @@ impl TeleportDouble {
     /// Ends every open watch stream with `Unavailable`.
     pub fn drop_watches(&self) {
         let mut s = self.inner.lock();
+        s.rule_watchers.clear();
         for tx in s.watchers.drain(..) {
             let _ = tx.send(Err(Status::unavailable(
                 "watcher closed: connection to backend lost",
@@ -848,6 +873,7 @@ impl TeleportDouble {
     /// (`GOAWAY`, a broken pipe): the client sees a failed stream, not a clean end.
     pub fn break_watches(&self, code: Code) {
         let mut state = self.inner.lock();
+        state.rule_watchers.clear();
         for tx in state.watchers.drain(..) {
             let _ = tx.send(Err(Status::new(
                 code,
@@ -1002,12 +1028,14 @@ impl AuthService for Service {
         &self,
         request: Request<proto::Watch>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let delay = {
+        let (delay, kinds, rules) = {
             let mut state = self.0.begin(Rpc::WatchEvents, &request)?;
             state.watch_count += 1;
-            state.init_delay
+            let watch = request.get_ref().clone();
+            let (kinds, rules) =
+                amr::watch_kinds(&state, watch.kinds, watch.allow_partial_success)?;
+            (state.init_delay, kinds, rules)
         };
-        let kinds = request.into_inner().kinds;
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = self.0.clone();
         let register = move || {
@@ -1031,6 +1059,9 @@ impl AuthService for Service {
             // INIT and registration under one lock: no event can slip in before INIT, and
             // nothing that happened before it is replayed.
             if tx.send(Ok(init)).is_ok() {
+                if rules {
+                    state.rule_watchers.push(tx.clone());
+                }
                 state.watchers.push(tx);
             }
         };
@@ -1233,5 +1264,13 @@ impl AuthService for Service {
         let updated = req.clone();
         state.emit_put(&submission.request_id);
         Ok(Response::new(updated))
+    }
+
+    async fn list_resources(
+        &self,
+        request: Request<proto::ListResourcesRequest>,
+    ) -> Result<Response<proto::ListResourcesResponse>, Status> {
+        let mut state = self.0.begin(Rpc::ListResources, &request)?;
+        amr::list_resources(&mut state, request.into_inner()).map(Response::new)
     }
 }
