@@ -94,8 +94,8 @@ MUTATIONS = [
         "M9",
         "the answer deadline starts after the lookups (0.1's order)",
         "src/callback/mod.rs",
-        "    let deadline = callback.answer_within;\n    let mut task",
-        "    let deadline = callback.answer_within * 1000;\n    let mut task",
+        "    let deadline = ask.arrived + callback.answer_within;\n    let mut task",
+        "    let deadline = ask.arrived + callback.answer_within * 1000;\n    let mut task",
         ["the_answer_deadline_covers_the_lookups_and_the_claim"],
     ),
     (
