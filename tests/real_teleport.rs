@@ -1263,3 +1263,116 @@ async fn with_disconnect_expired_cert_a_real_v13_3_8_auth_keeps_the_watch_past_t
         other => panic!("v13.3.8 was expected to keep the watch: {other:?}"),
     }
 }
+
+/// Access monitoring rules against a real v13.3.8, which has none (they came with v15):
+/// - the role the README asks for (`access_monitoring_rule` and `user` rules) is accepted;
+///   `review_requests.preview_as_roles` is refused by this Community Edition build, as the
+///   README says;
+/// - a watch that asks for `access_monitoring_rule` with partial success is opened, and its
+///   INIT does not confirm the kind; listing rules is answered as not supported;
+/// - the standalone plugin says the rules are off, once, and still posts every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_v13_access_monitoring_rules_are_off_and_requests_still_flow() {
+    use teleport_mattermost::teleport::client::{RuleListing, TeleportClient, WatchEvent};
+    let env = tier5!();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let chat = Chat::new(env.clone()).await;
+    let (teleport, files) = cluster().await;
+
+    // The README's role, without and then with review_requests.
+    let rules = "      - resources: [access_request]\n        verbs: [list, read, update]\n      - resources: [access_monitoring_rule]\n        verbs: [list, read]\n      - resources: [user]\n        verbs: [read]\n";
+    teleport
+        .create(&format!(
+            "kind: role\nversion: v6\nmetadata:\n  name: {PLUGIN_USER}\nspec:\n  allow:\n    rules:\n{rules}"
+        ))
+        .expect("v13 takes the README's rules for access_monitoring_rule and user");
+    let preview = teleport.create(&format!(
+        "kind: role\nversion: v6\nmetadata:\n  name: {PLUGIN_USER}\nspec:\n  allow:\n    rules:\n{rules}    review_requests:\n      preview_as_roles: [access]\n"
+    ));
+    skip(&format!(
+        "v13.3.8, the README's role with review_requests.preview_as_roles: {}",
+        match &preview {
+            Ok(()) => "accepted".to_owned(),
+            Err(e) => format!(
+                "refused: {}",
+                format!("{e:#}")
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ),
+        }
+    ));
+
+    assert!(
+        preview
+            .as_ref()
+            .is_err_and(|e| format!("{e:#}").contains("only available in enterprise")),
+        "Community Edition refuses review_requests: {preview:?}"
+    );
+
+    let client = TeleportClient::connect(&teleport.auth_addr, &identity_of(&files))
+        .await
+        .unwrap();
+    let mut watch = client.watch(WAIT, true).await.unwrap();
+    skip(&format!(
+        "v13.3.8, a watch asking for access_monitoring_rule: {:?}",
+        watch.kinds()
+    ));
+    assert!(watch.kinds().rules_requested);
+    assert!(
+        !watch.kinds().rules_confirmed,
+        "v13 has no access monitoring rules to confirm: {:?}",
+        watch.kinds()
+    );
+    let listing = client
+        .list_access_monitoring_rules("mattermost")
+        .await
+        .unwrap();
+    skip(&format!(
+        "v13.3.8, ListAccessMonitoringRulesWithFilter: {listing:?}"
+    ));
+    assert!(
+        matches!(listing, RuleListing::NotSupported(_)),
+        "{listing:?}"
+    );
+
+    // The watch still carries access requests.
+    let id = teleport.create_request(REQUESTER, "amr on v13").unwrap();
+    let seen = tokio::time::timeout(WAIT, async {
+        loop {
+            match watch.next().await.unwrap() {
+                Some(WatchEvent::Put(request)) if request.id == id => break,
+                Some(_) => {}
+                None => panic!("the watch ended"),
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "the request never came through the watch");
+
+    // The plugin: rules off, said once, and the request posted once.
+    let plugin = Standalone::start(&seed_config(
+        &env,
+        &teleport,
+        &tls_identity(&files),
+        free_port(),
+    ));
+    plugin.wait_log("watcher started").await;
+    plugin.wait_log("access monitoring rules are off").await;
+    chat.posted(&id).await;
+    let second = teleport
+        .create_request(REQUESTER, "amr on v13, after start")
+        .unwrap();
+    chat.posted(&second).await;
+    assert_eq!(chat.posts_for(&id).await.len(), 1);
+    assert_eq!(chat.posts_for(&second).await.len(), 1);
+    let log = plugin.log();
+    assert_eq!(
+        log.matches("access monitoring rules are off").count(),
+        1,
+        "said once per watch:\n{log}"
+    );
+    drop(plugin);
+}
