@@ -295,6 +295,73 @@ async fn traits_and_labels_are_read_once_per_request_and_only_when_a_rule_reads_
     assert_eq!(asked.resource_type, "node");
 }
 
+/// Apps and databases come back from `ListResources` as the service serving them: their labels
+/// are the served app's or database's, with the server's own (Teleport's `GetAllLabels`). A
+/// request for both an app and a database is matched by the union of their labels, and by the
+/// intersection only on what they share.
+#[tokio::test]
+async fn labels_of_requested_apps_and_databases_route_by_union_and_intersection() {
+    let stack = Stack::start_with(StackOptions::default(), |mm: &MattermostDouble| {
+        setup(mm);
+        mm.add_team("ops");
+        let prod = mm.add_channel("ops", "prod");
+        mm.add_member(&prod, &mm.bot_user_id());
+    })
+    .await;
+    wait_reason(&stack, reason::RULES_ACTIVE).await;
+    stack
+        .teleport
+        .add_resource("app", "grafana", &[("env", "prod"), ("team", "obs")]);
+    stack
+        .teleport
+        .add_resource("db", "orders", &[("env", "prod"), ("team", "payments")]);
+    stack.teleport.put_rule(NewRule::new(
+        "payments-anywhere",
+        r#"access_request.spec.resource_labels_union["team"].contains("payments")"#,
+        &["erin@example.com"],
+    ));
+    stack.teleport.put_rule(NewRule::new(
+        "all-payments",
+        r#"access_request.spec.resource_labels_intersection["team"].contains("payments")"#,
+        &["sec/alerts"],
+    ));
+    stack.teleport.put_rule(NewRule::new(
+        "all-prod",
+        r#"access_request.spec.resource_labels_intersection["env"].contains("prod")"#,
+        &["ops/prod"],
+    ));
+    wait_rules(&stack, 3).await;
+    let resource = |kind: &str, name: &str| teleport_mattermost::request::RequestedResource {
+        cluster: "test-cluster".into(),
+        kind: kind.into(),
+        name: name.into(),
+        sub_resource: String::new(),
+        constraints: None,
+    };
+    let id = stack.teleport.create_request(NewRequest {
+        resources: vec![resource("app", "grafana"), resource("db", "orders")],
+        ..NewRequest::by("bob@example.com")
+    });
+    // Main channel, erin (union has team=payments), ops/prod (both are env=prod); not
+    // sec/alerts (only one of them is team=payments).
+    let channels = posted_to(&stack, &id, 3).await;
+    assert_eq!(channels.len(), 3, "{channels:?}");
+    assert!(channels.contains(&dm(&stack, "erin")), "{channels:?}");
+    assert!(
+        channels.contains(&stack.mattermost.add_channel("ops", "prod")),
+        "{channels:?}"
+    );
+    assert!(!channels.contains(&alerts(&stack)), "{channels:?}");
+    let mut asked: Vec<String> = stack
+        .teleport
+        .resource_requests()
+        .iter()
+        .map(|r| r.resource_type.clone())
+        .collect();
+    asked.sort();
+    assert_eq!(asked, ["app_server", "db_server"]);
+}
+
 #[tokio::test]
 async fn permission_denied_is_typed_in_the_status_and_requests_still_flow() {
     let stack = Stack::start_with(StackOptions::default(), setup).await;

@@ -126,14 +126,32 @@ fn any_name(names: &[&str]) -> String {
         .join(" || ")
 }
 
+/// A resource's static labels, as Teleport's `GetAllLabels` combines them: an app or database
+/// server's own labels, overlaid with those of the app or database it serves
+/// (`api/types/appserver.go`, `databaseserver.go`). Dynamic (command) labels are not read.
 fn labels_of(resource: proto::PaginatedResource) -> Option<BTreeMap<String, String>> {
     use proto::paginated_resource::Resource;
-    let metadata = match resource.resource? {
-        Resource::Node(r) => r.metadata,
-        Resource::WindowsDesktop(r) => r.metadata,
-        Resource::KubeCluster(r) => r.metadata,
-    }?;
-    Some(metadata.labels.into_iter().collect())
+    let (own, served) = match resource.resource? {
+        Resource::Node(r) => (r.metadata, None),
+        Resource::WindowsDesktop(r) => (r.header.and_then(|h| h.metadata), None),
+        Resource::KubeCluster(r) => (r.metadata, None),
+        Resource::AppServer(r) => (
+            r.metadata,
+            r.spec.and_then(|s| s.app).and_then(|a| a.metadata),
+        ),
+        Resource::DatabaseServer(r) => (
+            r.metadata,
+            r.spec.and_then(|s| s.database).and_then(|d| d.metadata),
+        ),
+    };
+    if own.is_none() && served.is_none() {
+        return None;
+    }
+    let mut labels: BTreeMap<String, String> = own
+        .map(|m| m.labels.into_iter().collect())
+        .unwrap_or_default();
+    labels.extend(served.into_iter().flat_map(|m| m.labels));
+    Some(labels)
 }
 
 /// The result of listing rules.
@@ -217,8 +235,8 @@ impl TeleportClient {
     }
 
     /// The labels of each requested resource that `ListResources` shows through the plugin's
-    /// `preview_as_roles` (one map per resource found; resources of other kinds, of apps and
-    /// databases, and of leaf clusters contribute none).
+    /// `preview_as_roles` (one map per resource found; resources of other kinds and of leaf
+    /// clusters contribute none).
     pub async fn resource_labels(
         &self,
         resources: &[RequestedResource],

@@ -154,7 +154,8 @@ impl TeleportDouble {
         );
     }
 
-    /// Registers a resource (`node`, `kube_cluster`, `windows_desktop`) with labels.
+    /// Registers a resource (`node`, `kube_cluster`, `windows_desktop`, `app`, `db`) with
+    /// labels.
     pub fn add_resource(&self, kind: &str, name: &str, labels: &[(&str, &str)]) {
         self.inner.lock().amr.resources.insert(
             (kind.into(), name.into()),
@@ -303,6 +304,17 @@ fn predicate_names(predicate: &str) -> Vec<String> {
         .collect()
 }
 
+/// The metadata of the service serving an app or database: the resource's name, and a label
+/// of the server itself, which Teleport's `GetAllLabels` (and so the plugin) counts among the
+/// resource's labels too.
+fn service_metadata(name: &str) -> types::Metadata {
+    types::Metadata {
+        name: name.to_owned(),
+        labels: [("teleport.internal/service".to_owned(), "agent-1".to_owned())].into(),
+        ..Default::default()
+    }
+}
+
 /// `ListResources`, for the kinds the plugin reads labels of.
 pub(super) fn list_resources(
     state: &mut State,
@@ -311,7 +323,8 @@ pub(super) fn list_resources(
     state.amr.resource_requests.push(request.clone());
     let kind = match request.resource_type.as_str() {
         "node" | "kube_cluster" | "windows_desktop" => request.resource_type.clone(),
-        "app_server" | "db_server" => return Ok(Default::default()),
+        "app_server" => "app".to_owned(),
+        "db_server" => "db".to_owned(),
         other => {
             return Err(Status::invalid_argument(format!(
                 "unsupported resource type {other:?}"
@@ -342,10 +355,40 @@ pub(super) fn list_resources(
                     metadata,
                     ..Default::default()
                 }),
-                _ => Resource::WindowsDesktop(types::WindowsDesktopV3 {
-                    kind: "windows_desktop".into(),
-                    metadata,
+                // An app or database arrives as the service serving it: the server carries
+                // the service's own labels, the app or database its labels
+                // (`api/types/appserver.go`, `databaseserver.go`).
+                "app" => Resource::AppServer(types::AppServerV3 {
+                    kind: "app_server".into(),
+                    metadata: Some(service_metadata(n)),
+                    spec: Some(types::AppServerSpecV3 {
+                        app: Some(types::AppV3 {
+                            kind: "app".into(),
+                            metadata,
+                            ..Default::default()
+                        }),
+                    }),
                     ..Default::default()
+                }),
+                "db" => Resource::DatabaseServer(types::DatabaseServerV3 {
+                    kind: "db_server".into(),
+                    metadata: Some(service_metadata(n)),
+                    spec: Some(types::DatabaseServerSpecV3 {
+                        database: Some(types::DatabaseV3 {
+                            kind: "db".into(),
+                            metadata,
+                            ..Default::default()
+                        }),
+                    }),
+                    ..Default::default()
+                }),
+                _ => Resource::WindowsDesktop(types::WindowsDesktopV3 {
+                    header: Some(types::ResourceHeader {
+                        kind: "windows_desktop".into(),
+                        version: "v3".into(),
+                        metadata,
+                        ..Default::default()
+                    }),
                 }),
             };
             proto::PaginatedResource {
