@@ -298,8 +298,14 @@ impl RuleRouting {
                 Err(e) => return Err(e),
             }
         }
-        if !problems.is_empty() {
-            *self.facts_problem.lock().expect("facts lock") = Some(problems.join("; "));
+        let fetched = rules.reads(MapVar::UserTraits)
+            || rules.reads(MapVar::LabelsUnion)
+            || rules.reads(MapVar::LabelsIntersection);
+        if fetched {
+            // The status follows the latest request that needed them: a role fixed later
+            // clears it.
+            *self.facts_problem.lock().expect("facts lock") =
+                (!problems.is_empty()).then(|| problems.join("; "));
         }
         let routing = rules.route(&facts);
         for error in &routing.errors {

@@ -410,6 +410,20 @@ async fn a_denied_trait_read_routes_without_traits_and_says_so() {
         .create_request(NewRequest::by("bob@example.com"));
     assert!(posted_to(&stack, &id, 2).await.contains(&alerts(&stack)));
     wait_reason(&stack, reason::FACTS_UNAVAILABLE).await;
+
+    // The role is fixed: the next request that needs traits reads them, and the status clears.
+    stack
+        .teleport
+        .fail_next(Rpc::GetUser, 0, Code::PermissionDenied);
+    stack
+        .teleport
+        .set_user_traits("bob@example.com", &[("team", &["db"])]);
+    let next = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    // bob has a team now: the rule no longer matches, so no post in sec/alerts.
+    assert!(!posted_to(&stack, &next, 1).await.contains(&alerts(&stack)));
+    wait_reason(&stack, reason::RULES_ACTIVE).await;
 }
 
 #[tokio::test]
