@@ -28,14 +28,6 @@ fn ephemeral(outcome: &PressOutcome) -> String {
     outcome.ephemeral_text.clone().unwrap_or_default()
 }
 
-fn has_buttons(post: &Post) -> bool {
-    post.props
-        .get("attachments")
-        .and_then(|a| a.pointer("/0/actions"))
-        .and_then(|a| a.as_array())
-        .is_some_and(|a| !a.is_empty())
-}
-
 /// The posts of a request in the direct channel of the bot and `username`.
 fn dm_posts(stack: &Stack, username: &str, request_id: &str) -> Vec<Post> {
     let channel = stack
@@ -156,12 +148,12 @@ async fn a_suggested_reviewer_outside_the_channel_gets_no_buttons_and_a_link_to_
         &["outsider@example.com", "alice@example.com"],
     ));
     let channel_post = stack.posted(&id).await;
-    assert!(has_buttons(&channel_post));
+    assert!(channel_post.has_buttons());
     assert!(Stack::eventually(WAIT, || stack.data(&id).messages.len() == 3).await);
 
     let outsider = dm_posts(&stack, "outsider", &id);
     assert_eq!(outsider.len(), 1);
-    assert!(!has_buttons(&outsider[0]), "{:?}", outsider[0].props);
+    assert!(!outsider[0].has_buttons(), "{:?}", outsider[0].props);
     let permalink = format!("{}{TEAM}/pl/{}", stack.mattermost.url(), channel_post.id);
     assert!(
         outsider[0].message.contains(&permalink),
@@ -170,7 +162,7 @@ async fn a_suggested_reviewer_outside_the_channel_gets_no_buttons_and_a_link_to_
     );
     let alice = dm_posts(&stack, "alice", &id);
     assert!(
-        has_buttons(&alice[0]),
+        alice[0].has_buttons(),
         "a member of the channel may decide from her DM"
     );
 
@@ -223,7 +215,7 @@ async fn the_requesters_second_account_cannot_approve() {
         .create_request(with_suggested("bob@example.com", &["bobby@other.example"]));
     stack.posted(&id).await;
     assert!(Stack::eventually(WAIT, || dm_posts(&stack, "bobby", &id).len() == 1).await);
-    assert!(!has_buttons(&dm_posts(&stack, "bobby", &id)[0]));
+    assert!(!dm_posts(&stack, "bobby", &id)[0].has_buttons());
     let ops = stack.mattermost.add_channel(TEAM, "ops");
     assert!(Stack::eventually(WAIT, || stack.data(&id).message_in(&ops).is_some()).await);
     let ops_post = stack.data(&id).message_in(&ops).unwrap().post_id.clone();
@@ -738,7 +730,7 @@ async fn a_promoted_request_is_final_everywhere() {
             .mattermost
             .post(&post.id)
             .is_some_and(
-                |p| p.message.contains("**Status**: PROMOTED") && !has_buttons(&p)
+                |p| p.message.contains("**Status**: PROMOTED") && !p.has_buttons()
             ))
         .await,
         "{:?}",

@@ -52,13 +52,6 @@ fn sorted(mut items: Vec<String>) -> Vec<String> {
     items
 }
 
-fn has_buttons(post: &teleport_mattermost_testkit::mattermost::Post) -> bool {
-    post.props
-        .get("attachments")
-        .and_then(|a| a.as_array())
-        .is_some_and(|a| a.iter().any(|att| att.get("actions").is_some()))
-}
-
 #[tokio::test]
 async fn pending_request_is_posted_once_across_restart() {
     let mut stack = Stack::started(StackOptions::default()).await;
@@ -73,7 +66,7 @@ async fn pending_request_is_posted_once_across_restart() {
         post.message
     );
     assert!(post.message.contains("bob@example.com"));
-    assert!(has_buttons(&post), "pending post carries buttons");
+    assert!(post.has_buttons(), "pending post carries buttons");
     assert!(
         Stack::eventually(WAIT, || stack
             .data(&id)
@@ -265,7 +258,7 @@ async fn button_round_trip(
     assert!(Stack::eventually(WAIT, || stack.data(&id).edited == Some(state)).await);
     let edited = stack.mattermost.post(&post.id).unwrap();
     assert!(edited.message.contains(outcome), "{}", edited.message);
-    assert!(!has_buttons(&edited), "no buttons after resolution");
+    assert!(!edited.has_buttons(), "no buttons after resolution");
 }
 
 #[tokio::test]
@@ -312,7 +305,7 @@ async fn expiry_edits_every_post_to_expired() {
     for m in stack.data(&id).messages {
         let post = stack.mattermost.post(&m.post_id).unwrap();
         assert!(post.message.contains("EXPIRED"), "{}", post.message);
-        assert!(!has_buttons(&post));
+        assert!(!post.has_buttons());
     }
 }
 
@@ -374,7 +367,7 @@ async fn unauthorized_clicker_is_refused_and_nothing_changes() {
         RequestState::Pending
     );
     assert!(
-        has_buttons(&stack.mattermost.post(&post.id).unwrap()),
+        stack.mattermost.post(&post.id).unwrap().has_buttons(),
         "post unchanged"
     );
 }
@@ -703,7 +696,7 @@ async fn reviews_update_the_progress_line_of_every_post() {
             stack
                 .mattermost
                 .post(&m.post_id)
-                .is_some_and(|p| p.message.contains(text) && has_buttons(&p))
+                .is_some_and(|p| p.message.contains(text) && p.has_buttons())
         })
     };
     assert!(

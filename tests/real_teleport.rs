@@ -47,6 +47,18 @@ macro_rules! tier5 {
     };
 }
 
+/// Returns from a test that needs only the Teleport peers (no Mattermost) when they are not
+/// built, and installs the TLS provider.
+macro_rules! teleport_peers {
+    () => {
+        if !real_teleport::available() {
+            skip("skipped: the Teleport peers are not built; run tests/teleport/build.sh");
+            return;
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    };
+}
+
 /// The `teleport-mattermost` binary under test.
 fn plugin_binary() -> PathBuf {
     std::env::var_os("TM_PLUGIN_BINARY")
@@ -1165,11 +1177,7 @@ fn identity_of(files: &[PathBuf; 3]) -> teleport_mattermost::teleport::identity:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_plugin_identity_is_named_a_lock() {
     use teleport_mattermost::teleport::client::TeleportClient;
-    if !real_teleport::available() {
-        skip("skipped: the Teleport peers are not built; run tests/teleport/build.sh");
-        return;
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    teleport_peers!();
     let (teleport, files) = cluster().await;
     let identity = identity_of(&files);
     let client = TeleportClient::connect(&teleport.auth_addr, &identity)
@@ -1216,11 +1224,7 @@ async fn a_locked_plugin_identity_is_named_a_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_disconnect_expired_cert_a_real_v13_3_8_auth_keeps_the_watch_past_the_expiry() {
     use teleport_mattermost::teleport::client::{TeleportClient, WatchEvent};
-    if !real_teleport::available() {
-        skip("skipped: the Teleport peers are not built; run tests/teleport/build.sh");
-        return;
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    teleport_peers!();
     let teleport = RealTeleport::start(Mode::AuthOnly).await.unwrap();
     teleport.bootstrap(&[REQUESTER]).unwrap();
     // The cluster's auth preference comes from teleport.yaml; tctl overrides it only when told
@@ -1386,11 +1390,7 @@ async fn on_a_real_v13_access_monitoring_rules_are_off_and_requests_still_flow()
 async fn requested_resources_labels_decode_from_a_real_v13_list_resources() {
     use teleport_mattermost::request::RequestedResource;
     use teleport_mattermost::teleport::client::TeleportClient;
-    if !real_teleport::available() {
-        skip("skipped: the Teleport peers are not built; run tests/teleport/build.sh");
-        return;
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    teleport_peers!();
     let teleport = RealTeleport::start(Mode::AuthOnly).await.unwrap();
     teleport.bootstrap(&[REQUESTER]).unwrap();
     teleport

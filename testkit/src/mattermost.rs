@@ -107,6 +107,22 @@ pub struct Post {
     pub metadata: Map<String, Value>,
 }
 
+impl Post {
+    /// True when an attachment carries at least one action: the post has buttons.
+    pub fn has_buttons(&self) -> bool {
+        self.props
+            .get("attachments")
+            .and_then(Value::as_array)
+            .is_some_and(|atts| {
+                atts.iter().any(|att| {
+                    att.get("actions")
+                        .and_then(Value::as_array)
+                        .is_some_and(|actions| !actions.is_empty())
+                })
+            })
+    }
+}
+
 /// Disables Nagle on accepted connections: with it, a response written in two pieces waits for
 /// the peer's delayed ACK (~40 ms), which would swamp every latency measured over the double.
 pub fn no_delay(stream: &mut tokio::net::TcpStream) {
