@@ -530,6 +530,36 @@ async fn crash_between_posting_and_recording_gives_no_duplicate() {
     assert_eq!(stack.data(&id).messages[0].post_id, posts[0].id);
 }
 
+/// The same crash in a channel where people wrote 1,200 posts just before: Mattermost's
+/// `?since=` query would leave the newest posts out past 1,000 (the double plays it as
+/// `GetPostsSince` reads), so the post is looked for page by page.
+#[tokio::test]
+async fn in_a_busy_channel_a_post_whose_answer_was_lost_is_still_found() {
+    let mut stack = Stack::started(StackOptions::default()).await;
+    stack
+        .mattermost
+        .add_chatter(&stack.channel_id, "alice", 1_200);
+    stack.mattermost.inject_lost_post_responses(1);
+    let id = stack
+        .teleport
+        .create_request(NewRequest::by("bob@example.com"));
+    assert!(Stack::eventually(WAIT, || !stack.root_posts_for(&id).is_empty()).await);
+    stack.crash().await;
+    stack.restart().await;
+    assert!(
+        Stack::eventually(WAIT, || stack
+            .data(&id)
+            .message_in(&stack.channel_id)
+            .is_some())
+        .await,
+        "the existing post is adopted"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let posts = stack.root_posts_for(&id);
+    assert_eq!(posts.len(), 1, "no duplicate post");
+    assert_eq!(stack.data(&id).messages[0].post_id, posts[0].id);
+}
+
 #[tokio::test]
 async fn install_taken_over_from_teleports_plugin_does_not_repost() {
     let stack = Stack::started(StackOptions::default()).await;

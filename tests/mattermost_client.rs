@@ -265,14 +265,12 @@ async fn direct_channel_is_created_once_and_cached() {
 }
 
 #[tokio::test]
-async fn channel_posts_since_lists_new_and_changed_posts_newest_first() {
-    let (_mm, client, channel_id) = setup().await;
+async fn channel_posts_page_through_the_channel_newest_first() {
+    let (mm, client, channel_id) = setup().await;
     let old = client
         .create_post(&NewPost::new(&channel_id, "old"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let cutoff = chrono::Utc::now().timestamp_millis();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let first = client
         .create_post(&NewPost::new(&channel_id, "first").with_prop("marker", json!("m1")))
@@ -284,16 +282,21 @@ async fn channel_posts_since_lists_new_and_changed_posts_newest_first() {
         .await
         .unwrap();
 
-    let posts = client
-        .channel_posts_since(&channel_id, cutoff)
-        .await
-        .unwrap();
+    let posts = client.channel_posts_page(&channel_id, 0, 2).await.unwrap();
     let ids: Vec<_> = posts.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, [second.id.as_str(), first.id.as_str()]);
     assert_eq!(posts[1].props["marker"], "m1");
+    let next = client.channel_posts_page(&channel_id, 1, 2).await.unwrap();
+    assert_eq!(next[0].id, old.id);
 
-    let all = client.channel_posts_since(&channel_id, 0).await.unwrap();
-    assert!(all.iter().any(|p| p.id == old.id));
+    // Mattermost serves at most 200 a page; asking for more gets 200.
+    mm.add_chatter(&channel_id, &mm.bot_user_id(), 450);
+    let page = client
+        .channel_posts_page(&channel_id, 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 200);
+    assert!(page.windows(2).all(|w| w[0].create_at >= w[1].create_at));
 }
 
 #[tokio::test]

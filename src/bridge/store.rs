@@ -50,20 +50,43 @@ pub(super) async fn modify(
     Ok(written.or(latest))
 }
 
-/// Looks for a post this plugin made for `slot` since shortly before the intent was recorded.
+/// Posts a page when looking for a post (Mattermost's most).
+const FIND_PAGE: u32 = 200;
+
+/// Pages looked through at most: 10,000 posts made in the channel since the intent.
+const FIND_PAGES: u32 = 50;
+
+/// Looks for a post this plugin made for `slot` since shortly before the intent was recorded,
+/// paging back through the channel, newest first, until posts older than that. Paging, not
+/// `?since=`: past 1,000 changed posts that query leaves out the newest, and a busy channel
+/// would then hide the post and have it made twice.
 pub(super) async fn find_post(
     instance: &Instance,
     slot: &Slot,
     request_id: &str,
     since_ms: i64,
 ) -> Result<Option<Post>, BridgeError> {
-    let posts = instance
-        .mattermost()
-        .channel_posts_since(slot.channel_id(), since_ms - ADOPT_LOOKBACK_MS)
-        .await?;
-    Ok(posts
-        .into_iter()
-        .find(|p| post_matches(p, slot, request_id)))
+    let oldest = since_ms - ADOPT_LOOKBACK_MS;
+    for page in 0..FIND_PAGES {
+        let posts = instance
+            .mattermost()
+            .channel_posts_page(slot.channel_id(), page, FIND_PAGE)
+            .await?;
+        if let Some(found) = posts.iter().find(|p| post_matches(p, slot, request_id)) {
+            return Ok(Some(found.clone()));
+        }
+        let full = posts.len() == FIND_PAGE as usize;
+        if !full || posts.last().is_some_and(|p| p.create_at < oldest) {
+            return Ok(None);
+        }
+    }
+    tracing::warn!(
+        request = request_id,
+        channel = slot.channel_id(),
+        posts = FIND_PAGES * FIND_PAGE,
+        "looked through the channel's newest posts without reaching the time of the intent; posting again"
+    );
+    Ok(None)
 }
 
 /// The `pending_post_id` of the post an intent is about to make: the same on every attempt

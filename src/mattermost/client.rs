@@ -428,18 +428,24 @@ impl MattermostClient {
         .await
     }
 
-    /// Posts of a channel created or changed after `since_ms` (milliseconds since the epoch),
-    /// newest first as Mattermost orders them
-    /// (`GET /api/v4/channels/{id}/posts?since=`). Mattermost returns at most 1000.
-    pub async fn channel_posts_since(
+    /// One page of a channel's posts, newest first (`GET /api/v4/channels/{id}/posts?page=&
+    /// per_page=`; Mattermost serves at most 200 a page). Replies are included; deleted posts
+    /// are not.
+    ///
+    /// Paging is how the plugin looks for a post it may have made: `?since=` returns at most
+    /// 1,000 changed posts and, past that, leaves out the newest (`GetPostsSince` has
+    /// `LIMIT 1000` without an order, read through the (channelid, updateat) index), and the
+    /// server may answer it from its last-post-time cache.
+    pub async fn channel_posts_page(
         &self,
         channel_id: &str,
-        since_ms: i64,
+        page: u32,
+        per_page: u32,
     ) -> Result<Vec<Post>, MattermostError> {
         let mut url = self.url(&["channels", channel_id, "posts"]);
-        // `since=0` would make Mattermost return the latest page instead of "everything".
         url.query_pairs_mut()
-            .append_pair("since", &since_ms.max(1).to_string());
+            .append_pair("page", &page.to_string())
+            .append_pair("per_page", &per_page.clamp(1, 200).to_string());
         let endpoint = endpoint(&Method::GET, &url);
         let list: PostList = self.call(Call::get(url, None, MAX_POST_LIST_BYTES)).await?;
         list.into_ordered().map_err(|e| MattermostError::Decode {

@@ -17,7 +17,9 @@
 //!   `model.post.is_valid.message_length.app_error`;
 //! - `PUT /posts/{id}` needs the body's `id` to equal the path's and replaces message and
 //!   props wholesale;
-//! - `GET /channels/{id}/posts?since=` lists posts with `update_at > since`, newest first;
+//! - `GET /channels/{id}/posts?since=` lists at most 1,000 posts with `update_at > since`
+//!   (the 1,000 changed first), newest first; without `since`, `page` and `per_page` (at most
+//!   200) page through the channel's posts newest first;
 //! - a button press sends `user_id, user_name, channel_id, channel_name, team_id,
 //!   team_domain, post_id, trigger_id, type, data_source, context` and applies the reply's
 //!   `update` keeping the post's id, channel, author and pinned state
@@ -555,6 +557,34 @@ impl MattermostDouble {
         let mut state = self.state();
         if let Some(&i) = state.post_index.get(id) {
             state.posts[i].props = props;
+        }
+    }
+
+    /// `count` ordinary posts by `user` (a username or a user id) in a channel, as a busy
+    /// channel's people make them (one millisecond apart, ending now).
+    pub fn add_chatter(&self, channel_id: &str, user: &str, count: usize) {
+        let mut state = self.state();
+        let user_id = state
+            .users
+            .iter()
+            .find(|u| u.username == user || u.id == user)
+            .map(|u| u.id.clone())
+            .expect("a known user");
+        let start = now_ms() - count as i64;
+        for i in 0..count {
+            let at = start + i as i64;
+            let post = Post {
+                id: new_id(),
+                channel_id: channel_id.into(),
+                user_id: user_id.clone(),
+                message: format!("chatter {i}"),
+                create_at: at,
+                update_at: at,
+                ..Post::default()
+            };
+            let index = state.posts.len();
+            state.post_index.insert(post.id.clone(), index);
+            state.posts.push(post);
         }
     }
 
@@ -1448,14 +1478,21 @@ async fn channel_posts(
         .iter()
         .filter(|p| p.channel_id == channel_id)
         .collect();
-    selected.sort_by_key(|p| std::cmp::Reverse(p.create_at));
     let selected: Vec<&Post> = if since > 0 {
-        selected
+        // `SqlPostStore.GetPostsSince` (`server/channels/store/sqlstore/post_store.go`, 6.7.2
+        // and 11.4): `WHERE UpdateAt > ? AND ChannelId = ? LIMIT 1000` with no ORDER BY,
+        // then the whole ordered by CreateAt. PostgreSQL reads it through the index on
+        // (channelid, updateat), so past 1,000 changed posts the newest are the ones left out.
+        selected.sort_by_key(|p| p.update_at);
+        let mut kept: Vec<&Post> = selected
             .into_iter()
             .filter(|p| p.update_at > since)
             .take(1000)
-            .collect()
+            .collect();
+        kept.sort_by_key(|p| std::cmp::Reverse(p.create_at));
+        kept
     } else {
+        selected.sort_by_key(|p| std::cmp::Reverse(p.create_at));
         let per_page = query.per_page.unwrap_or(60).clamp(1, 200);
         let page = query.page.unwrap_or(0);
         selected
