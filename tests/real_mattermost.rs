@@ -1874,3 +1874,75 @@ async fn a_priority_post_goes_out_once_even_where_the_acknowledgement_is_unlicen
         assert_eq!(warnings, 0);
     }
 }
+
+/// What the plugin relies on to find a post it may have made (`bridge::store::find_post`), on
+/// the real server: past 1,000 posts changed since, `?since=` leaves out the newest (its
+/// `LIMIT 1000` has no order, and PostgreSQL reads the (channelid, updateat) index oldest
+/// first), while a page of the channel starts with the newest. The Mattermost double plays
+/// both this way; a channel this busy once had a request posted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_1000_changed_posts_since_leaves_out_the_newest_and_a_page_does_not() {
+    use futures::StreamExt as _;
+    let env = real_env!();
+    let real = Real::started(env, Options::default()).await;
+    let channel = real.new_channel(&unique("busy-"), "O").await;
+    real.add_to_channel(&channel, &real.bot_id()).await;
+    let before = chrono::Utc::now().timestamp_millis() - 1;
+    let admin = real.env.admin_token.clone();
+    futures::stream::iter(0..1_050)
+        .map(|i| {
+            let (api, admin, channel) = (&real.api, &admin, &channel);
+            async move {
+                let (status, _, body) = api
+                    .call(
+                        reqwest::Method::POST,
+                        "/posts",
+                        Some(admin),
+                        Some(serde_json::json!({"channel_id": channel, "message": format!("chatter {i}")})),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{body}");
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+    let (status, _, newest) = real
+        .api
+        .call(
+            reqwest::Method::POST,
+            "/posts",
+            Some(&admin),
+            Some(serde_json::json!({"channel_id": channel, "message": "the newest"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{newest}");
+    let newest = newest["id"].as_str().unwrap().to_string();
+
+    let since = real
+        .api
+        .get(&format!("/channels/{channel}/posts?since={before}"), &admin)
+        .await;
+    let order: Vec<&str> = since["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    println!(
+        "?since= over 1,051 new posts: {} posts, the newest among them: {}",
+        order.len(),
+        order.contains(&newest.as_str())
+    );
+    assert_eq!(order.len(), 1_000);
+    assert!(!order.contains(&newest.as_str()), "the newest is left out");
+
+    let page = real
+        .instance
+        .mattermost()
+        .channel_posts_page(&channel, 0, 200)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 200);
+    assert_eq!(page[0].id, newest, "a page starts with the newest");
+}
