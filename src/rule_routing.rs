@@ -147,6 +147,16 @@ pub struct RouteError {
 
 type Decision = Arc<Option<BTreeSet<String>>>;
 
+/// Where the rules send one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The rules' recipients, or `None` when no rule gave any.
+    pub recipients: Option<BTreeSet<String>>,
+    /// Routing it changed what [`RuleRouting::report`] says (traits or labels became
+    /// unreadable, or readable again): the status should be published.
+    pub report_changed: bool,
+}
+
 /// The rules of one instance, and the requests they routed.
 pub struct RuleRouting {
     rules: ArcSwap<RuleSet>,
@@ -245,31 +255,42 @@ impl RuleRouting {
         &self,
         teleport: &TeleportClient,
         request: &AccessRequest,
-    ) -> Result<Option<BTreeSet<String>>, RouteError> {
+    ) -> Result<Routed, RouteError> {
         if let Some(decision) = self.decisions.get(&request.id).await {
-            return Ok(decision.as_ref().clone());
+            return Ok(Routed {
+                recipients: decision.as_ref().clone(),
+                report_changed: false,
+            });
         }
+        let report_changed = std::sync::atomic::AtomicBool::new(false);
         let decision = self
             .decisions
             .try_get_with(request.id.clone(), async {
-                self.decide(teleport, request).await.map(Arc::new)
+                let (decision, changed) = self.decide(teleport, request).await?;
+                report_changed.store(changed, std::sync::atomic::Ordering::Relaxed);
+                Ok(Arc::new(decision))
             })
             .await
             .map_err(|source| RouteError {
                 request: request.id.clone(),
                 source,
             })?;
-        Ok(decision.as_ref().clone())
+        Ok(Routed {
+            recipients: decision.as_ref().clone(),
+            report_changed: report_changed.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
+    /// The decision, and whether it changed what [`RuleRouting::report`] says (the facts
+    /// problem).
     async fn decide(
         &self,
         teleport: &TeleportClient,
         request: &AccessRequest,
-    ) -> Result<Option<BTreeSet<String>>, MonitoringError> {
+    ) -> Result<(Option<BTreeSet<String>>, bool), MonitoringError> {
         let rules = self.rules();
         if rules.is_empty() {
-            return Ok(None);
+            return Ok((None, false));
         }
         let mut facts = facts_of(request);
         let mut problems = Vec::new();
@@ -301,11 +322,14 @@ impl RuleRouting {
         let fetched = rules.reads(MapVar::UserTraits)
             || rules.reads(MapVar::LabelsUnion)
             || rules.reads(MapVar::LabelsIntersection);
+        let mut report_changed = false;
         if fetched {
             // The status follows the latest request that needed them: a role fixed later
             // clears it.
-            *self.facts_problem.lock().expect("facts lock") =
-                (!problems.is_empty()).then(|| problems.join("; "));
+            let now = (!problems.is_empty()).then(|| problems.join("; "));
+            let mut problem = self.facts_problem.lock().expect("facts lock");
+            report_changed = *problem != now;
+            *problem = now;
         }
         let routing = rules.route(&facts);
         for error in &routing.errors {
@@ -314,7 +338,10 @@ impl RuleRouting {
         if !routing.matched.is_empty() {
             tracing::info!(request = %request.id, rules = ?routing.matched, recipients = ?routing.recipients, "access monitoring rules route the request");
         }
-        Ok((!routing.recipients.is_empty()).then_some(routing.recipients))
+        Ok((
+            (!routing.recipients.is_empty()).then_some(routing.recipients),
+            report_changed,
+        ))
     }
 }
 

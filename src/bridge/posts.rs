@@ -127,9 +127,11 @@ pub(super) async fn targets(
     // Routed once per request (see `rule_routing`): a rule changed later does not move posts.
     let teleport = instance.teleport().await?;
     let routed = instance.routing().recipients(&teleport, request).await?;
-    let report = instance.routing().report();
-    instance.update_status(|s| s.access_monitoring = report);
-    let fanout = plan(instance, request, routed.as_ref());
+    if routed.report_changed {
+        let report = instance.routing().report();
+        instance.update_status(|s| s.access_monitoring = report);
+    }
+    let fanout = plan(instance, request, routed.recipients.as_ref());
     let mut out = Targets {
         resolved: Vec::new(),
         retry: None,
