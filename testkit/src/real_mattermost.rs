@@ -232,8 +232,34 @@ impl Api {
         self.get(&format!("/posts/{id}"), token).await
     }
 
-    /// Every post of a channel, newest first, page by page.
+    /// Every post of a channel, newest first, each once.
+    ///
+    /// Pages are `ORDER BY CreateAt DESC LIMIT ? OFFSET ?` (`SqlPostStore.getRootPosts`), so a
+    /// post made while paging shifts the rest, and a tie on CreateAt at a page's edge may fall
+    /// on either page: one read can show a post twice or not at all. The channel is read until
+    /// two reads in a row hold the same posts, and each post is kept once, by id.
     pub async fn channel_posts(&self, channel_id: &str, token: &str) -> Vec<Value> {
+        let mut last: Option<Vec<Value>> = None;
+        for _ in 0..10 {
+            let read = self.channel_posts_once(channel_id, token).await;
+            if let Some(last) = &last {
+                let ids = |posts: &[Value]| {
+                    let mut ids: Vec<String> = posts.iter().map(|p| p["id"].to_string()).collect();
+                    ids.sort();
+                    ids
+                };
+                if ids(last) == ids(&read) {
+                    return read;
+                }
+            }
+            last = Some(read);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        panic!("the posts of channel {channel_id} kept changing over 10 reads");
+    }
+
+    async fn channel_posts_once(&self, channel_id: &str, token: &str) -> Vec<Value> {
+        let mut seen = std::collections::HashSet::new();
         let mut all = Vec::new();
         for page in 0.. {
             let list = self
@@ -254,7 +280,9 @@ impl Api {
                 break;
             }
             for id in order {
-                all.push(list["posts"][&id].clone());
+                if seen.insert(id.clone()) {
+                    all.push(list["posts"][&id].clone());
+                }
             }
         }
         all
