@@ -135,6 +135,17 @@ fn seed_config_of(
 }
 
 /// The three-file identity lines of the config.
+/// The plugin started standalone on the seed config, with the TLS identity files and a free
+/// callback port: how most tests here run it.
+fn standalone_with_tls(env: &Env, teleport: &RealTeleport, files: &[PathBuf; 3]) -> Standalone {
+    Standalone::start(&seed_config(
+        env,
+        teleport,
+        &tls_identity(files),
+        free_port(),
+    ))
+}
+
 fn tls_identity(files: &[PathBuf; 3]) -> String {
     format!(
         "client_crt = \"{}\"\nclient_key = \"{}\"\nroot_cas = \"{}\"",
@@ -401,12 +412,7 @@ async fn deny_through_mattermost_and_a_revocation_in_teleport_edit_the_post() {
     let env = tier5!();
     let chat = Chat::new(env.clone()).await;
     let (teleport, files) = cluster().await;
-    let plugin = Standalone::start(&seed_config(
-        &env,
-        &teleport,
-        &tls_identity(&files),
-        free_port(),
-    ));
+    let plugin = standalone_with_tls(&env, &teleport, &files);
     plugin.wait_log("watcher started").await;
 
     let denied = teleport.create_request(REQUESTER, "to be denied").unwrap();
@@ -522,12 +528,7 @@ async fn a_missing_permission_is_named_and_the_plugin_recovers_once_the_role_is_
             "kind: role\nversion: v6\nmetadata:\n  name: {PLUGIN_USER}\nspec:\n  allow:\n    rules:\n      - resources: [access_request]\n        verbs: [list, read]\n"
         ))
         .unwrap();
-    let plugin = Standalone::start(&seed_config(
-        &env,
-        &teleport,
-        &tls_identity(&files),
-        free_port(),
-    ));
+    let plugin = standalone_with_tls(&env, &teleport, &files);
     plugin.wait_log("watcher started").await;
     let id = teleport.create_request(REQUESTER, "needs update").unwrap();
     plugin.wait_log("access_plugin_data").await;
@@ -615,12 +616,7 @@ async fn takeover_from_teleports_go_plugin_reposts_nothing_and_edits_its_posts()
         .status();
     let _ = go.0.wait();
 
-    let plugin = Standalone::start(&seed_config(
-        &env,
-        &teleport,
-        &tls_identity(&files),
-        free_port(),
-    ));
+    let plugin = standalone_with_tls(&env, &teleport, &files);
     plugin.wait_log("resync queued").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -642,12 +638,7 @@ async fn takeover_from_teleports_go_plugin_reposts_nothing_and_edits_its_posts()
 async fn an_idle_watch_survives_six_minutes_without_a_reconnect() {
     let env = tier5!();
     let (teleport, files) = cluster().await;
-    let plugin = Standalone::start(&seed_config(
-        &env,
-        &teleport,
-        &tls_identity(&files),
-        free_port(),
-    ));
+    let plugin = standalone_with_tls(&env, &teleport, &files);
     plugin.wait_log("watcher started").await;
     tokio::time::sleep(Duration::from_secs(6 * 60 + 15)).await;
     let log = plugin.log();
@@ -1098,12 +1089,7 @@ async fn running_next_to_teleports_go_plugin_posts_each_request_once_and_warns()
             .spawn()
             .unwrap(),
     );
-    let plugin = Standalone::start(&seed_config(
-        &env,
-        &teleport,
-        &tls_identity(&files),
-        free_port(),
-    ));
+    let plugin = standalone_with_tls(&env, &teleport, &files);
     plugin.wait_log("watcher started").await;
     tokio::time::sleep(Duration::from_secs(2)).await; // the Go plugin's watch is up too
 
@@ -1357,12 +1343,7 @@ async fn on_a_real_v13_access_monitoring_rules_are_off_and_requests_still_flow()
     assert!(seen.is_ok(), "the request never came through the watch");
 
     // The plugin: rules off, said once, and the request posted once.
-    let plugin = Standalone::start(&seed_config(
-        &env,
-        &teleport,
-        &tls_identity(&files),
-        free_port(),
-    ));
+    let plugin = standalone_with_tls(&env, &teleport, &files);
     plugin.wait_log("watcher started").await;
     plugin.wait_log("access monitoring rules are off").await;
     chat.posted(&id).await;

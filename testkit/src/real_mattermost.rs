@@ -239,23 +239,22 @@ impl Api {
     /// on either page: one read can show a post twice or not at all. The channel is read until
     /// two reads in a row hold the same posts, and each post is kept once, by id.
     pub async fn channel_posts(&self, channel_id: &str, token: &str) -> Vec<Value> {
-        let mut last: Option<Vec<Value>> = None;
+        let ids = |posts: &[Value]| {
+            posts
+                .iter()
+                .map(|p| p["id"].to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let mut last = self.channel_posts_once(channel_id, token).await;
         for _ in 0..10 {
-            let read = self.channel_posts_once(channel_id, token).await;
-            if let Some(last) = &last {
-                let ids = |posts: &[Value]| {
-                    let mut ids: Vec<String> = posts.iter().map(|p| p["id"].to_string()).collect();
-                    ids.sort();
-                    ids
-                };
-                if ids(last) == ids(&read) {
-                    return read;
-                }
-            }
-            last = Some(read);
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let read = self.channel_posts_once(channel_id, token).await;
+            if ids(&last) == ids(&read) {
+                return read;
+            }
+            last = read;
         }
-        panic!("the posts of channel {channel_id} kept changing over 10 reads");
+        panic!("the posts of channel {channel_id} kept changing over 11 reads");
     }
 
     async fn channel_posts_once(&self, channel_id: &str, token: &str) -> Vec<Value> {
