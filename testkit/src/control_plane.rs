@@ -61,7 +61,29 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Starts etcd and kube-apiserver and waits for `/readyz`.
+    ///
+    /// Ports are picked free and then handed to the children, so another process may take one
+    /// in between (tests run in parallel, and outgoing connections draw from the same range).
+    /// A start whose child lost its port that way is thrown away and tried again on new ports.
     pub async fn start() -> anyhow::Result<ControlPlane> {
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1.. {
+            match Self::start_once().await {
+                Err(e)
+                    if attempt < ATTEMPTS
+                        && format!("{e:#}").contains("address already in use") =>
+                {
+                    eprintln!(
+                        "[control-plane] a port was taken before etcd or kube-apiserver bound it; starting again"
+                    );
+                }
+                result => return result,
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn start_once() -> anyhow::Result<ControlPlane> {
         let bin_dir = peers_bin_dir();
         let etcd_bin = peer_binary("etcd")?;
         let apiserver_bin = peer_binary("kube-apiserver")?;
